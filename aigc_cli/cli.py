@@ -1,0 +1,241 @@
+"""The `aigc` command line: parse flags into a request, run a generator, write the payload.
+
+This module imports nothing heavy: `aigc --help` must not import torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import typer
+
+from . import __version__
+from .config import go_offline, settings
+from .console import Console, error_line
+from .errors import AigcError, ExitCode, PipeClosed, map_exception
+
+app = typer.Typer(
+    name="aigc",
+    help="Generate text, images and speech from pretrained Hugging Face models, in shell pipelines.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+models_app = typer.Typer(help="List, pull and locate models (the Hugging Face cache).", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+# One flag vocabulary across commands.
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "-m",
+        "--model",
+        help="Alias, Hub repo id or local folder [default: AIGC_<MODALITY>_MODEL or the alias default].",
+    ),
+]
+CountOpt = Annotated[int, typer.Option("-n", "--count", min=1, help="How many results; item i uses seed+i.")]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", min=0, max=2**32 - 1, help="Seed; drawn at random and reported when not given."),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", envvar="AIGC_DEVICE", help="auto, cpu, cuda, cuda:N, mps or xpu.")
+]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float32, float16 or bfloat16.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON line per result on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Nothing on stderr but errors.")]
+VerboseOpt = Annotated[
+    bool, typer.Option("-v", "--verbose", help="Notes on stderr even when it is not a terminal.")
+]
+OfflineOpt = Annotated[
+    bool, typer.Option("--offline", help="Never touch the network (same as HF_HUB_OFFLINE=1).")
+]
+TrustOpt = Annotated[
+    bool,
+    typer.Option("--trust-remote-code", help="Allow running Python code shipped in the model repository."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aigc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Generate text, images and speech from pretrained Hugging Face models, in shell pipelines."""
+
+
+@app.command()
+def text(
+    prompt: Annotated[
+        str | None, typer.Argument(help="The prompt; '-' or a piped stdin is read first.")
+    ] = None,
+    model: ModelOpt = None,
+    system: Annotated[str | None, typer.Option("--system", help="System message (chat models).")] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Send the prompt as it is, without the chat template.")
+    ] = False,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Most new tokens.")] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", min=0.0, help="0 means greedy [default: the model's].")
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option("--top-k", min=0, help="Sample from the k likeliest tokens.")
+    ] = None,
+    top_p: Annotated[
+        float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")
+    ] = None,
+    repetition_penalty: Annotated[
+        float | None, typer.Option("--repetition-penalty", min=0.0, help="Above 1.0 discourages repeats.")
+    ] = None,
+    stop: Annotated[
+        list[str] | None, typer.Option("--stop", help="End before this string (repeatable).")
+    ] = None,
+    count: CountOpt = 1,
+    seed: SeedOpt = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print tokens as they come.")] = True,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    offline: OfflineOpt = False,
+    trust_remote_code: TrustOpt = False,
+) -> None:
+    """Generate text with a causal language model; tokens stream to stdout."""
+    from .commands.text import TextOptions, run_text
+
+    if offline:
+        go_offline()
+    run_text(
+        TextOptions(
+            prompt=prompt,
+            model=model,
+            system=system,
+            raw=raw,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            stop=tuple(s for s in stop or () if s),
+            count=count,
+            seed=seed,
+            stream=stream,
+            json=json_out,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+        ),
+        Console(quiet=quiet, verbose=verbose),
+    )
+
+
+@app.command()
+def doctor(
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    offline: OfflineOpt = False,
+) -> None:
+    """Show devices and the choice `auto` makes, versions, cache folders, offline state, embedded models."""
+    from .commands.doctor import run_doctor
+
+    if offline:
+        go_offline()
+    run_doctor(device, json_out)
+
+
+@models_app.command("list")
+def models_list(
+    json_out: JsonOpt = False,
+    modality: Annotated[str | None, typer.Option("--modality", help="text, image or speech.")] = None,
+) -> None:
+    """Every alias with its source, license and whether it is available offline."""
+    from .commands.models import run_list
+
+    run_list(modality, json_out)
+
+
+@models_app.command("pull")
+def models_pull(
+    names: Annotated[list[str], typer.Argument(help="Aliases or Hub repo ids.")],
+    quiet: QuietOpt = False,
+) -> None:
+    """Download models into the Hugging Face cache (only the files the pipeline needs)."""
+    from .commands.models import run_pull
+
+    run_pull(names, Console(quiet=quiet))
+
+
+@models_app.command("path")
+def models_path(
+    name: Annotated[str, typer.Argument(help="Alias, Hub repo id or folder.")],
+) -> None:
+    """Print the local folder that holds a model (exit 3 when it is not available offline)."""
+    from .commands.models import run_path
+
+    run_path(name)
+
+
+def _usage_line(exc: typer.TyperException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"{exc.format_message()}{hint}"
+
+
+def main() -> None:
+    """Entry point: known failures become one stderr line and an exit code; AIGC_DEBUG=1 shows tracebacks."""
+    from typer.main import get_command
+
+    debug = settings().debug
+    try:
+        code = get_command(app).main(args=sys.argv[1:], prog_name="aigc", standalone_mode=False)
+    except typer.TyperException as exc:  # usage errors from the parser (bad flag, bad value)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message(), err=True)
+        else:
+            error_line(_usage_line(exc))
+        code = getattr(exc, "exit_code", ExitCode.USAGE)
+    except AigcError as exc:
+        if debug:
+            traceback.print_exc()
+        error_line(exc.message)
+        code = exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        error_line("interrupted")
+        code = ExitCode.INTERRUPTED
+    except (PipeClosed, BrokenPipeError):
+        # The reader closed the pipe (`aigc text ... | head`): that is its choice, not a failure.
+        from .streams import silence_stdout
+
+        silence_stdout()
+        code = ExitCode.OK
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        mapped = map_exception(exc)
+        if mapped is not None:
+            error_line(mapped.message)
+            code = mapped.exit_code
+        else:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            error_line(f"{type(exc).__name__}: {first} (AIGC_DEBUG=1 shows the traceback)")
+            code = ExitCode.FAILURE
+    if code == ExitCode.INTERRUPTED:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):
+                pass
+        os._exit(int(code))  # a generation thread may still be running: do not wait for it
+    sys.exit(int(code) if isinstance(code, int) else 0)

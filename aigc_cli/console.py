@@ -1,0 +1,88 @@
+"""stderr output: notes, warnings, progress. Every TTY check goes through `Terminal`, one seam for tests."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import IO, Any
+
+
+class Terminal:
+    """Which standard streams are terminals."""
+
+    @staticmethod
+    def isatty(stream: IO[Any]) -> bool:
+        try:
+            return stream.isatty()
+        except (AttributeError, ValueError):
+            return False
+
+    def stdin(self) -> bool:
+        return self.isatty(sys.stdin)
+
+    def stdout(self) -> bool:
+        return self.isatty(sys.stdout)
+
+    def stderr(self) -> bool:
+        return self.isatty(sys.stderr)
+
+
+terminal = Terminal()
+
+
+class Console:
+    """Everything aigc says that is not the payload goes through here, to stderr.
+
+    note(): progress-like chatter, shown only when stderr is a terminal (or with --verbose).
+    info(): facts the user needs to reproduce a run (the seed drawn), shown unless --quiet.
+    warn(): something went differently than asked, shown unless --quiet.
+    """
+
+    def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
+        self.quiet = quiet
+        self.verbose = verbose and not quiet
+        self._rich = None
+
+    @property
+    def chatty(self) -> bool:
+        return not self.quiet and (self.verbose or terminal.stderr())
+
+    def _write(self, text: str, style: str | None = None) -> None:
+        if terminal.stderr():
+            if self._rich is None:
+                from rich.console import Console as RichConsole
+
+                self._rich = RichConsole(stderr=True, highlight=False, soft_wrap=True)
+            self._rich.print(text, style=style, markup=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def note(self, text: str) -> None:
+        if self.chatty:
+            self._write(text, style="dim")
+
+    def info(self, text: str) -> None:
+        if not self.quiet:
+            self._write(text)
+
+    def warn(self, text: str) -> None:
+        if not self.quiet:
+            self._write(f"aigc: warning: {text}", style="yellow")
+
+    @contextmanager
+    def status(self, text: str):
+        """A spinner while something slow runs, on a terminal; a plain note otherwise."""
+        if self.chatty and terminal.stderr():
+            from rich.console import Console as RichConsole
+
+            with RichConsole(stderr=True).status(text):
+                yield
+        else:
+            if self.verbose:
+                self._write(text)
+            yield
+
+
+def error_line(text: str) -> None:
+    """The one line a failure prints."""
+    print(f"aigc: error: {text}", file=sys.stderr, flush=True)

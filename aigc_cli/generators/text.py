@@ -1,0 +1,254 @@
+"""Text generation with a transformers causal LM: `stream_text` yields text as it is produced,
+`generate_text` collects it. Nothing here prints.
+
+Results equal the raw library's: the prompt is encoded as `tokenizer.apply_chat_template` (or plain
+`tokenizer(prompt)` when raw) encodes it, `transformers.set_seed(seed)` runs right before
+`model.generate`, and the text is `tokenizer.decode(new_tokens, skip_special_tokens=True)`.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class TextRequest:
+    prompt: str
+    """The user's prompt (stdin and argument already joined)."""
+    seed: int
+    """transformers.set_seed(seed) runs right before generation."""
+    max_tokens: int = 256
+    """The most new tokens to generate."""
+    temperature: float | None = None
+    """0 means greedy; None leaves the model's generation_config in charge."""
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    stop: tuple[str, ...] = ()
+    """Output ends before the first of these strings."""
+    system: str | None = None
+    """A system message, for models with a chat template."""
+    raw: bool = False
+    """Send the prompt as it is, without the chat template."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    """The generated text, stop string excluded."""
+    finish_reason: str
+    """stop (end-of-sequence token or stop string) or length (max_tokens reached)."""
+    prompt_tokens: int
+    completion_tokens: int
+    """Tokens generated up to the end (the end-of-sequence token included)."""
+    seed: int
+    time_to_first_token: float
+    """Seconds from the start of generation to the first new token."""
+    tokens_per_second: float
+    """Decode speed after the first token."""
+    seconds: float
+    """Generation time, prompt processing included."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The sampling settings that ran (do_sample, temperature, top_k, top_p, repetition_penalty)."""
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    text: str
+    """New text since the previous chunk (may be empty on the last chunk)."""
+    completion: Completion | None = None
+    """Set on the last chunk only."""
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def encode_prompt(tokenizer: Any, request: TextRequest) -> dict[str, Any]:
+    """input_ids and attention_mask: the chat template unless raw or the model has none."""
+    if request.raw or not has_chat_template(tokenizer):
+        if request.system is not None:
+            why = "with --raw" if request.raw else "this model has no chat template"
+            raise UsageError(f"--system needs the chat template ({why})")
+        return dict(tokenizer(request.prompt, return_tensors="pt"))
+    messages = [{"role": "user", "content": request.prompt}]
+    if request.system is not None:
+        messages.insert(0, {"role": "system", "content": request.system})
+    return dict(
+        tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+    )
+
+
+def generation_config(model: Any, request: TextRequest) -> Any:
+    """The model's generation_config with the request's settings on top."""
+    import copy
+
+    config = copy.deepcopy(model.generation_config)
+    config.max_new_tokens = request.max_tokens
+    config.max_length = None
+    if request.temperature is not None:
+        config.do_sample = request.temperature > 0
+        if request.temperature > 0:
+            config.temperature = request.temperature
+    for name in ("top_k", "top_p", "repetition_penalty"):
+        value = getattr(request, name)
+        if value is not None:
+            setattr(config, name, value)
+    if not config.do_sample:
+        # Greedy: sampling knobs do not apply; clearing them keeps transformers from warning.
+        config.temperature, config.top_k, config.top_p = None, None, None
+    if config.pad_token_id is None and config.eos_token_id is not None:
+        eos = config.eos_token_id
+        config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    return config
+
+
+def sampling_settings(config: Any) -> dict[str, Any]:
+    keys = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens")
+    return {key: getattr(config, key, None) for key in keys}
+
+
+class _QueueStreamer:
+    """transformers streamer protocol: put(tokens) per step (the prompt first), end() at the end."""
+
+    def __init__(self, sink: queue.Queue) -> None:
+        self.sink = sink
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.sink.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        pass
+
+
+class _StopWhen:
+    """A stopping criterion that ends generation once the consumer is done (stop string, closed pipe)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
+
+
+_DONE = object()
+
+
+def _safe_end(text: str, stops: tuple[str, ...]) -> int:
+    """How much of `text` can be shown: hold back a tail that may be the start of a stop string."""
+    hold = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                hold = max(hold, size)
+                break
+    return len(text) - hold
+
+
+def stream_text(model: Any, tokenizer: Any, request: TextRequest) -> Iterator[TextChunk]:
+    """Generate in a worker thread and yield text as tokens arrive; the last chunk carries the Completion.
+
+    Closing the iterator early (a stop string, a closed pipe, Ctrl-C) stops generation at the next token.
+    """
+    import transformers
+    from transformers import StoppingCriteriaList
+
+    inputs = {k: v.to(model.device) for k, v in encode_prompt(tokenizer, request).items()}
+    config = generation_config(model, request)
+    eos = config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    tokens: queue.Queue = queue.Queue()
+    finished = threading.Event()
+
+    def work() -> None:
+        try:
+            transformers.set_seed(request.seed)
+            model.generate(
+                **inputs,
+                generation_config=config,
+                streamer=_QueueStreamer(tokens),
+                stopping_criteria=StoppingCriteriaList([_StopWhen(finished)]),
+            )
+            tokens.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            tokens.put(exc)
+
+    started = time.perf_counter()
+    first_at = last_at = started
+    generated: list[int] = []
+    shown = 0
+    text = ""
+    finish_reason = "length"
+    worker = threading.Thread(target=work, name="aigc-generate", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = tokens.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            last_at = time.perf_counter()
+            if not generated:
+                first_at = last_at
+            generated.extend(item)
+            if eos_ids and item[-1] in eos_ids:
+                finish_reason = "stop"
+            text = tokenizer.decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+                continue
+            hit = min(
+                (i for i in (text.find(s, max(0, shown - len(s))) for s in request.stop) if i >= 0),
+                default=-1,
+            )
+            if hit >= 0:
+                text, finish_reason = text[:hit], "stop"
+                finished.set()
+                break
+            end = _safe_end(text, request.stop)
+            if end > shown:
+                yield TextChunk(text[shown:end])
+                shown = end
+    finally:
+        finished.set()
+        worker.join(timeout=10)
+    decode_time = last_at - first_at
+    completion = Completion(
+        text=text,
+        finish_reason=finish_reason,
+        prompt_tokens=int(inputs["input_ids"].shape[-1]),
+        completion_tokens=len(generated),
+        seed=request.seed,
+        time_to_first_token=round(first_at - started, 4),
+        tokens_per_second=round((len(generated) - 1) / decode_time, 2)
+        if len(generated) > 1 and decode_time
+        else 0.0,
+        seconds=round(last_at - started, 4),
+        settings=sampling_settings(config),
+    )
+    yield TextChunk(text[shown:], completion)
+
+
+def generate_text(model: Any, tokenizer: Any, request: TextRequest) -> Completion:
+    """Run stream_text to the end and return its Completion."""
+    for chunk in stream_text(model, tokenizer, request):
+        if chunk.completion is not None:
+            return chunk.completion
+    raise RuntimeError("stream_text ended without a completion")

