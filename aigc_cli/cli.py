@@ -5,6 +5,7 @@ This module imports nothing heavy: `aigc --help` must not import torch.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -233,9 +234,7 @@ def main() -> None:
             code = ExitCode.FAILURE
     if code == ExitCode.INTERRUPTED:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
                 stream.flush()
-            except (OSError, ValueError, AttributeError):
-                pass
         os._exit(int(code))  # a generation thread may still be running: do not wait for it
     sys.exit(int(code) if isinstance(code, int) else 0)

@@ -122,7 +122,7 @@ def cached_snapshot(repo: str) -> Path | None:
 
     try:
         return Path(snapshot_download(repo, local_files_only=True))
-    except Exception as exc:  # noqa: BLE001 - any failure here only means "not cached"
+    except Exception as exc:  # any failure here only means "not cached"
         if type(exc).__name__ in {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "FileNotFoundError"}:
             return None
         if "local" in str(exc).lower() or "cache" in str(exc).lower():

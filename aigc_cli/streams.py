@@ -15,9 +15,13 @@ def read_prompt(argument: str | None) -> str:
     An empty result is a usage error.
     """
     parts: list[str] = []
-    if argument == "-" or (argument is None and not terminal.stdin()):
-        parts.append(_read_stdin())
-    elif argument is not None and not terminal.stdin() and _stdin_has_data():
+    if argument == "-":
+        reads_stdin = True
+    elif argument is None:
+        reads_stdin = not terminal.stdin()
+    else:  # both: stdin first, but only from a pipe or a file, never an idle inherited one
+        reads_stdin = not terminal.stdin() and _stdin_has_data()
+    if reads_stdin:
         parts.append(_read_stdin())
     if argument is not None and argument != "-":
         parts.append(argument)

@@ -38,7 +38,7 @@ class TextOptions:
 
 
 def run_text(options: TextOptions, console: Console) -> None:
-    from ..generators.text import TextRequest, generate_text, stream_text
+    from ..generators.text import TextRequest, check_template, generate_text, generation_config, stream_text
 
     if options.raw and options.system is not None:
         raise UsageError("--system needs the chat template, and --raw turns it off: use one or the other")
@@ -51,10 +51,10 @@ def run_text(options: TextOptions, console: Console) -> None:
         model, tokenizer = load_causal_lm(folder, device.device, dtype, options.trust_remote_code, console)
     console.note(f"{ref.label} on {device.device} ({dtype_name(dtype)}), from {folder}")
 
-    seed = pick_seed(options.seed, console)
+    check_template(tokenizer, options.raw, options.system)
     base = TextRequest(
         prompt=prompt,
-        seed=seed,
+        seed=0,
         max_tokens=options.max_tokens or ref.default("max_tokens", 256),
         temperature=_given(options.temperature, ref.default("temperature")),
         top_k=_given(options.top_k, ref.default("top_k")),
@@ -64,6 +64,9 @@ def run_text(options: TextOptions, console: Console) -> None:
         system=options.system,
         raw=options.raw,
     )
+    # Greedy decoding ignores the seed: draw and report one only when sampling.
+    sampling = generation_config(model, base).do_sample
+    seed = pick_seed(options.seed, console if sampling else Console(quiet=True))
     for index in range(options.count):
         request = replace(base, seed=seed + index)
         if options.json:

@@ -71,12 +71,17 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def check_template(tokenizer: Any, raw: bool, system: str | None) -> None:
+    """A system message needs the chat template."""
+    if system is not None and (raw or not has_chat_template(tokenizer)):
+        why = "with --raw" if raw else "this model has no chat template"
+        raise UsageError(f"--system needs the chat template ({why})")
+
+
 def encode_prompt(tokenizer: Any, request: TextRequest) -> dict[str, Any]:
     """input_ids and attention_mask: the chat template unless raw or the model has none."""
+    check_template(tokenizer, request.raw, request.system)
     if request.raw or not has_chat_template(tokenizer):
-        if request.system is not None:
-            why = "with --raw" if request.raw else "this model has no chat template"
-            raise UsageError(f"--system needs the chat template ({why})")
         return dict(tokenizer(request.prompt, return_tensors="pt"))
     messages = [{"role": "user", "content": request.prompt}]
     if request.system is not None:

@@ -1,0 +1,51 @@
+"""Fixtures: an isolated AIGC_HOME and Hugging Face cache per test, offline; tiny models built once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import build_all
+
+AIGC = str(Path(sys.executable).with_name("aigc"))
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every test: a fresh AIGC_HOME and HF cache, offline, no debug, no model defaults from the user."""
+    monkeypatch.setenv("AIGC_HOME", str(tmp_path / "aigc-home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("AIGC_DEBUG", "AIGC_DEVICE", "AIGC_TEXT_MODEL", "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    return build_all(tmp_path_factory.mktemp("models"))
+
+
+def run_aigc(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None, timeout=300):
+    """Run the real `aigc` console script; stdin is empty unless given."""
+    if isinstance(input, str):
+        input = input.encode()
+    return subprocess.run(
+        [AIGC, *args],
+        input=input if input is not None else b"",
+        capture_output=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def aigc():
+    return run_aigc

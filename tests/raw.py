@@ -1,0 +1,43 @@
+"""What the raw library gives: the reference aigc's output must equal."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+@lru_cache(maxsize=8)
+def load(folder: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+def encode(tokenizer, prompt: str, chat: bool, system: str | None = None):
+    if chat:
+        messages = [{"role": "user", "content": prompt}]
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
+        return tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+    return tokenizer(prompt, return_tensors="pt")
+
+
+def generate(folder, prompt: str, chat: bool, seed: int = 0, system: str | None = None, **kwargs) -> str:
+    """Plain transformers: encode, set_seed, generate, decode the new tokens."""
+    import transformers
+
+    model, tokenizer = load(str(folder))
+    inputs = encode(tokenizer, prompt, chat, system)
+    transformers.set_seed(seed)
+    out = model.generate(**inputs, **kwargs)
+    return tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+def new_token_ids(folder, prompt: str, chat: bool, seed: int = 0, **kwargs) -> list[int]:
+    import transformers
+
+    model, tokenizer = load(str(folder))
+    inputs = encode(tokenizer, prompt, chat)
+    transformers.set_seed(seed)
+    return model.generate(**inputs, **kwargs)[0, inputs["input_ids"].shape[1] :].tolist()
