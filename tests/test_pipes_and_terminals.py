@@ -1,0 +1,134 @@
+"""Real pipes, a closed pipe, a terminal (pty), and what `--help` imports."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+
+import pytest
+from conftest import AIGC
+
+
+def test_pipeline_text_into_text(tiny):
+    """`aigc text ... | aigc text -m ...`: the second reads the first's output as its prompt."""
+    llama, gpt2 = str(tiny["llama"]), str(tiny["gpt2"])
+    flags = "--temperature 0 --max-tokens 10"
+    pipeline = f"'{AIGC}' text 'The quick brown fox' -m '{gpt2}' {flags} | '{AIGC}' text -m '{llama}' {flags}"
+    piped = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, check=True)
+    first = subprocess.run(
+        [AIGC, "text", "The quick brown fox", "-m", gpt2, *flags.split()], capture_output=True
+    )
+    second = subprocess.run(
+        [AIGC, "text", "-m", llama, *flags.split()], input=first.stdout, capture_output=True
+    )
+    assert piped.stdout == second.stdout and piped.stdout
+    assert piped.stderr == b""
+
+
+def test_closed_pipe_ends_quietly(tiny):
+    process = subprocess.Popen(
+        [AIGC, "text", "Numbers", "-m", str(tiny["gpt2"]), "--temperature", "0", "--max-tokens", "480"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    first = process.stdout.read(3)
+    process.stdout.close()  # like `| head -c 3`
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 0
+    assert len(first) == 3
+    assert err == b""
+
+
+def test_closed_pipe_in_a_shell(tiny):
+    script = (
+        f"'{AIGC}' text Numbers -m '{tiny['gpt2']}' --temperature 0 --max-tokens 480 | head -c 10; "
+        'echo " status=${PIPESTATUS[0]}"'
+    )
+    result = subprocess.run(["bash", "-c", script], capture_output=True)
+    assert result.stdout.endswith(b" status=0\n")
+    assert len(result.stdout) == 10 + len(b" status=0\n")
+    assert b"Traceback" not in result.stderr and result.stderr == b""
+
+
+def run_in_pty(args: list[str]) -> str:
+    """Run with stdin, stdout and stderr on a terminal; return what the terminal showed."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert process.wait(timeout=120) == 0
+    return b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n")
+
+
+def test_terminal_shows_text_notes_and_the_drawn_seed(tiny):
+    shown = run_in_pty(
+        [AIGC, "text", "hello", "-m", str(tiny["llama"]), "--temperature", "0.8", "--max-tokens", "8"]
+    )
+    assert "drawn at random" in shown  # the seed, so the run can be repeated
+    assert "on cpu (float32)" in shown  # a loading note: stderr is a terminal
+    seed = shown.split("--seed ")[1].split()[0]
+    piped = subprocess.run(
+        [
+            AIGC,
+            "text",
+            "hello",
+            "-m",
+            str(tiny["llama"]),
+            "--temperature",
+            "0.8",
+            "--max-tokens",
+            "8",
+            "--seed",
+            seed,
+        ],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert piped.stdout.decode().strip() in shown
+
+
+PROBE = """
+import sys
+sys.argv = ["aigc", *sys.argv[1:]]
+from aigc_cli.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+heavy = [m for m in ("torch", "transformers", "diffusers", "numpy", "huggingface_hub") if m in sys.modules]
+print("HEAVY", heavy, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["text", "--help"], ["models", "--help"], ["doctor", "--help"], ["--version"]]
+)
+def test_help_imports_nothing_heavy(args):
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True)
+    assert result.stderr.decode().splitlines()[-1] == "HEAVY []"
+    assert b"Usage" in result.stdout or b"aigc 0." in result.stdout
+
+
+def test_text_help_lists_every_flag():
+    result = subprocess.run(
+        [AIGC, "text", "--help"], capture_output=True, env={**os.environ, "COLUMNS": "200"}
+    )
+    assert result.returncode == 0
+    for flag in (
+        "--model", "--system", "--raw", "--max-tokens", "--temperature", "--top-k", "--top-p",
+        "--repetition-penalty", "--stop", "--count", "--seed", "--no-stream", "--json", "--device",
+        "--dtype", "--quiet", "--offline", "--trust-remote-code",
+    ):  # fmt: skip
+        assert flag in result.stdout.decode(), flag
