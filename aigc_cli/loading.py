@@ -91,6 +91,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     """A quick TCP check, so that no network never means a long retry loop."""
     from huggingface_hub import constants
 
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # only the proxy knows; let huggingface_hub try through it
+
     url = urlparse(constants.ENDPOINT)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:

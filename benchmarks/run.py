@@ -1,0 +1,104 @@
+"""`make bench`: aigc against the raw library on the same models, in the same run, as ratios.
+
+Ratios are "aigc is N times as good": raw_time / aigc_time for times, aigc / raw for throughput,
+so >= 1.0 means aigc is at least as fast. Absolute numbers are printed too, for context only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+AIGC = str(Path(sys.executable).with_name("aigc"))
+PROMPT = "Tell me a long story about a lighthouse keeper and the sea."
+MAX_TOKENS = int(os.environ.get("BENCH_MAX_TOKENS", "64"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+
+
+def wall(command: list[str], env: dict[str, str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, env=env, stdin=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - started, result.stdout.decode()
+
+
+def measure_help(env: dict[str, str]) -> None:
+    runs = 10
+    python = statistics.median(wall([sys.executable, "-c", "pass"], env)[0] for _ in range(runs))
+    aigc = statistics.median(wall([AIGC, "--help"], env)[0] for _ in range(runs))
+    print(f"{'aigc --help':<38} {aigc:8.3f} s   python -c pass {python:.3f} s   ratio {aigc / python:5.2f}x")
+
+
+def run_pair(label: str, folder: Path, env: dict[str, str]) -> dict[str, float]:
+    aigc_cmd = [AIGC, "text", PROMPT, "-m", str(folder), "--temperature", "0", "--repetition-penalty", "1.0"]
+    aigc_cmd += ["--max-tokens", str(MAX_TOKENS), "--json"]
+    raw_cmd = [sys.executable, str(HERE / "raw_text.py"), str(folder), PROMPT, str(MAX_TOKENS)]
+    rows: dict[str, list[dict[str, float]]] = {"aigc": [], "raw": []}
+    for _ in range(REPEATS):
+        for name, command in (("raw", raw_cmd), ("aigc", aigc_cmd)):
+            seconds, out = wall(command, env)
+            record = json.loads(out.splitlines()[-1])
+            record["load"] = seconds - record["seconds"]  # process start-up and model load
+            rows[name].append(record)
+    median = {
+        n: {
+            k: statistics.median(r[k] for r in rs)
+            for k in ("load", "time_to_first_token", "tokens_per_second")
+        }
+        for n, rs in rows.items()
+    }
+    same = rows["aigc"][0]["text"] == rows["raw"][0]["text"]
+    a, r = median["aigc"], median["raw"]
+    print(f"{label}  (greedy, {MAX_TOKENS} tokens, median of {REPEATS}; same text as raw: {same})")
+    load_ratio = r["load"] / a["load"]
+    ttft_ratio = r["time_to_first_token"] / a["time_to_first_token"]
+    tps_ratio = a["tokens_per_second"] / r["tokens_per_second"]
+    row = "  {:<24} aigc {:8.3f} {:<5} raw {:8.3f} {:<5} ratio {:5.2f}"
+    print(row.format("start-up + load", a["load"], "s", r["load"], "s", load_ratio))
+    print(
+        row.format(
+            "time to first token", a["time_to_first_token"], "s", r["time_to_first_token"], "s", ttft_ratio
+        )
+    )
+    print(row.format("decode", a["tokens_per_second"], "tok/s", r["tokens_per_second"], "tok/s", tps_ratio))
+    return {"load": load_ratio, "ttft": ttft_ratio, "tps": tps_ratio}
+
+
+def gpt2_small_random(folder: Path, tokenizer_from: Path) -> Path:
+    """GPT-2 small's architecture (12 layers, 768 wide) with seeded random weights."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    tokenizer.chat_template = None
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def main() -> None:
+    home = Path(os.environ.get("BENCH_HOME") or tempfile.mkdtemp(prefix="aigc-bench-"))
+    env = {**os.environ, "AIGC_HOME": str(home / "aigc"), "HF_HUB_OFFLINE": "1"}
+    print(f"aigc benchmarks on {os.cpu_count()} CPU cores (ratios >= 1.0: aigc at least as fast as raw)\n")
+    measure_help(env)
+    subprocess.run([AIGC, "text", "hi", "--max-tokens", "1", "-q"], env=env, check=True, capture_output=True)
+    embedded = next(p for p in (home / "aigc" / "embedded").iterdir() if p.is_dir())
+    run_pair("SmolLM2-135M-Instruct (embedded)", embedded, env)
+    gpt2 = home / "gpt2-small-random"
+    if not (gpt2 / "config.json").exists():
+        gpt2_small_random(gpt2, embedded)
+    run_pair("GPT-2 small architecture, random weights", gpt2, env)
+
+
+if __name__ == "__main__":
+    main()
