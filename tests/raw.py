@@ -6,10 +6,12 @@ from functools import lru_cache
 
 
 @lru_cache(maxsize=8)
-def load(folder: str):
+def load(folder: str, dtype: str = "float32", device: str = "cpu"):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).to(device)
+    return model, AutoTokenizer.from_pretrained(folder)
 
 
 def encode(tokenizer, prompt: str, chat: bool, system: str | None = None):
@@ -23,12 +25,21 @@ def encode(tokenizer, prompt: str, chat: bool, system: str | None = None):
     return tokenizer(prompt, return_tensors="pt")
 
 
-def generate(folder, prompt: str, chat: bool, seed: int = 0, system: str | None = None, **kwargs) -> str:
+def generate(
+    folder,
+    prompt: str,
+    chat: bool,
+    seed: int = 0,
+    system: str | None = None,
+    dtype="float32",
+    device="cpu",
+    **kwargs,
+) -> str:
     """Plain transformers: encode, set_seed, generate, decode the new tokens."""
     import transformers
 
-    model, tokenizer = load(str(folder))
-    inputs = encode(tokenizer, prompt, chat, system)
+    model, tokenizer = load(str(folder), dtype, device)
+    inputs = {k: v.to(device) for k, v in encode(tokenizer, prompt, chat, system).items()}
     transformers.set_seed(seed)
     out = model.generate(**inputs, **kwargs)
     return tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
