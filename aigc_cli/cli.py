@@ -143,6 +143,95 @@ def text(
 
 
 @app.command()
+def image(
+    prompt: Annotated[
+        str | None, typer.Argument(help="The prompt; '-' or a piped stdin is read first.")
+    ] = None,
+    model: ModelOpt = None,
+    out: Annotated[
+        str | None,
+        typer.Option("-o", "--out", help="PNG, JPEG or WebP by extension; '-' for PNG on stdout."),
+    ] = None,
+    negative: Annotated[
+        str | None, typer.Option("--negative", help="What the image should not show.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Denoising steps.")] = None,
+    guidance: Annotated[
+        float | None, typer.Option("--guidance", min=0.0, help="CFG scale; 0 turns it off.")
+    ] = None,
+    width: Annotated[int | None, typer.Option("--width", help="Pixels, a multiple of 8.")] = None,
+    height: Annotated[int | None, typer.Option("--height", help="Pixels, a multiple of 8.")] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="euler, euler-a, heun, lms, dpm++, dpm++-karras, dpm++-sde, ddim, pndm, unipc, lcm.",
+        ),
+    ] = None,
+    init_image: Annotated[
+        str | None, typer.Option("--init-image", help="Start from this image (a path, or '-' for stdin).")
+    ] = None,
+    strength: Annotated[
+        float | None,
+        typer.Option("--strength", min=0.0, max=1.0, help="How far to move from --init-image [0.75]."),
+    ] = None,
+    low_memory: Annotated[
+        bool, typer.Option("--low-memory", help="Attention slicing, VAE tiling, model offload on a GPU.")
+    ] = False,
+    from_file: Annotated[
+        str | None, typer.Option("--from", help="Make the image a file records again; flags override.")
+    ] = None,
+    count: CountOpt = 1,
+    seed: SeedOpt = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    offline: OfflineOpt = False,
+) -> None:
+    """Generate images with a Stable Diffusion pipeline; every image records how it was made."""
+    from .commands.image import ImageOptions, run_image
+
+    if offline:
+        go_offline()
+    run_image(
+        ImageOptions(
+            prompt=prompt,
+            model=model,
+            negative=negative,
+            steps=steps,
+            guidance=guidance,
+            width=width,
+            height=height,
+            seed=seed,
+            count=count,
+            scheduler=scheduler,
+            init_image=init_image,
+            strength=strength,
+            low_memory=low_memory,
+            out=out,
+            json=json_out,
+            device=device,
+            dtype=dtype,
+            from_file=from_file,
+        ),
+        Console(quiet=quiet, verbose=verbose),
+    )
+
+
+@app.command()
+def info(
+    file: Annotated[str, typer.Argument(help="An image aigc made.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Print what a generated file records: prompt, model, seed, settings."""
+    from .commands.info import run_info
+
+    run_info(file, json_out)
+
+
+@app.command()
 def doctor(
     json_out: JsonOpt = False,
     device: DeviceOpt = "auto",

@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -25,6 +26,7 @@ from .registry import ModelRef, ModelSpec
 SPEECH_MODEL_TYPES = {"vits", "speecht5", "fastspeech2_conformer", "bark", "seamless_m4t", "musicgen"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot")
 SKIPPED_DIRS = ("onnx/", "openvino/", "flax/", "tf/", "coreml/", "original/", "gguf/", "mlx/")
+VARIANT = re.compile(r"\.(fp16|fp32|bf16|non_ema|ema)\.|-(fp16|ema-only|non-ema)\.")
 SKIPPED_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".mp4", ".wav", ".onnx_data")
 
 
@@ -34,6 +36,11 @@ def quiet_libraries(console: Console) -> None:
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
+    if not console.verbose:  # library deprecation notices are not the user's business
+        import warnings
+
+        for category in (FutureWarning, DeprecationWarning, UserWarning):
+            warnings.filterwarnings("ignore", category=category)
     if not console.chatty:
         transformers.utils.logging.disable_progress_bar()
         hub_utils.disable_progress_bars()
@@ -46,7 +53,9 @@ def detect_modality(folder: Path) -> tuple[str | None, str]:
     """(modality or None, a short description) from the folder's config files, without loading weights."""
     index = folder / "model_index.json"
     if index.is_file():
-        cls = _read_json(index).get("_class_name", "pipeline")
+        cls = str(_read_json(index).get("_class_name", "pipeline"))
+        if any(word in cls for word in ("Audio", "Music", "Video", "Motion", "Text2Vid", "I2VGen")):
+            return None, f"a diffusers {cls}"
         return "image", f"a diffusers {cls}"
     if any(folder.glob("*.onnx.json")) and any(folder.glob("*.onnx")):
         return "speech", "a Piper voice"
@@ -72,7 +81,11 @@ def detect_modality(folder: Path) -> tuple[str | None, str]:
 def check_modality(folder: Path, modality: str, name: str) -> None:
     found, described = detect_modality(folder)
     if found != modality:
-        wanted = {"text": "a causal language model", "image": "an image model", "speech": "a speech model"}
+        wanted = {
+            "text": "a causal language model",
+            "image": "a text-to-image pipeline",
+            "speech": "a speech model",
+        }
         raise WrongModalityError(f"'{name}' is {described}, not {wanted[modality]}")
 
 
@@ -115,8 +128,17 @@ def pick_files(files: list[str]) -> list[str]:
     ]
     weights = [f for f in kept if f.endswith(WEIGHT_SUFFIXES)]
     others = [f for f in kept if not f.endswith(WEIGHT_SUFFIXES)]
-    safetensors = [f for f in weights if f.endswith(".safetensors")]
-    chosen = safetensors or [f for f in weights if f.endswith(".bin")] or weights
+    if "model_index.json" in files:  # a diffusers pipeline: its weights live in component folders
+        weights = [f for f in weights if "/" in f]
+    chosen = []
+    for folder in sorted({f.rpartition("/")[0] for f in weights}):
+        here = [f for f in weights if f.rpartition("/")[0] == folder]
+        plain = [f for f in here if not VARIANT.search(f.rpartition("/")[2])] or here
+        chosen += (
+            [f for f in plain if f.endswith(".safetensors")]
+            or [f for f in plain if f.endswith(".bin")]
+            or plain
+        )
     return sorted(others + chosen)
 
 
@@ -273,3 +295,34 @@ def _known_architecture(config: dict[str, Any]) -> bool:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
     return config.get("model_type") in CONFIG_MAPPING_NAMES
+
+
+def load_image_pipeline(
+    folder: Path, device: str, dtype: Any, console: Console, img2img: bool = False, low_memory: bool = False
+):
+    """A diffusers text-to-image (or image-to-image) pipeline from a local folder, on the device."""
+    import diffusers
+
+    quiet_libraries(console)
+    diffusers.utils.logging.set_verbosity_error()
+    if not console.chatty:
+        diffusers.utils.logging.disable_progress_bar()
+    auto = diffusers.AutoPipelineForImage2Image if img2img else diffusers.AutoPipelineForText2Image
+    try:
+        pipe = auto.from_pretrained(folder, dtype=dtype)
+    except ValueError as exc:
+        if "AutoPipeline" in str(exc) or "is not supported" in str(exc):
+            task = "image-to-image" if img2img else "text-to-image"
+            raise WrongModalityError(
+                f"{folder.name} has no {task} pipeline that aigc can run ({exc})"
+            ) from exc
+        raise
+    pipe.set_progress_bar_config(disable=True)
+    if low_memory:
+        pipe.enable_attention_slicing()
+        if hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_tiling"):
+            pipe.vae.enable_tiling()
+        if device.startswith("cuda"):
+            pipe.enable_model_cpu_offload()
+            return pipe
+    return pipe.to(device)

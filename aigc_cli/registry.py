@@ -84,7 +84,52 @@ SPECS: tuple[ModelSpec, ...] = (
     ),
 )
 
-DEFAULT_MODELS = {"text": "smollm2"}
+IMAGE_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        "sd-turbo",
+        "image",
+        "stabilityai/sd-turbo",
+        "sai-nc-community",
+        "SD-Turbo: one-step 512x512 distilled SD 2.1",
+        defaults=_defaults(steps=1, guidance=0.0, width=512, height=512),
+    ),
+    ModelSpec(
+        "sdxl-turbo",
+        "image",
+        "stabilityai/sdxl-turbo",
+        "sai-nc-community",
+        "SDXL-Turbo: one-step 512x512 distilled SDXL",
+        defaults=_defaults(steps=1, guidance=0.0, width=512, height=512),
+    ),
+    ModelSpec(
+        "sd15",
+        "image",
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "creativeml-openrail-m",
+        "Stable Diffusion 1.5",
+        aliases=("sd1.5", "stable-diffusion-1.5"),
+        defaults=_defaults(steps=25, guidance=7.5, width=512, height=512),
+    ),
+    ModelSpec(
+        "sdxl",
+        "image",
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        "openrail++",
+        "Stable Diffusion XL base 1.0",
+        defaults=_defaults(steps=30, guidance=5.0, width=1024, height=1024),
+    ),
+    ModelSpec(
+        "tiny-sd",
+        "image",
+        "segmind/tiny-sd",
+        "creativeml-openrail-m",
+        "Segmind Tiny-SD: a distilled, smaller SD 1.5",
+        defaults=_defaults(steps=25, guidance=7.5, width=512, height=512),
+    ),
+)
+SPECS = SPECS + IMAGE_SPECS
+
+DEFAULT_MODELS = {"text": "smollm2", "image": "sd-turbo"}
 
 _BY_NAME = {name: spec for spec in SPECS for name in (spec.name, *spec.aliases)}
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
@@ -111,6 +156,10 @@ class ModelRef:
         return self.spec.defaults.get(key, fallback) if self.spec else fallback
 
 
+def _a(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
 def lookup(name: str) -> ModelSpec | None:
     return _BY_NAME.get(name.strip().lower())
 
@@ -121,7 +170,7 @@ def resolve(name: str, modality: str) -> ModelRef:
     if spec is not None:
         if spec.modality != modality:
             raise WrongModalityError(
-                f"'{name}' is a {spec.modality} model, not a {modality} model "
+                f"'{name}' is {_a(spec.modality)} model, not {_a(modality)} model "
                 f"(see `aigc models list --modality {modality}`)"
             )
         return ModelRef(name, spec, spec.repo, None)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from .errors import PipeClosed
+from .errors import OutputError, PipeClosed, UsageError
+
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
 def write_text(text: str) -> None:
@@ -27,3 +33,61 @@ def end_text(text: str) -> None:
 
 def write_json_line(record: dict[str, Any]) -> None:
     write_text(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def write_binary(data: bytes) -> None:
+    """Bytes to stdout (the caller made sure it is not a terminal)."""
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError as exc:
+        raise PipeClosed() from exc
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """A temp file in the same folder, then a rename: an interrupted run leaves no truncated file."""
+    folder = path.parent
+    try:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def image_format(path: Path) -> str:
+    fmt = IMAGE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"Cannot tell the image format of '{path}': use .png, .jpg, .jpeg or .webp")
+    return fmt
+
+
+def numbered(path: Path, index: int, count: int) -> Path:
+    """cat.png -> cat-1.png, cat-2.png... when there are several."""
+    return path if count == 1 else path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
+
+
+def auto_path(prompt: str, seed: int, suffix: str, folder: Path | None = None) -> Path:
+    """A new file name in the current folder from the prompt and seed; never an existing file."""
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40].strip("-") or "aigc"
+    folder = folder or Path.cwd()
+    candidate = folder / f"{slug}-{seed}{suffix}"
+    number = 2
+    while candidate.exists():
+        candidate = folder / f"{slug}-{seed}-{number}{suffix}"
+        number += 1
+    return candidate

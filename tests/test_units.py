@@ -25,7 +25,7 @@ def test_resolve_errors(tmp_path):
     file.write_bytes(b"x")
     with pytest.raises(UnknownModelError, match="is a file"):
         resolve(str(file), "text")
-    with pytest.raises(WrongModalityError, match="'gpt2' is a text model, not a image model"):
+    with pytest.raises(WrongModalityError, match="'gpt2' is a text model, not an image model"):
         resolve("gpt2", "image")
 
 
@@ -67,3 +67,17 @@ def test_map_exception_by_name():
     assert isinstance(mapped, ModelNotCachedError) and "aigc models pull gpt2" in mapped.message
     assert map_exception(OutOfMemoryError("CUDA out of memory")).exit_code == ExitCode.FAILURE
     assert map_exception(ValueError("something else")) is None
+
+
+def test_pick_files_for_a_diffusers_pipeline_skips_checkpoints_and_variants():
+    files = [
+        "model_index.json", "v1-5-pruned-emaonly.safetensors", "v1-5-pruned.ckpt",
+        "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
+        "unet/diffusion_pytorch_model.bin", "vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",
+        "text_encoder/model.safetensors", "tokenizer/vocab.json", "scheduler/scheduler_config.json",
+    ]  # fmt: skip
+    assert pick_files(files) == sorted(
+        ["model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+         "vae/diffusion_pytorch_model.fp16.safetensors", "text_encoder/model.safetensors", "tokenizer/vocab.json",
+         "scheduler/scheduler_config.json"]
+    )  # fmt: skip
