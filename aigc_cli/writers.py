@@ -63,6 +63,15 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.unlink(temp)
 
 
+def check_writable(path: Path) -> None:
+    """Fail before a long generation, not after it, when the output cannot be written."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"Cannot write {path}: No such file or directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write {path}: Permission denied")
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -52,3 +52,30 @@ def new_token_ids(folder, prompt: str, chat: bool, seed: int = 0, **kwargs) -> l
     inputs = encode(tokenizer, prompt, chat)
     transformers.set_seed(seed)
     return model.generate(**inputs, **kwargs)[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+@lru_cache(maxsize=4)
+def image_pipeline(folder: str, img2img: bool = False):
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+
+    auto = AutoPipelineForImage2Image if img2img else AutoPipelineForText2Image
+    pipe = auto.from_pretrained(folder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def image(folder, prompt: str, seed: int, scheduler: str | None = None, **kwargs):
+    """Plain diffusers: the pipeline called with a CPU generator; the result as a uint8 array."""
+    import diffusers
+    import numpy as np
+    import torch
+
+    pipe = image_pipeline(str(folder), img2img="image" in kwargs)
+    original = pipe.scheduler
+    if scheduler is not None:
+        pipe.scheduler = getattr(diffusers, scheduler).from_config(original.config)
+    try:
+        result = pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0]
+    finally:
+        pipe.scheduler = original
+    return np.asarray(result)

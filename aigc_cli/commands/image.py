@@ -18,6 +18,7 @@ from ..registry import DEFAULT_MODELS, resolve
 from ..streams import read_prompt
 from ..writers import (
     auto_path,
+    check_writable,
     image_format,
     numbered,
     write_atomic,
@@ -91,6 +92,7 @@ def _check(options: ImageOptions) -> None:
         raise UsageError("--json prints JSON on stdout: write the image to a file with -o")
     if options.out not in (None, "-"):
         image_format(Path(options.out))
+        check_writable(Path(options.out))
 
 
 def _load_init_image(source: str, width: int | None, height: int | None):
@@ -108,7 +110,7 @@ def _load_init_image(source: str, width: int | None, height: int | None):
 
 
 def run_image(options: ImageOptions, console: Console) -> None:
-    from ..generators.image import ImageRequest, sampler_name, set_scheduler, stream_images
+    from ..generators.image import ImageRequest, pipeline_defaults, sampler_name, set_scheduler, stream_images
 
     options, _ = _with_record(options)
     _check(options)
@@ -129,10 +131,6 @@ def run_image(options: ImageOptions, console: Console) -> None:
     init = None
     if options.init_image is not None:
         init = _load_init_image(options.init_image, options.width, options.height)
-    steps = options.steps or ref.default("steps", 25)
-    strength = options.strength if options.strength is not None else 0.75
-    if init is not None and int(steps * strength) < 1:
-        raise UsageError(f"--steps {steps} with --strength {strength} leaves no denoising step: raise either")
     from ..loading import load_image_pipeline
 
     with console.status(f"Loading {ref.label} on {device.device} ({dtype_name(dtype)})"):
@@ -142,14 +140,22 @@ def run_image(options: ImageOptions, console: Console) -> None:
     if options.scheduler:
         set_scheduler(pipe, options.scheduler)
     console.note(f"{ref.label} on {device.device} ({dtype_name(dtype)}), from {folder}")
+    # Unset settings: the alias's defaults, else the pipeline's own (as a raw call would use).
+    own = pipeline_defaults(pipe)
+    steps = options.steps or ref.default("steps") or own["steps"]
+    strength = options.strength if options.strength is not None else 0.75
+    if init is not None and int(steps * strength) < 1:
+        raise UsageError(f"--steps {steps} with --strength {strength} leaves no denoising step: raise either")
     seed = pick_seed(options.seed, console)
     request = ImageRequest(
         prompt=prompt,
         seed=seed,
         steps=steps,
-        guidance=options.guidance if options.guidance is not None else ref.default("guidance", 7.5),
-        width=init.width if init is not None else options.width or ref.default("width", 512),
-        height=init.height if init is not None else options.height or ref.default("height", 512),
+        guidance=next(
+            g for g in (options.guidance, ref.default("guidance"), own["guidance"]) if g is not None
+        ),
+        width=init.width if init is not None else options.width or ref.default("width") or own["width"],
+        height=init.height if init is not None else options.height or ref.default("height") or own["height"],
         negative=options.negative,
         count=options.count,
         init_image=init,
@@ -225,7 +231,10 @@ class _Progress:
             from rich.console import Console as RichConsole
             from rich.progress import Progress
 
-            self.bar = Progress(transient=True, console=RichConsole(stderr=True))
+            # No redirection: rich would otherwise catch stdout, the payload, and print it on stderr.
+            self.bar = Progress(
+                transient=True, console=RichConsole(stderr=True), redirect_stdout=False, redirect_stderr=False
+            )
             self.bar.__enter__()
             self.task = self.bar.add_task("denoising", total=self.total)
         return self

@@ -63,6 +63,21 @@ def sampler_name(pipe: Any) -> str:
     return SAMPLER_BY_CLASS.get(cls, cls)
 
 
+def pipeline_defaults(pipe: Any) -> dict[str, Any]:
+    """What a raw call of this pipeline uses when steps, guidance and size are not given."""
+    import inspect
+
+    parameters = inspect.signature(pipe.__call__).parameters
+    size = getattr(pipe, "default_sample_size", None) or pipe.unet.config.sample_size
+    pixels = size * getattr(pipe, "vae_scale_factor", 8)
+    return {
+        "steps": parameters["num_inference_steps"].default if "num_inference_steps" in parameters else 50,
+        "guidance": parameters["guidance_scale"].default if "guidance_scale" in parameters else 7.5,
+        "width": pixels,
+        "height": pixels,
+    }
+
+
 def set_scheduler(pipe: Any, name: str) -> None:
     import diffusers
 
