@@ -86,10 +86,110 @@ def gpt2_small_random(folder: Path, tokenizer_from: Path) -> Path:
     return folder
 
 
+def sd15_random(folder: Path) -> Path:
+    """Stable Diffusion 1.5's architecture (UNet 860M, VAE, CLIP ViT-L text encoder), random weights."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from tiny_pipelines import clip_tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64)
+    vae = AutoencoderKL(
+        block_out_channels=(128, 256, 512, 512),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        sample_size=512,
+        layers_per_block=2,
+    )
+    text = CLIPTextModel(
+        CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12)
+    )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True
+    )
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text,
+        tokenizer=clip_tokenizer(folder.parent / "sd15-bpe"),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def bench_image(home: Path, env: dict[str, str]) -> None:
+    folder = home / "sd15-random"
+    if not (folder / "model_index.json").exists():
+        sd15_random(folder)
+    prompt = "a lighthouse at dusk, oil painting"
+    for size in (256, 512):
+        print(f"SD-1.5 architecture, random weights, {size}x{size}, guidance 7.5")
+        for steps in (1, 4):
+            aigc_cmd = [AIGC, "image", prompt, "-m", str(folder), "--steps", str(steps), "--guidance", "7.5"]
+            aigc_cmd += [
+                "--width",
+                str(size),
+                "--height",
+                str(size),
+                "--seed",
+                "0",
+                "--json",
+                "-o",
+                str(home / "b.png"),
+            ]
+            raw_cmd = [sys.executable, str(HERE / "raw_image.py"), str(folder), prompt, str(steps), str(size)]
+            runs = {}
+            for name, command in (("raw", raw_cmd), ("aigc", aigc_cmd)):
+                seconds, out = wall(command, env)
+                record = json.loads(out.splitlines()[-1])
+                record["load"] = seconds - record["seconds"]
+                runs[name] = record
+            a, r = runs["aigc"], runs["raw"]
+            row = "  {:<24} aigc {:8.3f} s     raw {:8.3f} s     ratio {:5.2f}"
+            print(row.format(f"{steps} step(s): load", a["load"], r["load"], r["load"] / a["load"]))
+            print(
+                row.format(
+                    f"{steps} step(s): generate", a["seconds"], r["seconds"], r["seconds"] / a["seconds"]
+                )
+            )
+            if steps > 1:
+                step_ratio = r["step_seconds"] / a["step_seconds"]
+                print(row.format("  per step", a["step_seconds"], r["step_seconds"], step_ratio))
+                print(
+                    row.format(
+                        "  VAE decode",
+                        a["decode_seconds"],
+                        r["decode_seconds"],
+                        r["decode_seconds"] / a["decode_seconds"],
+                    )
+                )
+        if size == 512 and os.environ.get("BENCH_CHANNELS_LAST", "1") == "1":
+            plain = json.loads(wall([*raw_cmd], env)[1].splitlines()[-1])
+            last = json.loads(wall([*raw_cmd, "channels_last"], env)[1].splitlines()[-1])
+            speedup = plain["step_seconds"] / last["step_seconds"]
+            print(
+                f"  raw UNet channels_last: per step {last['step_seconds']:.3f} s"
+                f" vs {plain['step_seconds']:.3f} s (speed-up {speedup:.2f})"
+            )
+
+
 def main() -> None:
     home = Path(os.environ.get("BENCH_HOME") or tempfile.mkdtemp(prefix="aigc-bench-"))
     env = {**os.environ, "AIGC_HOME": str(home / "aigc"), "HF_HUB_OFFLINE": "1"}
+    parts = sys.argv[1:] or ["text", "image"]
     print(f"aigc benchmarks on {os.cpu_count()} CPU cores (ratios >= 1.0: aigc at least as fast as raw)\n")
+    if "image" in parts:
+        bench_image(home, env)
+    if "text" not in parts:
+        return
     measure_help(env)
     subprocess.run([AIGC, "text", "hi", "--max-tokens", "1", "-q"], env=env, check=True, capture_output=True)
     embedded = next(p for p in (home / "aigc" / "embedded").iterdir() if p.is_dir())

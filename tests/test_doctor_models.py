@@ -17,7 +17,7 @@ def test_doctor_json(aigc):
         "chosen": "cpu",
         "reason": "auto: no CUDA, MPS or XPU device found",
     }
-    assert report["dtype"]["text"] == "float32"
+    assert report["dtype"]["text"] == report["dtype"]["image"] == "float32"
     assert report["offline"] is True and report["hub_reachable"] is None
     assert report["libraries"]["torch"] and report["libraries"]["transformers"]
     assert report["devices"][-1] == "cpu"
@@ -41,6 +41,11 @@ def test_models_list(aigc):
     assert rows["smollm2"]["source"] == ("embedded" if EMBEDDED else "hub")
     assert rows["gpt2"]["offline"] is False and rows["gpt2"]["license"] == "mit"
     assert aigc("models", "list", "--modality", "video").returncode == 2
+    images = [
+        json.loads(line)["name"]
+        for line in aigc("models", "list", "--json", "--modality", "image").stdout.splitlines()
+    ]
+    assert images == ["sd-turbo", "sdxl-turbo", "sd15", "sdxl", "tiny-sd"]
 
 
 def test_models_path_and_pull_offline(aigc, tiny):

@@ -245,6 +245,10 @@ def test_terminal_gets_new_auto_named_files(pipes, tmp_path):
     shown = [re.search(r"/\S+\.png", run_in_pty(args)).group(0) for _ in range(2)]
     assert shown == [str(tmp_path / "a-red-fox-7.png"), str(tmp_path / "a-red-fox-7-2.png")]
     assert np.array_equal(pixels(shown[0]), pixels(shown[1]))
+    refused = run_in_pty([*args, "-o", "-"], expect=2)
+    assert (
+        refused == "aigc: error: Not writing PNG bytes to a terminal: pipe stdout somewhere, or use -o FILE\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -296,3 +300,21 @@ def test_unwritable_output_exit_4_and_no_partial_file(aigc, pipes, tmp_path):
         assert list(locked.iterdir()) == [] or os.geteuid() == 0
     finally:
         locked.chmod(0o700)
+
+
+def test_low_memory_equals_raw_with_the_same_savings(aigc, pipes, tmp_path):
+    from diffusers import AutoPipelineForText2Image
+
+    out = tmp_path / "low.png"
+    ok(aigc("image", "a cat", "-m", str(pipes["sd"]), *SMALL, "--seed", "2", "--low-memory", "-o", str(out)))
+    pipe = AutoPipelineForText2Image.from_pretrained(pipes["sd"])
+    pipe.set_progress_bar_config(disable=True)
+    pipe.enable_attention_slicing()
+    pipe.vae.enable_tiling()
+    import torch
+
+    expected = pipe(
+        "a cat", num_inference_steps=2, width=64, height=64, generator=torch.Generator("cpu").manual_seed(2)
+    )
+    assert np.array_equal(pixels(out), np.asarray(expected.images[0]))
+    assert json.loads(ok(aigc("info", str(out), "--json")).stdout)["low_memory"] is True

@@ -53,7 +53,7 @@ def test_closed_pipe_in_a_shell(tiny):
     assert b"Traceback" not in result.stderr and result.stderr == b""
 
 
-def run_in_pty(args: list[str]) -> str:
+def run_in_pty(args: list[str], expect: int = 0) -> str:
     """Run with stdin, stdout and stderr on a terminal; return what the terminal showed."""
     leader, follower = pty.openpty()
     process = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
@@ -68,7 +68,7 @@ def run_in_pty(args: list[str]) -> str:
             break
         chunks.append(data)
     os.close(leader)
-    assert process.wait(timeout=120) == 0
+    assert process.wait(timeout=120) == expect
     return b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n")
 
 

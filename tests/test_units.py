@@ -81,3 +81,42 @@ def test_pick_files_for_a_diffusers_pipeline_skips_checkpoints_and_variants():
          "vae/diffusion_pytorch_model.fp16.safetensors", "text_encoder/model.safetensors", "tokenizer/vocab.json",
          "scheduler/scheduler_config.json"]
     )  # fmt: skip
+
+
+def test_nan_pixels_are_decoded_again_in_float32():
+    """fp16 VAEs overflow to NaN on some accelerators: the last latents are decoded again in float32."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+    from diffusers.image_processor import VaeImageProcessor
+
+    from aigc_cli.generators.image import ImageRequest, stream_images
+
+    class HalfVae:
+        config = SimpleNamespace(scaling_factor=0.5, shift_factor=None)
+        device = torch.device("cpu")
+        dtype = torch.float16
+
+        def to(self, dtype):
+            self.dtype = dtype
+            return self
+
+        def decode(self, latents, return_dict=False):
+            assert latents.dtype == torch.float32 and torch.all(latents == 2.0)  # 1.0 / scaling_factor
+            return (torch.zeros(1, 3, 8, 8),)
+
+    class NanPipe:
+        vae = HalfVae()
+        image_processor = VaeImageProcessor()
+
+        def __call__(self, **kwargs):
+            kwargs["callback_on_step_end"](
+                self, 0, 0, {"latents": torch.ones(1, 4, 4, 4, dtype=torch.float16)}
+            )
+            return SimpleNamespace(images=np.full((1, 8, 8, 3), np.nan, dtype=np.float32))
+
+    request = ImageRequest("a fox", seed=1, steps=1, guidance=0.0, width=8, height=8)
+    result = next(stream_images(NanPipe(), request))
+    assert result.vae_retried and NanPipe.vae.dtype == torch.float32
+    assert np.array_equal(np.asarray(result.image), np.full((8, 8, 3), 128, dtype=np.uint8))

@@ -57,7 +57,7 @@ def collect(device_flag: str) -> dict[str, Any]:
         choice = pick_device(device_flag)
         dtype, why = pick_dtype(choice.device)
         report["device"] = {"requested": device_flag, "chosen": choice.device, "reason": choice.reason}
-        report["dtype"] = {"text": dtype_name(dtype), "reason": why}
+        report["dtype"] = {"text": dtype_name(dtype), "image": dtype_name(dtype), "reason": why}
     except AigcError as exc:
         report["device"] = {"requested": device_flag, "chosen": None, "reason": exc.message}
     offline = is_offline()
@@ -75,6 +75,7 @@ def collect(device_flag: str) -> dict[str, Any]:
         "AIGC_HOME": str(config.home),
         "AIGC_DEVICE": config.device,
         "AIGC_TEXT_MODEL": config.text_model,
+        "AIGC_IMAGE_MODEL": config.image_model,
         "AIGC_DEBUG": config.debug,
     }
     return report
@@ -93,7 +94,8 @@ def run_doctor(device_flag: str, as_json: bool) -> None:
         f"device      {device['chosen'] or 'none'} ({device['reason']})",
     ]
     if "dtype" in report:
-        lines.append(f"dtype       text: {report['dtype']['text']} ({report['dtype']['reason']})")
+        dtypes = report["dtype"]
+        lines.append(f"dtype       text: {dtypes['text']}, image: {dtypes['image']} ({dtypes['reason']})")
     network = (
         "offline mode on"
         if report["offline"]

@@ -119,6 +119,8 @@ def run_image(options: ImageOptions, console: Console) -> None:
     prompt = options.prompt if options.init_image == "-" else read_prompt(options.prompt)
     if not prompt or not prompt.strip():
         raise UsageError("The prompt is empty: give it as an argument, or pipe it in on stdin")
+    if options.out == "-" and terminal.stdout():
+        raise UsageError("Not writing PNG bytes to a terminal: pipe stdout somewhere, or use -o FILE")
     to_stdout = options.out == "-" or (options.out is None and not options.json and not terminal.stdout())
     if to_stdout and options.count > 1:
         raise UsageError(
@@ -189,7 +191,10 @@ def run_image(options: ImageOptions, console: Console) -> None:
             record = {**record_base, "seed": result.seed}
             path = _write(result, record, options, to_stdout)
             if options.json:
-                write_json_line({"path": str(path), **record, "seconds": result.seconds})
+                timings = {"seconds": result.seconds, "step_seconds": result.step_seconds}
+                write_json_line(
+                    {"path": str(path), **record, **timings, "decode_seconds": result.decode_seconds}
+                )
             elif path is not None and terminal.stdout():
                 write_text(f"{path}\n")
 

@@ -51,6 +51,11 @@ class ImageResult:
     seed: int
     index: int
     seconds: float
+    """Wall time for this image: prompt encoding, denoising, VAE decode."""
+    step_seconds: float = 0.0
+    """Mean time of one denoising step."""
+    decode_seconds: float = 0.0
+    """Time from the last step to the image (VAE decode and post-processing)."""
     vae_retried: bool = False
     """The VAE decode gave NaNs in the model's dtype and was redone in float32."""
 
@@ -95,8 +100,10 @@ def stream_images(
     for index in range(request.count):
         seed = request.seed + index
         latents: dict[str, Any] = {}
+        stamps: list[float] = []
 
-        def callback(pipeline, step, timestep, kwargs, _latents=latents):
+        def callback(pipeline, step, timestep, kwargs, _latents=latents, _stamps=stamps):
+            _stamps.append(time.perf_counter())
             _latents["last"] = kwargs["latents"]
             if on_step is not None:
                 on_step(step + 1, request.steps)
@@ -121,7 +128,12 @@ def stream_images(
         if np.isnan(pixels).any() and "last" in latents:
             pixels, retried = decode_in_float32(pipe, latents["last"]), True
         image = pipe.image_processor.numpy_to_pil(pixels)[0]
-        yield ImageResult(image, seed, index, round(time.perf_counter() - started, 4), retried)
+        ended = time.perf_counter()
+        step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else 0.0
+        decode = ended - stamps[-1] if stamps else 0.0
+        yield ImageResult(
+            image, seed, index, round(ended - started, 4), round(step, 4), round(decode, 4), retried
+        )
 
 
 def decode_in_float32(pipe: Any, latents: Any) -> Any:
