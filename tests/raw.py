@@ -81,15 +81,20 @@ def image(folder, prompt: str, seed: int, scheduler: str | None = None, **kwargs
     return np.asarray(result)
 
 
-def speech(folder, sentences: list[str], seed: int):
+def speech(folder, sentences: list[str], seed: int, **forward_params):
     """Plain transformers: set_seed once, then the text-to-speech pipeline on each sentence in order."""
+    from pathlib import Path
+
     import numpy as np
     import transformers
-    from transformers import pipeline
+    from transformers import SpeechT5HifiGan, pipeline
 
-    pipe = pipeline("text-to-speech", model=str(folder))
+    vocoder = Path(folder) / "vocoder"
+    extra = {"vocoder": SpeechT5HifiGan.from_pretrained(vocoder)} if vocoder.is_dir() else {}
+    pipe = pipeline("text-to-speech", model=str(folder), **extra)
     transformers.set_seed(seed)
-    return np.concatenate([pipe(s)["audio"].reshape(-1) for s in sentences]), pipe.sampling_rate
+    params = {"forward_params": forward_params} if forward_params else {}
+    return np.concatenate([pipe(s, **params)["audio"].reshape(-1) for s in sentences]), pipe.sampling_rate
 
 
 def piper(text: str, seed: int):

@@ -15,7 +15,7 @@ import raw
 import soundfile
 from conftest import AIGC
 from test_pipes_and_terminals import run_in_pty
-from tiny_speech import build_vits
+from tiny_speech import build_speecht5, build_vits
 
 from aigc_cli.generators.speech import split_sentences
 
@@ -30,6 +30,11 @@ SENTENCE = "The lighthouse keeper watched the grey sea at dusk."
 @pytest.fixture(scope="session")
 def vits(tmp_path_factory):
     return build_vits(tmp_path_factory.mktemp("speech") / "tiny-vits")
+
+
+@pytest.fixture(scope="session")
+def speecht5(tmp_path_factory):
+    return build_speecht5(tmp_path_factory.mktemp("speech") / "tiny-speecht5")
 
 
 def ok(result):
@@ -269,3 +274,34 @@ def test_unknown_piper_speaker_exit_2(aigc):
     result = aigc("speak", "hello.", "--voice", "7", "-o", "x.wav")
     assert result.returncode == 2
     assert "Unknown voice '7' for en_US-joe-medium" in result.stderr.decode()
+
+
+def test_speecht5_with_its_vocoder_and_an_x_vector_equals_raw(aigc, speecht5, tmp_path):
+    import torch
+
+    vector = tmp_path / "speaker.npy"
+    np.save(vector, np.random.default_rng(0).standard_normal(16).astype("float32"))
+    out = tmp_path / "t5.wav"
+    ok(
+        aigc(
+            "speak",
+            "hello there.",
+            "-m",
+            str(speecht5),
+            "--voice",
+            str(vector),
+            "--seed",
+            "1",
+            "-o",
+            str(out),
+        )
+    )
+    embedding = torch.from_numpy(np.load(vector).reshape(1, -1))
+    expected, rate = raw.speech(speecht5, ["hello there."], seed=1, speaker_embeddings=embedding)
+    assert np.array_equal(read_wav(out)[0], raw.as_pcm16_wav(expected, rate))
+    result = aigc("speak", "hello there.", "-m", str(speecht5), "-o", str(out))
+    assert result.returncode == 2
+    assert (
+        result.stderr.decode()
+        == "aigc: error: SpeechT5 needs a speaker x-vector: --voice FILE.npy (16 floats)\n"
+    )

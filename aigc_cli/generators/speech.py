@@ -135,7 +135,8 @@ class PipelineBackend(Voice):
         params: dict[str, Any] = {}
         if self.model_type == "speecht5":
             if request.voice is None or not request.voice.endswith(".npy"):
-                raise UsageError("SpeechT5 needs a speaker x-vector: --voice FILE.npy (512 floats)")
+                size = self.pipe.model.config.speaker_embedding_dim
+                raise UsageError(f"SpeechT5 needs a speaker x-vector: --voice FILE.npy ({size} floats)")
             import numpy as np
             import torch
 
