@@ -1,8 +1,5 @@
-"""Find a model's files (cache, embedded package, Hub), check its modality, load it onto a device.
-
-Hub access is offline-first: a model already in the Hugging Face cache is used from there without a
-network round-trip; an uncached one fails at once when offline or when the Hub cannot be reached.
-"""
+"""Find a model's files (a folder, an embedded package, the Hub via hub.py), check its modality before
+any weights load, and load it onto a device."""
 
 from __future__ import annotations
 
@@ -10,24 +7,18 @@ import contextlib
 import io
 import json
 import os
-import re
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from .config import is_offline, settings
+from .config import settings
 from .console import Console
-from .errors import ModelNotCachedError, ModelUnavailableError, WrongModalityError
+from .errors import ModelUnavailableError, WrongModalityError
+from .hub import cached_snapshot, download, fetch_files
 from .registry import ModelRef, ModelSpec
 
 SPEECH_MODEL_TYPES = {"vits", "speecht5", "fastspeech2_conformer", "bark", "seamless_m4t", "musicgen"}
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot")
-SKIPPED_DIRS = ("onnx/", "openvino/", "flax/", "tf/", "coreml/", "original/", "gguf/", "mlx/")
-VARIANT = re.compile(r"\.(fp16|fp32|bf16|non_ema|ema)\.|-(fp16|ema-only|non-ema)\.")
-SKIPPED_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".mp4", ".wav", ".onnx_data")
 
 
 def quiet_libraries(console: Console) -> None:
@@ -97,111 +88,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-# --- Hub ----------------------------------------------------------------------------------------------
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP check, so that no network never means a long retry loop."""
-    from huggingface_hub import constants
-
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # only the proxy knows; let huggingface_hub try through it
-
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def pick_files(files: list[str]) -> list[str]:
-    """The files a pipeline needs: one weight format (safetensors when there is any), no alternatives."""
-    kept = [
-        f
-        for f in files
-        if not f.startswith(SKIPPED_DIRS)
-        and not f.endswith(SKIPPED_SUFFIXES)
-        and not f.startswith(".")
-        and "/." not in f
-    ]
-    weights = [f for f in kept if f.endswith(WEIGHT_SUFFIXES)]
-    others = [f for f in kept if not f.endswith(WEIGHT_SUFFIXES)]
-    if "model_index.json" in files:  # a diffusers pipeline: its weights live in component folders
-        weights = [f for f in weights if "/" in f]
-    chosen = []
-    for folder in sorted({f.rpartition("/")[0] for f in weights}):
-        here = [f for f in weights if f.rpartition("/")[0] == folder]
-        plain = [f for f in here if not VARIANT.search(f.rpartition("/")[2])] or here
-        chosen += (
-            [f for f in plain if f.endswith(".safetensors")]
-            or [f for f in plain if f.endswith(".bin")]
-            or plain
-        )
-    return sorted(others + chosen)
-
-
-def cached_snapshot(repo: str) -> Path | None:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo, local_files_only=True))
-    except Exception as exc:  # any failure here only means "not cached"
-        if type(exc).__name__ in {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "FileNotFoundError"}:
-            return None
-        if "local" in str(exc).lower() or "cache" in str(exc).lower():
-            return None
-        raise
-
-
-def not_cached(name: str, why: str) -> ModelNotCachedError:
-    return ModelNotCachedError(
-        f"Model '{name}' is not cached and {why}: run `aigc models pull {name}` online"
-    )
-
-
-def download(repo: str, console: Console, modality: str | None = None, name: str | None = None) -> Path:
-    """Fetch what the pipeline needs into the Hugging Face cache; check the modality before the weights."""
-    from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-
-    name = name or repo
-    if is_offline():
-        raise not_cached(name, "offline mode is on")
-    if not hub_reachable():
-        raise not_cached(name, "the Hugging Face Hub cannot be reached")
-    files = [s.rfilename for s in HfApi().model_info(repo).siblings or []]
-    wanted = pick_files(files)
-    if modality is not None:
-        configs = [f for f in ("model_index.json", "config.json") if f in files]
-        for config_file in configs:
-            hf_hub_download(repo, config_file)
-        if configs:
-            check_modality(Path(hf_hub_download(repo, configs[0])).parent, modality, name)
-        else:
-            raise WrongModalityError(
-                f"'{name}' has no config.json or model_index.json: not a model aigc runs"
-            )
-    console.note(f"Downloading {repo} ({len(wanted)} files) into the Hugging Face cache")
-    return Path(snapshot_download(repo, allow_patterns=wanted))
-
-
-def fetch_files(repo: str, files: tuple[str, ...], name: str, console: Console) -> Path:
-    """Some files of a repo (a Piper voice), from the cache or the Hub; the folder of the first."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
-    cached = [try_to_load_from_cache(repo, f) for f in files]
-    if all(isinstance(c, str) for c in cached):
-        return Path(cached[0]).parent
-    if is_offline():
-        raise not_cached(name, "offline mode is on")
-    if not hub_reachable():
-        raise not_cached(name, "the Hugging Face Hub cannot be reached")
-    console.note(f"Downloading {name} from {repo} into the Hugging Face cache")
-    paths = [hf_hub_download(repo, f) for f in files]
-    return Path(paths[0]).parent
-
-
 def locate(ref: ModelRef, modality: str | None, console: Console) -> Path:
     """The local folder holding the model, fetching or converting it when needed; modality checked."""
     if ref.folder is not None:
@@ -213,7 +99,12 @@ def locate(ref: ModelRef, modality: str | None, console: Console) -> Path:
         folder = fetch_files(ref.repo, ref.files, ref.name, console)
     else:
         assert ref.repo is not None
-        folder = cached_snapshot(ref.repo) or download(ref.repo, console, modality, ref.name)
+
+        def before_weights(config_folder: Path) -> None:
+            if modality is not None:
+                check_modality(config_folder, modality, ref.name)
+
+        folder = cached_snapshot(ref.repo) or download(ref.repo, console, ref.name, before_weights)
     if modality is not None:
         check_modality(folder, modality, ref.name)
     return folder

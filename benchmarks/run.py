@@ -181,11 +181,77 @@ def bench_image(home: Path, env: dict[str, str]) -> None:
             )
 
 
+SPEECH_TEXT = " ".join(
+    f"This is sentence number {n}, and the lighthouse keeper watches the grey sea." for n in range(1, 11)
+)
+
+
+def mms_random(folder: Path) -> Path:
+    """MMS-TTS's VITS architecture (facebook/mms-tts-eng's config) with random weights and a char vocab."""
+    import torch
+    from transformers import VitsConfig, VitsModel, VitsTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    characters = list("_ abcdefghijklmnopqrstuvwxyz',.!?-0123456789")
+    (folder / "vocab.json").write_text(json.dumps({c: i for i, c in enumerate(characters)}))
+    VitsTokenizer(str(folder / "vocab.json"), pad_token="_", unk_token="_", phonemize=False).save_pretrained(
+        folder
+    )
+    torch.manual_seed(0)
+    VitsModel(VitsConfig(vocab_size=len(characters), sampling_rate=16000)).save_pretrained(folder)
+    return folder
+
+
+def first_audio_latency(env: dict[str, str]) -> float:
+    """Seconds from start until the first raw PCM bytes of a 10-sentence text reach the pipe."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [AIGC, "speak", "--format", "raw", "--seed", "0", "-q", SPEECH_TEXT],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    process.stdout.read(1)
+    latency = time.perf_counter() - started
+    process.stdout.read()
+    process.wait()
+    return latency
+
+
+def bench_speech(home: Path, env: dict[str, str]) -> None:
+    text_file = home / "speech.txt"
+    text_file.write_text(SPEECH_TEXT)
+    mms = home / "mms-random"
+    if not (mms / "config.json").exists():
+        mms_random(mms)
+    print("Speech: real-time factor (compute seconds per audio second; ratio = raw RTF / aigc RTF)")
+    for label, model, raw_args in (
+        ("Piper en_US-joe-medium (embedded)", [], ["piper"]),
+        ("VITS, MMS-TTS architecture, random weights", ["-m", str(mms)], ["vits", str(mms)]),
+    ):
+        aigc = json.loads(
+            wall(
+                [AIGC, "speak", SPEECH_TEXT, *model, "--seed", "0", "--json", "-o", str(home / "s.wav")], env
+            )[1]
+        )
+        raw = json.loads(
+            wall([sys.executable, str(HERE / "raw_speech.py"), *raw_args, str(text_file)], env)[1]
+        )
+        ratio = raw["rtf"] / aigc["real_time_factor"]
+        print(
+            f"  {label:<44} aigc {aigc['real_time_factor']:.4f}   raw {raw['rtf']:.4f}   ratio {ratio:5.2f}"
+        )
+    latency = statistics.median(first_audio_latency(env) for _ in range(3))
+    print(f"  first audio, --format raw, 10 sentences (process start to first bytes): {latency:.3f} s")
+
+
 def main() -> None:
     home = Path(os.environ.get("BENCH_HOME") or tempfile.mkdtemp(prefix="aigc-bench-"))
     env = {**os.environ, "AIGC_HOME": str(home / "aigc"), "HF_HUB_OFFLINE": "1"}
-    parts = sys.argv[1:] or ["text", "image"]
+    parts = sys.argv[1:] or ["text", "image", "speech"]
     print(f"aigc benchmarks on {os.cpu_count()} CPU cores (ratios >= 1.0: aigc at least as fast as raw)\n")
+    if "speech" in parts:
+        bench_speech(home, env)
     if "image" in parts:
         bench_image(home, env)
     if "text" not in parts:

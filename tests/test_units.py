@@ -6,7 +6,7 @@ import pytest
 
 from aigc_cli.errors import ExitCode, ModelNotCachedError, WrongModalityError, map_exception
 from aigc_cli.generators.text import _safe_end
-from aigc_cli.loading import pick_files
+from aigc_cli.hub import pick_files
 from aigc_cli.registry import UnknownModelError, resolve
 
 

@@ -43,7 +43,8 @@ def _version(name: str) -> str | None:
 def collect(device_flag: str) -> dict[str, Any]:
     from huggingface_hub import constants
 
-    from ..loading import embedded_package, hub_reachable
+    from ..hub import hub_reachable
+    from ..loading import embedded_package
 
     config = settings()
     report: dict[str, Any] = {

@@ -13,7 +13,8 @@ from ..writers import write_json_line, write_text
 def _local_folder(spec, console: Console):
     from huggingface_hub import try_to_load_from_cache
 
-    from ..loading import cached_snapshot, embedded_package
+    from ..hub import cached_snapshot
+    from ..loading import embedded_package
 
     if spec.embedded and (package := embedded_package(spec)) is not None:
         return "embedded", package
@@ -54,7 +55,7 @@ def run_list(modality: str | None, as_json: bool) -> None:
 
 
 def run_pull(names: list[str], console: Console) -> None:
-    from ..loading import download
+    from ..hub import download
 
     for name in names:
         ref = resolve(name, _modality_of(name))
