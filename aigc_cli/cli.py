@@ -112,6 +112,17 @@ def text(
     verbose: VerboseOpt = False,
     offline: OfflineOpt = False,
     trust_remote_code: TrustOpt = False,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help="auto, torch (transformers, the reference) or onnx (onnxruntime-genai, CPU) [auto].",
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option("--precision", help="onnx backend: fp32 (same greedy text as torch) or int4 (faster)."),
+    ] = None,
 ) -> None:
     """Generate text with a causal language model; tokens stream to stdout."""
     from .commands.text import TextOptions, run_text
@@ -137,6 +148,8 @@ def text(
             device=device,
             dtype=dtype,
             trust_remote_code=trust_remote_code,
+            backend=backend,
+            precision=precision,
         ),
         Console(quiet=quiet, verbose=verbose),
     )

@@ -189,7 +189,7 @@ def convert_gguf(gguf: Path, out: Path, console: Console) -> None:
 def load_causal_lm(folder: Path, device: str, dtype: Any, trust_remote_code: bool, console: Console):
     """(model, tokenizer) from a local folder; never runs repository code unless asked."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     quiet_libraries(console)
     config = _read_json(folder / "config.json")
@@ -197,7 +197,7 @@ def load_causal_lm(folder: Path, device: str, dtype: Any, trust_remote_code: boo
         raise ModelUnavailableError(
             f"{folder.name} needs code from its repository to load; pass --trust-remote-code if you trust it"
         )
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(folder, trust_remote_code, console)
     spread = device == "cuda" and torch.cuda.device_count() > 1
     model = AutoModelForCausalLM.from_pretrained(
         folder,
@@ -209,6 +209,13 @@ def load_causal_lm(folder: Path, device: str, dtype: Any, trust_remote_code: boo
         model.to(device)
     model.eval()
     return model, tokenizer
+
+
+def load_tokenizer(folder: Path, trust_remote_code: bool, console: Console):
+    from transformers import AutoTokenizer
+
+    quiet_libraries(console)
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
 
 
 def _known_architecture(config: dict[str, Any]) -> bool:

@@ -22,6 +22,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("AIGC_HOME", str(tmp_path / "aigc-home"))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The text tests check the transformers reference; tests/test_onnx_backend.py checks the other engine.
+    monkeypatch.setenv("AIGC_TEXT_BACKEND", "torch")
     for name in ("AIGC_DEBUG", "AIGC_DEVICE", "AIGC_TEXT_MODEL", "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)

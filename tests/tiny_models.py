@@ -47,16 +47,16 @@ def train_tokenizer(out: Path, chat: bool):
     return fast
 
 
-def build_llama(out: Path):
+def build_llama(out: Path, hidden_size: int = 64, intermediate_size: int = 128):
     """A tiny Llama chat model (ChatML template, eos <|im_end|>)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = train_tokenizer(out, chat=True)
-    config = LlamaConfig(
+    config = LlamaConfig(  # head_dim 16 by default: onnxruntime's GroupQueryAttention needs a multiple of 16
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -64,6 +64,7 @@ def build_llama(out: Path):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.eos_token_id,
+        initializer_range=0.2,  # wider than the default, so that greedy output varies
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(out)
@@ -84,6 +85,7 @@ def build_gpt2(out: Path, safetensors: bool = True):
         n_positions=512,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        initializer_range=0.2,
     )
     torch.manual_seed(1)
     model = GPT2LMHeadModel(config)

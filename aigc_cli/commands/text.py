@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 from contextlib import closing
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 from ..config import settings
 from ..console import Console
-from ..device import dtype_name, pick_device, pick_dtype
+from ..device import pick_device, pick_dtype
 from ..errors import UsageError
 from ..loading import load_causal_lm, locate
 from ..registry import DEFAULT_MODELS, resolve
@@ -35,6 +39,8 @@ class TextOptions:
     device: str
     dtype: str
     trust_remote_code: bool
+    backend: str | None = None
+    precision: str | None = None
 
 
 def run_text(options: TextOptions, console: Console) -> None:
@@ -42,14 +48,16 @@ def run_text(options: TextOptions, console: Console) -> None:
 
     if options.raw and options.system is not None:
         raise UsageError("--system needs the chat template, and --raw turns it off: use one or the other")
+    if options.precision not in (None, "fp32", "int4"):
+        raise UsageError(f"Unknown precision '{options.precision}': use fp32 or int4")
     prompt = read_prompt(options.prompt)
     ref = resolve(options.model or settings().default_model("text") or DEFAULT_MODELS["text"], "text")
     folder = locate(ref, "text", console)  # before torch is imported: a missing model fails fast
     device = pick_device(options.device)
     dtype, _ = pick_dtype(device.device, options.dtype)
-    with console.status(f"Loading {ref.label} on {device.device} ({dtype_name(dtype)})"):
-        model, tokenizer = load_causal_lm(folder, device.device, dtype, options.trust_remote_code, console)
-    console.note(f"{ref.label} on {device.device} ({dtype_name(dtype)}), from {folder}")
+    with console.status(f"Loading {ref.label} on {device.device}"):
+        engine, tokenizer = _load_engine(folder, options, device.device, dtype, console)
+    console.note(f"{ref.label} on {device.device} ({engine.backend}, {engine.precision}), from {folder}")
 
     check_template(tokenizer, options.raw, options.system)
     base = TextRequest(
@@ -65,19 +73,21 @@ def run_text(options: TextOptions, console: Console) -> None:
         raw=options.raw,
     )
     # Greedy decoding ignores the seed: draw and report one only when sampling.
-    sampling = generation_config(model, base).do_sample
+    sampling = generation_config(engine.base_config, base).do_sample
     seed = pick_seed(options.seed, console if sampling else Console(quiet=True))
     for index in range(options.count):
         request = replace(base, seed=seed + index)
         if options.json:
-            completion = generate_text(model, tokenizer, request)
+            completion = generate_text(engine, tokenizer, request)
             write_json_line(
                 {
                     "text": completion.text,
                     "model": ref.label,
-                    "backend": "torch",
+                    "backend": engine.backend,
+                    "precision": engine.precision,
                     "device": device.device,
-                    "dtype": dtype_name(dtype),
+                    # onnxruntime-genai samples with its own generator: same seed, other text than torch.
+                    "sampling_matches_reference": engine.backend == "torch" or not sampling,
                     "seed": completion.seed,
                     "finish_reason": completion.finish_reason,
                     "prompt_tokens": completion.prompt_tokens,
@@ -92,14 +102,52 @@ def run_text(options: TextOptions, console: Console) -> None:
         if index > 0:
             write_text("\n")
         if options.stream:
-            with closing(stream_text(model, tokenizer, request)) as chunks:
+            with closing(stream_text(engine, tokenizer, request)) as chunks:
                 for chunk in chunks:
                     write_text(chunk.text)
                     completion = chunk.completion
         else:
-            completion = generate_text(model, tokenizer, request)
+            completion = generate_text(engine, tokenizer, request)
             write_text(completion.text)
         end_text(completion.text)
+
+
+def _load_engine(folder: Path, options: TextOptions, device: str, dtype: Any, console: Console):
+    """(engine, tokenizer): onnxruntime-genai when the backend choice says so and the export works,
+    else the transformers reference."""
+    from ..generators.text import TorchEngine
+    from ..onnx_export import ExportFailed, choose_backend, exported
+
+    model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    requested = options.backend or os.environ.get("AIGC_TEXT_BACKEND") or "auto"
+    backend, why = choose_backend(requested, device, model_type, options.dtype)
+    console.note(f"backend: {backend} ({why})")
+    if requested == "onnx" and backend == "torch":
+        console.warn(f"the onnx backend cannot run this: {why}; using transformers")
+    if backend == "onnx":
+        precision = options.precision or "fp32"
+        try:
+            export = exported(folder, precision, console)
+        except ExportFailed as exc:
+            console.warn(f"the ONNX export failed ({exc}); using transformers")
+        else:
+            from transformers import GenerationConfig
+
+            from ..generators.text_onnx import OnnxEngine
+            from ..loading import load_tokenizer
+
+            if precision == "int4":
+                console.warn("int4 is quantised: results differ from the transformers reference")
+            tokenizer = load_tokenizer(folder, options.trust_remote_code, console)
+            try:
+                base = GenerationConfig.from_pretrained(folder)
+            except OSError:  # no generation_config.json: the model config's defaults, as transformers does
+                base = GenerationConfig.from_model_config(json.loads((folder / "config.json").read_text()))
+            return OnnxEngine(export, base, precision), tokenizer
+    elif options.precision is not None:
+        console.warn("--precision applies to the onnx backend; transformers runs in --dtype")
+    model, tokenizer = load_causal_lm(folder, device, dtype, options.trust_remote_code, console)
+    return TorchEngine(model), tokenizer
 
 
 def _given(value, default):

@@ -93,11 +93,11 @@ def encode_prompt(tokenizer: Any, request: TextRequest) -> dict[str, Any]:
     )
 
 
-def generation_config(model: Any, request: TextRequest) -> Any:
-    """The model's generation_config with the request's settings on top."""
+def generation_config(base: Any, request: TextRequest) -> Any:
+    """The model's GenerationConfig (`base`) with the request's settings on top."""
     import copy
 
-    config = copy.deepcopy(model.generation_config)
+    config = copy.deepcopy(base)
     config.max_new_tokens = request.max_tokens
     config.max_length = None
     if request.temperature is not None:
@@ -167,49 +167,71 @@ def _safe_end(text: str, stops: tuple[str, ...]) -> int:
     return len(text) - hold
 
 
-def stream_text(model: Any, tokenizer: Any, request: TextRequest) -> Iterator[TextChunk]:
-    """Generate in a worker thread and yield text as tokens arrive; the last chunk carries the Completion.
+class TorchEngine:
+    """The reference: transformers' `model.generate`, run in a worker thread that streams token ids."""
 
-    Closing the iterator early (a stop string, a closed pipe, Ctrl-C) stops generation at the next token.
+    backend = "torch"
+
+    def __init__(self, model: Any) -> None:
+        from ..device import dtype_name
+
+        self.model = model
+        self.base_config = model.generation_config
+        self.precision = dtype_name(model.dtype)
+
+    def tokens(self, inputs: dict[str, Any], config: Any, seed: int) -> Iterator[list[int]]:
+        """New token ids as they come. Closing the iterator stops generation at the next token."""
+        import transformers
+        from transformers import StoppingCriteriaList
+
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        sink: queue.Queue = queue.Queue()
+        finished = threading.Event()
+
+        def work() -> None:
+            try:
+                transformers.set_seed(seed)
+                self.model.generate(
+                    **inputs,
+                    generation_config=config,
+                    streamer=_QueueStreamer(sink),
+                    stopping_criteria=StoppingCriteriaList([_StopWhen(finished)]),
+                )
+                sink.put(_DONE)
+            except BaseException as exc:  # handed to the consumer, which raises it
+                sink.put(exc)
+
+        worker = threading.Thread(target=work, name="aigc-generate", daemon=True)
+        worker.start()
+        try:
+            while (item := sink.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            finished.set()
+            worker.join(timeout=10)
+
+
+def stream_text(engine: Any, tokenizer: Any, request: TextRequest) -> Iterator[TextChunk]:
+    """Yield text as the engine produces tokens; the last chunk carries the Completion.
+
+    `engine` is a TorchEngine or another engine with the same `tokens()`; closing this iterator early
+    (a stop string, a closed pipe, Ctrl-C) stops generation at the next token.
     """
-    import transformers
-    from transformers import StoppingCriteriaList
-
-    inputs = {k: v.to(model.device) for k, v in encode_prompt(tokenizer, request).items()}
-    config = generation_config(model, request)
+    inputs = encode_prompt(tokenizer, request)
+    config = generation_config(engine.base_config, request)
     eos = config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
-    tokens: queue.Queue = queue.Queue()
-    finished = threading.Event()
-
-    def work() -> None:
-        try:
-            transformers.set_seed(request.seed)
-            model.generate(
-                **inputs,
-                generation_config=config,
-                streamer=_QueueStreamer(tokens),
-                stopping_criteria=StoppingCriteriaList([_StopWhen(finished)]),
-            )
-            tokens.put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which raises it
-            tokens.put(exc)
-
     started = time.perf_counter()
     first_at = last_at = started
     generated: list[int] = []
     shown = 0
     text = ""
     finish_reason = "length"
-    worker = threading.Thread(target=work, name="aigc-generate", daemon=True)
-    worker.start()
+    tokens = engine.tokens(inputs, config, request.seed)
     try:
-        while True:
-            item = tokens.get()
-            if item is _DONE:
-                break
-            if isinstance(item, BaseException):
-                raise item
+        for item in tokens:
             last_at = time.perf_counter()
             if not generated:
                 first_at = last_at
@@ -219,21 +241,17 @@ def stream_text(model: Any, tokenizer: Any, request: TextRequest) -> Iterator[Te
             text = tokenizer.decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
             if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
                 continue
-            hit = min(
-                (i for i in (text.find(s, max(0, shown - len(s))) for s in request.stop) if i >= 0),
-                default=-1,
-            )
+            hits = (text.find(s, max(0, shown - len(s))) for s in request.stop)
+            hit = min((i for i in hits if i >= 0), default=-1)
             if hit >= 0:
                 text, finish_reason = text[:hit], "stop"
-                finished.set()
                 break
             end = _safe_end(text, request.stop)
             if end > shown:
                 yield TextChunk(text[shown:end])
                 shown = end
     finally:
-        finished.set()
-        worker.join(timeout=10)
+        tokens.close()
     decode_time = last_at - first_at
     completion = Completion(
         text=text,
@@ -251,9 +269,9 @@ def stream_text(model: Any, tokenizer: Any, request: TextRequest) -> Iterator[Te
     yield TextChunk(text[shown:], completion)
 
 
-def generate_text(model: Any, tokenizer: Any, request: TextRequest) -> Completion:
+def generate_text(engine: Any, tokenizer: Any, request: TextRequest) -> Completion:
     """Run stream_text to the end and return its Completion."""
-    for chunk in stream_text(model, tokenizer, request):
+    for chunk in stream_text(engine, tokenizer, request):
         if chunk.completion is not None:
             return chunk.completion
     raise RuntimeError("stream_text ended without a completion")

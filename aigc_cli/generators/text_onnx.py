@@ -1,0 +1,54 @@
+"""A faster CPU engine for `stream_text`: onnxruntime-genai running an ONNX export of the model.
+
+It takes the same prompt token ids (encoded by the model's own tokenizer) and the same effective
+settings as the transformers reference. Greedy output (fp32 export) equals the reference token for
+token; sampling uses onnxruntime-genai's own random generator, so sampled text differs from the
+reference for the same seed (still repeatable for a seed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class OnnxEngine:
+    backend = "onnx"
+
+    def __init__(self, export: Path, base_config: Any, precision: str) -> None:
+        import onnxruntime_genai as og
+
+        self.og = og
+        self.model = og.Model(str(export))
+        self.base_config = base_config
+        self.precision = precision
+        genai = json.loads((export / "genai_config.json").read_text())
+        self.context_length = genai["model"].get("context_length")
+
+    def tokens(self, inputs: dict[str, Any], config: Any, seed: int) -> Iterator[list[int]]:
+        """New token ids one at a time; stopping early is just not asking for the next one."""
+        ids = inputs["input_ids"][0].tolist()
+        options: dict[str, Any] = {
+            "max_length": len(ids) + config.max_new_tokens,
+            "do_sample": bool(config.do_sample),
+        }
+        if config.do_sample:
+            options.update(
+                temperature=float(config.temperature or 1.0),
+                top_k=int(config.top_k or 0),
+                top_p=float(config.top_p if config.top_p is not None else 1.0),
+                random_seed=int(seed % 2**31),
+            )
+        if config.repetition_penalty not in (None, 1.0):
+            options["repetition_penalty"] = float(config.repetition_penalty)
+        if self.context_length:
+            options["max_length"] = min(options["max_length"], self.context_length)
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(**options)
+        generator = self.og.Generator(self.model, params)
+        generator.append_tokens(ids)
+        while not generator.is_done():
+            generator.generate_next_token()
+            yield [int(generator.get_next_tokens()[0])]

@@ -1,0 +1,135 @@
+"""The text backend choice, and the one-time ONNX export of a model for onnxruntime-genai.
+
+Exports live in AIGC_HOME/onnx/, keyed by the model folder (a Hub snapshot folder names its revision),
+its weights' sizes and times, and the precision. A file lock and an atomic rename make concurrent first
+uses safe; a failed export leaves nothing behind and the caller falls back to transformers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .config import settings
+from .console import Console
+from .errors import UsageError
+
+BACKENDS = ("auto", "torch", "onnx")
+PRECISIONS = ("fp32", "int4")
+# Architectures onnxruntime-genai's model builder converts (the ones aigc's aliases use and their kin).
+SUPPORTED = {
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "phi",
+    "phi3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "olmo",
+    "granite",
+}
+
+
+class ExportFailed(Exception):
+    pass
+
+
+def onnx_available() -> bool:
+    return importlib.util.find_spec("onnxruntime_genai") is not None
+
+
+def choose_backend(
+    requested: str, device: str, model_type: str | None, dtype_requested: str
+) -> tuple[str, str]:
+    """(backend, why). auto: onnx on a CPU for a supported architecture at float32, else torch."""
+    if requested not in BACKENDS:
+        raise UsageError(f"Unknown backend '{requested}': use auto, torch or onnx")
+    if requested == "torch":
+        return "torch", "asked for"
+    problems = []
+    if not onnx_available():
+        problems.append("onnxruntime-genai is not installed")
+    if device != "cpu":
+        problems.append(f"the onnx backend here runs on the CPU, not {device}")
+    if model_type not in SUPPORTED:
+        problems.append(f"onnxruntime-genai's builder does not convert {model_type} models")
+    if dtype_requested not in ("auto", "float32", "fp32"):
+        problems.append("--dtype applies to the torch backend (the onnx one takes --precision)")
+    if requested == "onnx" and problems:
+        return "torch", "; ".join(problems)
+    if problems:
+        return "torch", f"auto: {problems[0]}"
+    return "onnx", "asked for" if requested == "onnx" else "auto: a CPU and a supported architecture"
+
+
+def export_key(folder: Path, precision: str) -> str:
+    weights = sorted(p for p in folder.iterdir() if p.suffix in {".safetensors", ".bin"})
+    fingerprint = [str(folder.resolve())] + [
+        f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights
+    ]
+    digest = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:16]
+    return f"{folder.name}-{digest}-{precision}"
+
+
+def exported(folder: Path, precision: str, console: Console) -> Path:
+    """The export for this model and precision, made once (raises ExportFailed with the reason)."""
+    from filelock import FileLock
+
+    target = settings().home / "onnx" / export_key(folder, precision)
+    if (target / "genai_config.json").is_file():
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportFailed(f"cannot write the export: {exc}") from exc
+    with FileLock(str(target) + ".lock"):
+        if (target / "genai_config.json").is_file():  # another process exported it while we waited
+            return target
+        console.info(f"aigc: exporting {folder.name} to ONNX ({precision}) once, into {target}...")
+        work = Path(tempfile.mkdtemp(prefix=".exporting-", dir=target.parent))
+        try:
+            command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(folder)]
+            command += ["-o", str(work / "model"), "-p", precision, "-e", "cpu", "-c", str(work / "cache")]
+            result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+            if result.returncode != 0 or not (work / "model" / "genai_config.json").is_file():
+                raise ExportFailed(_last_line(result, "the builder"))
+            # Some exports build but cannot run here (an attention kernel's shape limits): try one token.
+            smoke = subprocess.run(
+                [sys.executable, "-c", SMOKE_TEST, str(work / "model")],
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            )
+            if smoke.returncode != 0:
+                raise ExportFailed(_last_line(smoke, "the exported model"))
+            os.replace(work / "model", target)
+        except OSError as exc:
+            raise ExportFailed(f"cannot write the export: {exc}") from exc
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+SMOKE_TEST = """
+import sys, onnxruntime_genai as og
+model = og.Model(sys.argv[1])
+params = og.GeneratorParams(model)
+params.set_search_options(max_length=4, do_sample=False)
+generator = og.Generator(model, params)
+generator.append_tokens([1, 2, 3])
+generator.generate_next_token()
+"""
+
+
+def _last_line(result: subprocess.CompletedProcess, what: str) -> str:
+    lines = [ln.strip() for ln in (result.stderr or result.stdout or "").splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else f"{what} exited {result.returncode}"

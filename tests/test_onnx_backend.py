@@ -1,0 +1,177 @@
+"""The onnxruntime-genai backend against the transformers reference, through real `aigc` processes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+
+import pytest
+import raw
+from conftest import AIGC
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime_genai") is None, reason="onnxruntime-genai is not installed"
+)
+GREEDY = ["--temperature", "0", "--max-tokens", "24"]
+
+
+def run(*args, env=None):
+    result = subprocess.run(
+        [AIGC, *args], capture_output=True, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}
+    )
+    return result
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """One AIGC_HOME for the module, so that each export happens once."""
+    return {"AIGC_HOME": str(tmp_path_factory.mktemp("onnx-home"))}
+
+
+def test_fp32_greedy_equals_transformers(tiny, home):
+    result = ok(
+        run(
+            "text",
+            "Write a haiku about rain",
+            "-m",
+            str(tiny["llama"]),
+            *GREEDY,
+            "--backend",
+            "onnx",
+            "--json",
+            env=home,
+        )
+    )
+    record = json.loads(result.stdout)
+    expected = raw.generate(
+        tiny["llama"], "Write a haiku about rain", chat=True, do_sample=False, max_new_tokens=24
+    )
+    assert record["text"] == expected and record["backend"] == "onnx" and record["precision"] == "fp32"
+    assert record["completion_tokens"] == 24 and record["sampling_matches_reference"] is True
+    streamed = ok(
+        run(
+            "text",
+            "Write a haiku about rain",
+            "-m",
+            str(tiny["llama"]),
+            *GREEDY,
+            "--backend",
+            "onnx",
+            env=home,
+        )
+    )
+    assert streamed.stdout.decode() == expected + "\n"
+    assert streamed.stderr == b""  # exported once already: nothing to say
+
+
+def test_auto_picks_onnx_on_cpu_for_llama_and_torch_for_gpt2(tiny, home):
+    env = {**home, "AIGC_TEXT_BACKEND": "auto"}
+    llama = json.loads(ok(run("text", "hi", "-m", str(tiny["llama"]), *GREEDY, "--json", env=env)).stdout)
+    gpt2 = ok(run("text", "hi", "-m", str(tiny["gpt2"]), *GREEDY, "--json", env=env))
+    assert llama["backend"] == "onnx" and json.loads(gpt2.stdout)["backend"] == "torch"
+    assert gpt2.stderr == b""  # auto falls back without a word
+
+
+def test_explicit_onnx_on_an_unsupported_architecture_falls_back_with_a_warning(tiny, home):
+    result = ok(
+        run("text", "The quick brown fox", "-m", str(tiny["gpt2"]), *GREEDY, "--backend", "onnx", env=home)
+    )
+    assert result.stderr.decode() == (
+        "aigc: warning: the onnx backend cannot run this: onnxruntime-genai's builder does not convert gpt2 "
+        "models; using transformers\n"
+    )
+    expected = raw.generate(
+        tiny["gpt2"], "The quick brown fox", chat=False, do_sample=False, max_new_tokens=24
+    )
+    assert result.stdout.decode() == expected + "\n"
+
+
+def test_failed_export_leaves_nothing_and_falls_back(tmp_path, home):
+    """A Llama with 8-wide attention heads exports, but onnxruntime's attention kernel cannot run it."""
+    from tiny_models import build_llama
+
+    model = build_llama(tmp_path / "narrow-heads", hidden_size=32, intermediate_size=64)
+    result = ok(run("text", "hi", "-m", str(model), *GREEDY, "--backend", "onnx", "--json", env=home))
+    record = json.loads(result.stdout)
+    assert record["backend"] == "torch"
+    assert record["text"] == raw.generate(model, "hi", chat=True, do_sample=False, max_new_tokens=24)
+    err = result.stderr.decode()
+    assert (
+        "aigc: warning: the ONNX export failed (" in err
+        and "head_size" in err
+        and err.endswith("; using transformers\n")
+    )
+    exports = os.listdir(os.path.join(home["AIGC_HOME"], "onnx"))
+    assert [
+        n for n in exports if n.startswith((".exporting-", "narrow-heads")) and not n.endswith(".lock")
+    ] == []
+
+
+def test_stop_count_and_sampling_contract(tiny, home):
+    args = ["text", "Write a haiku about rain", "-m", str(tiny["llama"]), "--backend", "onnx"]
+    full = ok(run(*args, *GREEDY, env=home)).stdout.decode().rstrip("\n")
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
+    record = json.loads(ok(run(*args, *GREEDY, "--stop", stop, "--json", env=home)).stdout)
+    assert record["text"] == full[: full.index(stop)] and record["finish_reason"] == "stop"
+    sample = ["--temperature", "0.9", "--top-k", "20", "--max-tokens", "12", "--json"]
+    records = [
+        json.loads(line)
+        for line in ok(run(*args, *sample, "-n", "2", "--seed", "4", env=home)).stdout.splitlines()
+    ]
+    assert [r["seed"] for r in records] == [4, 5] and all(
+        r["sampling_matches_reference"] is False for r in records
+    )
+    again = json.loads(ok(run(*args, *sample, "--seed", "5", env=home)).stdout)
+    assert again["text"] == records[1]["text"]  # repeatable for a seed
+
+
+def test_int4_runs_and_says_it_differs(tiny, home):
+    result = ok(
+        run(
+            "text",
+            "hi",
+            "-m",
+            str(tiny["llama"]),
+            *GREEDY,
+            "--backend",
+            "onnx",
+            "--precision",
+            "int4",
+            "--json",
+            env=home,
+        )
+    )
+    assert json.loads(result.stdout)["precision"] == "int4"
+    assert (
+        "aigc: warning: int4 is quantised: results differ from the transformers reference"
+        in result.stderr.decode()
+    )
+    bad = run("text", "hi", "-m", str(tiny["llama"]), "--precision", "int3", env=home)
+    assert (
+        bad.returncode == 2
+        and bad.stderr.decode() == "aigc: error: Unknown precision 'int3': use fp32 or int4\n"
+    )
+
+
+def test_concurrent_first_use_exports_once(tiny, tmp_path):
+    env = {**os.environ, "AIGC_HOME": str(tmp_path / "fresh")}
+    command = [AIGC, "text", "hi", "-m", str(tiny["llama"]), *GREEDY, "--backend", "onnx"]
+    runs = [
+        subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outputs = [(p.communicate(timeout=300), p.returncode) for p in runs]
+    assert all(code == 0 for _, code in outputs), outputs
+    assert outputs[0][0][0] == outputs[1][0][0]
+    assert sum(b"exporting" in err for (_, err), _ in outputs) == 1
+    folders = [p for p in (tmp_path / "fresh" / "onnx").iterdir() if p.is_dir()]
+    assert len(folders) == 1 and (folders[0] / "genai_config.json").is_file()
