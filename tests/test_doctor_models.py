@@ -23,6 +23,16 @@ def test_doctor_json(aigc):
     assert report["libraries"]["torch"] and report["libraries"]["transformers"]
     assert report["devices"][-1] == "cpu"
     assert (report["embedded"]["smollm2"] is not None) == EMBEDDED
+    onnx = importlib.util.find_spec("onnxruntime_genai") is not None
+    assert report["text_backend"]["requested"] == "torch"  # the test environment's AIGC_TEXT_BACKEND
+    auto = json.loads(aigc("doctor", "--json", env={"AIGC_TEXT_BACKEND": "auto"}).stdout)["text_backend"]
+    if EMBEDDED and onnx:
+        assert auto == {
+            "model": "smollm2",
+            "requested": "auto",
+            "backend": "onnx",
+            "reason": "auto: a CPU and a supported architecture",
+        }
     assert (report["embedded"]["piper-joe"] is not None) == VOICE
     assert (report["piper_tts"] is not None) == (importlib.util.find_spec("piper") is not None)
 

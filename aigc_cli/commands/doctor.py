@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from importlib import metadata
@@ -75,15 +76,46 @@ def collect(device_flag: str) -> dict[str, Any]:
         if spec.embedded
     }
     report["piper_tts"] = _version("piper-tts")
+    report["text_backend"] = _text_backend(report.get("device", {}).get("chosen") or "cpu")
     report["settings"] = {
         "AIGC_HOME": str(config.home),
         "AIGC_DEVICE": config.device,
         "AIGC_TEXT_MODEL": config.text_model,
         "AIGC_IMAGE_MODEL": config.image_model,
         "AIGC_SPEECH_MODEL": config.speech_model,
+        "AIGC_TEXT_BACKEND": os.environ.get("AIGC_TEXT_BACKEND"),
         "AIGC_DEBUG": config.debug,
     }
     return report
+
+
+def _text_backend(device: str) -> dict[str, Any]:
+    """Which engine `--backend auto` (or AIGC_TEXT_BACKEND) picks for the default text model, and why."""
+    import json
+    import os
+
+    from ..hub import cached_snapshot
+    from ..onnx_export import choose_backend
+    from ..registry import DEFAULT_MODELS, resolve
+
+    name = settings().default_model("text") or DEFAULT_MODELS["text"]
+    requested = os.environ.get("AIGC_TEXT_BACKEND") or "auto"
+    try:
+        ref = resolve(name, "text")
+    except AigcError as exc:
+        return {"model": name, "requested": requested, "backend": None, "reason": exc.message}
+    folder = ref.folder
+    if folder is None and ref.spec is not None and ref.spec.embedded:
+        folder = next(
+            (p for p in (settings().home / "embedded").glob("*") if (p / "config.json").is_file()), None
+        )
+        model_type = "llama"  # SmolLM2, converted on first use
+    else:
+        folder = folder or (cached_snapshot(ref.repo) if ref.repo else None)
+        config = folder / "config.json" if folder else None
+        model_type = json.loads(config.read_text()).get("model_type") if config and config.is_file() else None
+    backend, why = choose_backend(requested, device, model_type, "auto")
+    return {"model": name, "requested": requested, "backend": backend, "reason": why}
 
 
 def run_doctor(device_flag: str, as_json: bool) -> None:
@@ -120,6 +152,10 @@ def run_doctor(device_flag: str, as_json: bool) -> None:
         )
     piper = report["piper_tts"] or "not installed: no Piper voices (pip install piper-tts; GPL-3.0-or-later)"
     lines.append(f"piper-tts   {piper}")
+    text_backend = report["text_backend"]
+    lines.append(
+        f"text        {text_backend['model']}: backend {text_backend['backend']} ({text_backend['reason']})"
+    )
     for key, value in report["settings"].items():
         lines.append(f"setting     {key}={value}")
     write_text("\n".join(lines) + "\n")
