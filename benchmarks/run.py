@@ -36,7 +36,7 @@ def measure_help(env: dict[str, str]) -> None:
 
 
 def run_pair(label: str, folder: Path, env: dict[str, str]) -> dict[str, float]:
-    aigc_cmd = [AIGC, "text", PROMPT, "-m", str(folder), "--temperature", "0", "--repetition-penalty", "1.0"]
+    aigc_cmd = [AIGC, "text", PROMPT, "-m", str(folder), "--backend", "torch", "--temperature", "0"]
     aigc_cmd += ["--max-tokens", str(MAX_TOKENS), "--json"]
     raw_cmd = [sys.executable, str(HERE / "raw_text.py"), str(folder), PROMPT, str(MAX_TOKENS)]
     rows: dict[str, list[dict[str, float]]] = {"aigc": [], "raw": []}
@@ -245,11 +245,50 @@ def bench_speech(home: Path, env: dict[str, str]) -> None:
     print(f"  first audio, --format raw, 10 sentences (process start to first bytes): {latency:.3f} s")
 
 
+def bench_backends(home: Path, env: dict[str, str]) -> None:
+    """`aigc text --max-tokens 128` on the embedded SmolLM2: every backend against torch fp32, same run."""
+    variants = [
+        ("torch fp32 (reference)", ["--backend", "torch"]),
+        ("torch bf16", ["--backend", "torch", "--dtype", "bfloat16"]),
+        ("onnx fp32", ["--backend", "onnx", "--precision", "fp32"]),
+        ("onnx int4", ["--backend", "onnx", "--precision", "int4"]),
+    ]
+    base = [AIGC, "text", PROMPT, "--temperature", "0", "--repetition-penalty", "1.0", "--max-tokens", "128"]
+    for _, flags in variants:  # exports happen once, outside the measurements
+        subprocess.run([*base, *flags, "--max-tokens", "1", "-q"], env=env, capture_output=True, check=True)
+    rows = {}
+    for label, flags in variants:
+        runs = []
+        for _ in range(REPEATS):
+            seconds, out = wall([*base, *flags, "--json", "-q"], env)
+            runs.append({**json.loads(out), "wall": seconds})
+        rows[label] = {
+            "text": runs[0]["text"],
+            **{
+                k: statistics.median(r[k] for r in runs)
+                for k in ("tokens_per_second", "time_to_first_token", "wall")
+            },
+        }
+    reference = rows["torch fp32 (reference)"]
+    print("Text backends: SmolLM2-135M (embedded), greedy, 128 tokens; ratios to torch fp32 in this run")
+    for label, row in rows.items():
+        same = "same text" if row["text"] == reference["text"] else "other text"
+        speed = row["tokens_per_second"] / reference["tokens_per_second"]
+        first = reference["time_to_first_token"] / row["time_to_first_token"]
+        print(
+            f"  {label:<24} decode {row['tokens_per_second']:7.1f} tok/s ({speed:5.2f}x)"
+            f"  first token {row['time_to_first_token']:.3f} s ({first:5.2f}x)"
+            f"  wall {row['wall']:6.2f} s ({reference['wall'] / row['wall']:5.2f}x)  {same}"
+        )
+
+
 def main() -> None:
     home = Path(os.environ.get("BENCH_HOME") or tempfile.mkdtemp(prefix="aigc-bench-"))
     env = {**os.environ, "AIGC_HOME": str(home / "aigc"), "HF_HUB_OFFLINE": "1"}
-    parts = sys.argv[1:] or ["text", "image", "speech"]
+    parts = sys.argv[1:] or ["text", "backends", "image", "speech"]
     print(f"aigc benchmarks on {os.cpu_count()} CPU cores (ratios >= 1.0: aigc at least as fast as raw)\n")
+    if "backends" in parts:
+        bench_backends(home, env)
     if "speech" in parts:
         bench_speech(home, env)
     if "image" in parts:
