@@ -57,7 +57,9 @@ def run_text(options: TextOptions, console: Console) -> None:
     dtype, _ = pick_dtype(device.device, options.dtype)
     with console.status(f"Loading {ref.label} on {device.device}"):
         engine, tokenizer = _load_engine(folder, options, device.device, dtype, console)
-    console.note(f"{ref.label} on {device.device} ({engine.backend}, {engine.precision}), from {folder}")
+    console.note(
+        f"{ref.label} on {device.device} ({engine.dtype}) with the {engine.backend} backend, from {folder}"
+    )
 
     check_template(tokenizer, options.raw, options.system)
     base = TextRequest(
@@ -86,6 +88,7 @@ def run_text(options: TextOptions, console: Console) -> None:
                     "backend": engine.backend,
                     "precision": engine.precision,
                     "device": device.device,
+                    "dtype": engine.dtype,
                     # onnxruntime-genai samples with its own generator: same seed, other text than torch.
                     "sampling_matches_reference": engine.backend == "torch" or not sampling,
                     "seed": completion.seed,

@@ -177,7 +177,7 @@ class TorchEngine:
 
         self.model = model
         self.base_config = model.generation_config
-        self.precision = dtype_name(model.dtype)
+        self.dtype = self.precision = dtype_name(model.dtype)
 
     def tokens(self, inputs: dict[str, Any], config: Any, seed: int) -> Iterator[list[int]]:
         """New token ids as they come. Closing the iterator stops generation at the next token."""

@@ -24,6 +24,7 @@ class OnnxEngine:
         self.model = og.Model(str(export))
         self.base_config = base_config
         self.precision = precision
+        self.dtype = "float32" if precision == "fp32" else precision
         genai = json.loads((export / "genai_config.json").read_text())
         self.context_length = genai["model"].get("context_length")
 
