@@ -26,7 +26,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-models_app = typer.Typer(help="List, pull and locate models (the Hugging Face cache).", no_args_is_help=True)
+models_app = typer.Typer(
+    help="List, pull, locate and remove models (the Hugging Face cache); set default models.",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
 
 # One flag vocabulary across commands.
@@ -318,7 +321,7 @@ def models_list(
     json_out: JsonOpt = False,
     modality: Annotated[str | None, typer.Option("--modality", help="text, image or speech.")] = None,
 ) -> None:
-    """Every alias with its source, license and whether it is available offline."""
+    """Every alias (source, license, offline or not, size), then the other models in the HF cache."""
     from .commands.models import run_list
 
     run_list(modality, json_out)
@@ -333,6 +336,30 @@ def models_pull(
     from .commands.models import run_pull
 
     run_pull(names, Console(quiet=quiet))
+
+
+@models_app.command("rm")
+def models_rm(
+    name: Annotated[str, typer.Argument(help="Alias or Hub repo id.")],
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Do not ask (needed without a terminal).")] = False,
+) -> None:
+    """Remove a model from the Hugging Face cache (the embedded model: its conversion and exports)."""
+    from .commands.models import run_rm
+
+    run_rm(name, yes)
+
+
+@models_app.command("default")
+def models_default(
+    modality: Annotated[str | None, typer.Argument(help="text, image or speech.")] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="The model to make the default (in config.toml).")
+    ] = None,
+) -> None:
+    """Show the default model per modality and where it is set, or set one in AIGC_HOME/config.toml."""
+    from .commands.models import run_default
+
+    run_default(modality, name)
 
 
 @models_app.command("path")

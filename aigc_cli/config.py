@@ -21,12 +21,6 @@ class Settings:
     """AIGC_DEVICE: the default for --device."""
     debug: bool
     """AIGC_DEBUG=1: show tracebacks."""
-    text_model: str | None
-    image_model: str | None
-    speech_model: str | None
-
-    def default_model(self, modality: str) -> str | None:
-        return {"text": self.text_model, "image": self.image_model, "speech": self.speech_model}[modality]
 
 
 def settings() -> Settings:
@@ -37,9 +31,6 @@ def settings() -> Settings:
         home=home,
         device=os.environ.get("AIGC_DEVICE", "auto") or "auto",
         debug=_flag("AIGC_DEBUG"),
-        text_model=os.environ.get("AIGC_TEXT_MODEL") or None,
-        image_model=os.environ.get("AIGC_IMAGE_MODEL") or None,
-        speech_model=os.environ.get("AIGC_SPEECH_MODEL") or None,
     )
 
 
@@ -51,3 +42,119 @@ def is_offline() -> bool:
 def go_offline() -> None:
     """Apply --offline before any Hugging Face library is imported (they read the variable once)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+# --- AIGC_HOME/config.toml -------------------------------------------------------------------------------
+# Precedence for every setting: the flag, then the environment variable (where one exists), then this
+# file, then the model's registry defaults.
+
+SETTING_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "text": {
+        "model": str,
+        "system": str,
+        "max_tokens": int,
+        "temperature": (int, float),
+        "top_k": int,
+        "top_p": (int, float),
+        "repetition_penalty": (int, float),
+        "backend": str,
+        "precision": str,
+        "device": str,
+        "dtype": str,
+    },
+    "image": {
+        "model": str,
+        "negative": str,
+        "steps": int,
+        "guidance": (int, float),
+        "width": int,
+        "height": int,
+        "scheduler": str,
+        "low_memory": bool,
+        "device": str,
+        "dtype": str,
+    },
+    "speech": {
+        "model": str,
+        "voice": str,
+        "speed": (int, float),
+        "sentence_silence": (int, float),
+        "device": str,
+        "dtype": str,
+    },
+}
+ENV_SETTINGS = {
+    ("text", "model"): "AIGC_TEXT_MODEL",
+    ("image", "model"): "AIGC_IMAGE_MODEL",
+    ("speech", "model"): "AIGC_SPEECH_MODEL",
+    ("text", "backend"): "AIGC_TEXT_BACKEND",
+    ("text", "device"): "AIGC_DEVICE",
+    ("image", "device"): "AIGC_DEVICE",
+    ("speech", "device"): "AIGC_DEVICE",
+}
+
+
+def config_path() -> Path:
+    return settings().home / "config.toml"
+
+
+def read_config_file() -> dict[str, dict[str, object]]:
+    """The settings in config.toml, checked; a malformed file is a usage error naming file and line."""
+    import tomllib
+
+    from .errors import UsageError
+
+    path = config_path()
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Cannot read {path}: {exc}") from exc
+    for section, values in data.items():
+        if section not in SETTING_TYPES or not isinstance(values, dict):
+            raise UsageError(f"{path}: unknown section [{section}] (use [text], [image] or [speech])")
+        for key, value in values.items():
+            wanted = SETTING_TYPES[section].get(key)
+            if wanted is None:
+                known = ", ".join(SETTING_TYPES[section])
+                raise UsageError(f"{path}: unknown setting '{key}' in [{section}] (known: {known})")
+            if not isinstance(value, wanted) or (isinstance(value, bool) and wanted is not bool):
+                raise UsageError(f"{path}: [{section}] {key} = {value!r} has the wrong type")
+    return data
+
+
+def configured(modality: str, key: str) -> tuple[object | None, str]:
+    """(value, where it came from) from the environment or config.toml; (None, "") when neither sets it."""
+    variable = ENV_SETTINGS.get((modality, key))
+    if variable and os.environ.get(variable):
+        return os.environ[variable], f"environment ({variable})"
+    value = read_config_file().get(modality, {}).get(key)
+    if value is not None:
+        return value, f"config file ({config_path()})"
+    return None, ""
+
+
+def write_default_model(modality: str, name: str) -> Path:
+    """Set `model = NAME` in the [modality] table of config.toml, keeping the rest of the file as it is."""
+    import re
+
+    read_config_file()  # refuse to edit a file that does not parse
+    path = config_path()
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    line = f'model = "{name}"'
+    header = next((i for i, text in enumerate(lines) if text.strip() == f"[{modality}]"), None)
+    if header is None:
+        lines += ([""] if lines else []) + [f"[{modality}]", line]
+    else:
+        end = next((i for i in range(header + 1, len(lines)) if lines[i].strip().startswith("[")), len(lines))
+        found = next((i for i in range(header + 1, end) if re.match(r"\s*model\s*=", lines[i])), None)
+        if found is None:
+            lines.insert(header + 1, line)
+        else:
+            lines[found] = line
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
+from ..config import configured
 from ..console import Console
 
 
@@ -18,3 +20,11 @@ def pick_seed(seed: int | None, console: Console) -> int:
 
 def report_seed(seed: int, console: Console) -> None:
     console.info(f"aigc: seed {seed} (drawn at random; --seed {seed} repeats this run)")
+
+
+def setting(modality: str, key: str, flag: Any, fallback: Any = None) -> Any:
+    """The flag when given, else the environment or config.toml, else `fallback` (the registry default)."""
+    if flag is not None:
+        return flag
+    value, _ = configured(modality, key)
+    return value if value is not None else fallback

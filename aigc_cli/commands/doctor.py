@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import is_offline, settings
+from ..config import SETTING_TYPES, config_path, configured, is_offline, settings
 from ..device import available_devices, dtype_name, pick_device, pick_dtype
 from ..errors import AigcError
 from ..registry import SPECS
@@ -77,29 +77,41 @@ def collect(device_flag: str) -> dict[str, Any]:
     }
     report["piper_tts"] = _version("piper-tts")
     report["text_backend"] = _text_backend(report.get("device", {}).get("chosen") or "cpu")
-    report["settings"] = {
-        "AIGC_HOME": str(config.home),
-        "AIGC_DEVICE": config.device,
-        "AIGC_TEXT_MODEL": config.text_model,
-        "AIGC_IMAGE_MODEL": config.image_model,
-        "AIGC_SPEECH_MODEL": config.speech_model,
-        "AIGC_TEXT_BACKEND": os.environ.get("AIGC_TEXT_BACKEND"),
-        "AIGC_DEBUG": config.debug,
-    }
+    report["settings"] = settings_in_force()
+    report["config_file"] = str(config_path())
     return report
+
+
+def settings_in_force() -> dict[str, dict[str, Any]]:
+    """Every setting that is not the built-in default, and where it comes from; the default models too."""
+    from ..registry import DEFAULT_MODELS
+
+    found: dict[str, dict[str, Any]] = {}
+    for modality, keys in SETTING_TYPES.items():
+        for key in keys:
+            value, source = configured(modality, key)
+            if value is not None:
+                found[f"{modality}.{key}"] = {"value": value, "source": source}
+        if f"{modality}.model" not in found:
+            found[f"{modality}.model"] = {"value": DEFAULT_MODELS[modality], "source": "registry default"}
+    found["home"] = {
+        "value": str(settings().home),
+        "source": "AIGC_HOME" if os.environ.get("AIGC_HOME") else "default",
+    }
+    found["debug"] = {"value": settings().debug, "source": "AIGC_DEBUG"}
+    return found
 
 
 def _text_backend(device: str) -> dict[str, Any]:
     """Which engine `--backend auto` (or AIGC_TEXT_BACKEND) picks for the default text model, and why."""
     import json
-    import os
 
     from ..hub import cached_snapshot
     from ..onnx_export import choose_backend
     from ..registry import DEFAULT_MODELS, resolve
 
-    name = settings().default_model("text") or DEFAULT_MODELS["text"]
-    requested = os.environ.get("AIGC_TEXT_BACKEND") or "auto"
+    name = configured("text", "model")[0] or DEFAULT_MODELS["text"]
+    requested = configured("text", "backend")[0] or "auto"
     try:
         ref = resolve(name, "text")
     except AigcError as exc:
@@ -156,6 +168,7 @@ def run_doctor(device_flag: str, as_json: bool) -> None:
     lines.append(
         f"text        {text_backend['model']}: backend {text_backend['backend']} ({text_backend['reason']})"
     )
-    for key, value in report["settings"].items():
-        lines.append(f"setting     {key}={value}")
+    lines.append(f"config      {report['config_file']}")
+    for key, entry in report["settings"].items():
+        lines.append(f"setting     {key} = {entry['value']!r}  ({entry['source']})")
     write_text("\n".join(lines) + "\n")

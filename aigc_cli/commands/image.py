@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import settings
 from ..console import Console, StepBar, terminal
 from ..device import dtype_name, pick_device, pick_dtype
 from ..errors import UsageError
@@ -25,7 +24,7 @@ from ..writers import (
     write_json_line,
     write_text,
 )
-from .common import pick_seed
+from .common import pick_seed, setting
 
 
 @dataclass(frozen=True)
@@ -74,6 +73,18 @@ def _with_record(options: ImageOptions) -> tuple[ImageOptions, dict[str, Any]]:
     return ImageOptions(**{**options.__dict__, **pick}), record
 
 
+def _with_settings(options: ImageOptions) -> ImageOptions:
+    """Unset flags from the environment or config.toml (registry and pipeline defaults come later)."""
+    keys = ("negative", "steps", "guidance", "width", "height", "scheduler")
+    values = {key: setting("image", key, getattr(options, key)) for key in keys}
+    values["low_memory"] = options.low_memory or bool(setting("image", "low_memory", None, False))
+    values["device"] = setting(
+        "image", "device", None if options.device == "auto" else options.device, "auto"
+    )
+    values["dtype"] = setting("image", "dtype", None if options.dtype == "auto" else options.dtype, "auto")
+    return replace(options, **values)
+
+
 def _check(options: ImageOptions) -> None:
     from ..generators.image import SCHEDULERS
 
@@ -112,6 +123,7 @@ def run_image(options: ImageOptions, console: Console) -> None:
     from ..generators.image import ImageRequest, pipeline_defaults, sampler_name, set_scheduler, stream_images
 
     options, _ = _with_record(options)
+    options = _with_settings(options)
     _check(options)
     if options.init_image == "-" and options.prompt in (None, "-"):
         raise UsageError("With --init-image -, stdin holds the image: give the prompt as an argument")
@@ -125,7 +137,7 @@ def run_image(options: ImageOptions, console: Console) -> None:
         raise UsageError(
             "Several images cannot go to one stream: use -o NAME.png (NAME-1.png, NAME-2.png...)"
         )
-    ref = resolve(options.model or settings().default_model("image") or DEFAULT_MODELS["image"], "image")
+    ref = resolve(setting("image", "model", options.model, DEFAULT_MODELS["image"]), "image")
     folder = locate(ref, "image", console)
     device = pick_device(options.device)
     dtype, _ = pick_dtype(device.device, options.dtype)

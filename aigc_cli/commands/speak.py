@@ -5,11 +5,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__
-from ..config import settings
 from ..console import Console, StepBar, terminal
 from ..device import DeviceChoice, dtype_name, pick_device, pick_dtype
 from ..errors import GenerationError, UsageError
@@ -27,7 +26,7 @@ from ..writers import (
     write_json_line,
     write_text,
 )
-from .common import pick_seed, report_seed
+from .common import pick_seed, report_seed, setting
 
 PLAYERS = {
     "ffplay": ["-nodisp", "-autoexit", "-loglevel", "quiet"],
@@ -86,6 +85,19 @@ def _vocoder(ref: ModelRef, console: Console) -> Path | None:
 def run_speak(options: SpeakOptions, console: Console) -> None:
     from ..generators.speech import SpeechRequest, synthesize
 
+    options = replace(
+        options,
+        voice=setting("speech", "voice", options.voice),
+        speed=setting("speech", "speed", None if options.speed == 1.0 else options.speed, 1.0),
+        sentence_silence=setting(
+            "speech",
+            "sentence_silence",
+            None if options.sentence_silence == 0.0 else options.sentence_silence,
+            0.0,
+        ),
+        device=setting("speech", "device", None if options.device == "auto" else options.device, "auto"),
+        dtype=setting("speech", "dtype", None if options.dtype == "auto" else options.dtype, "auto"),
+    )
     fmt = output_format(options)
     if options.speed <= 0:
         raise UsageError("--speed must be above 0")
@@ -101,7 +113,7 @@ def run_speak(options: SpeakOptions, console: Console) -> None:
     if options.out not in (None, "-"):
         check_writable(Path(options.out))
     text = read_prompt(options.prompt)
-    ref = resolve(options.model or settings().default_model("speech") or DEFAULT_MODELS["speech"], "speech")
+    ref = resolve(setting("speech", "model", options.model, DEFAULT_MODELS["speech"]), "speech")
     folder = locate(ref, "speech", console)
     vocoder = _vocoder(ref, console)
     player = find_player() if options.play else None

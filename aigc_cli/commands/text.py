@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..config import settings
 from ..console import Console
 from ..device import pick_device, pick_dtype
 from ..errors import UsageError
@@ -17,7 +15,7 @@ from ..loading import load_causal_lm, locate
 from ..registry import DEFAULT_MODELS, resolve
 from ..streams import read_prompt
 from ..writers import end_text, write_json_line, write_text
-from .common import pick_seed
+from .common import pick_seed, setting
 
 
 @dataclass(frozen=True)
@@ -51,8 +49,16 @@ def run_text(options: TextOptions, console: Console) -> None:
     if options.precision not in (None, "fp32", "int4"):
         raise UsageError(f"Unknown precision '{options.precision}': use fp32 or int4")
     prompt = read_prompt(options.prompt)
-    ref = resolve(options.model or settings().default_model("text") or DEFAULT_MODELS["text"], "text")
+    ref = resolve(setting("text", "model", options.model, DEFAULT_MODELS["text"]), "text")
     folder = locate(ref, "text", console)  # before torch is imported: a missing model fails fast
+    options = replace(
+        options,
+        system=options.system if options.raw else setting("text", "system", options.system),
+        device=setting("text", "device", None if options.device == "auto" else options.device, "auto"),
+        dtype=setting("text", "dtype", None if options.dtype == "auto" else options.dtype, "auto"),
+        backend=setting("text", "backend", options.backend),
+        precision=setting("text", "precision", options.precision),
+    )
     device = pick_device(options.device)
     dtype, _ = pick_dtype(device.device, options.dtype)
     with console.status(f"Loading {ref.label} on {device.device}"):
@@ -65,11 +71,13 @@ def run_text(options: TextOptions, console: Console) -> None:
     base = TextRequest(
         prompt=prompt,
         seed=0,
-        max_tokens=options.max_tokens or ref.default("max_tokens", 256),
-        temperature=_given(options.temperature, ref.default("temperature")),
-        top_k=_given(options.top_k, ref.default("top_k")),
-        top_p=_given(options.top_p, ref.default("top_p")),
-        repetition_penalty=_given(options.repetition_penalty, ref.default("repetition_penalty")),
+        max_tokens=setting("text", "max_tokens", options.max_tokens, ref.default("max_tokens", 256)),
+        temperature=setting("text", "temperature", options.temperature, ref.default("temperature")),
+        top_k=setting("text", "top_k", options.top_k, ref.default("top_k")),
+        top_p=setting("text", "top_p", options.top_p, ref.default("top_p")),
+        repetition_penalty=setting(
+            "text", "repetition_penalty", options.repetition_penalty, ref.default("repetition_penalty")
+        ),
         stop=options.stop,
         system=options.system,
         raw=options.raw,
@@ -122,7 +130,7 @@ def _load_engine(folder: Path, options: TextOptions, device: str, dtype: Any, co
     from ..onnx_export import ExportFailed, choose_backend, exported
 
     model_type = json.loads((folder / "config.json").read_text()).get("model_type")
-    requested = options.backend or os.environ.get("AIGC_TEXT_BACKEND") or "auto"
+    requested = options.backend or "auto"
     backend, why = choose_backend(requested, device, model_type, options.dtype)
     console.note(f"backend: {backend} ({why})")
     if requested == "onnx" and backend == "torch":
@@ -151,7 +159,3 @@ def _load_engine(folder: Path, options: TextOptions, device: str, dtype: Any, co
         console.warn("--precision applies to the onnx backend; transformers runs in --dtype")
     model, tokenizer = load_causal_lm(folder, device, dtype, options.trust_remote_code, console)
     return TorchEngine(model), tokenizer
-
-
-def _given(value, default):
-    return value if value is not None else default
