@@ -6,9 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ from .config import settings
 from .console import Console
 from .errors import ModelUnavailableError, WrongModalityError
 from .hub import cached_snapshot, download, fetch_files
+from .made_once import make_once
 from .registry import ModelRef, ModelSpec
 
 SPEECH_MODEL_TYPES = {"vits", "speecht5", "fastspeech2_conformer", "bark", "seamless_m4t", "musicgen"}
@@ -145,24 +143,12 @@ def embedded_folder(spec: ModelSpec, console: Console) -> Path | None:
     if gguf is None:
         return None
     target = settings().home / "embedded" / f"{gguf.stem}-{gguf.stat().st_size}"
-    if (target / "config.json").is_file():
-        return target
-    from filelock import FileLock
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "config.json").is_file():  # another process converted it while we waited
-            return target
-        console.info(f"Converting the embedded {spec.name} model once into {target} (about 20 s)...")
-        work = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
-        try:
-            convert_gguf(gguf, work, console)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(work, target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return target
+    return make_once(
+        target,
+        "config.json",
+        lambda work: convert_gguf(gguf, work, console),
+        lambda: console.info(f"Converting the embedded {spec.name} model once into {target} (about 20 s)..."),
+    )
 
 
 def convert_gguf(gguf: Path, out: Path, console: Console) -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +18,7 @@ from pathlib import Path
 from .config import settings
 from .console import Console
 from .errors import UsageError
+from .made_once import make_once
 
 BACKENDS = ("auto", "torch", "onnx")
 PRECISIONS = ("fp32", "int4")
@@ -82,41 +81,42 @@ def export_key(folder: Path, precision: str) -> str:
 
 def exported(folder: Path, precision: str, console: Console) -> Path:
     """The export for this model and precision, made once (raises ExportFailed with the reason)."""
-    from filelock import FileLock
-
     target = settings().home / "onnx" / export_key(folder, precision)
-    if (target / "genai_config.json").is_file():
-        return target
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        return make_once(
+            target,
+            "genai_config.json",
+            lambda work: _export(folder, precision, work),
+            lambda: console.info(
+                f"aigc: exporting {folder.name} to ONNX ({precision}) once, into {target}..."
+            ),
+        )
     except OSError as exc:
         raise ExportFailed(f"cannot write the export: {exc}") from exc
-    with FileLock(str(target) + ".lock"):
-        if (target / "genai_config.json").is_file():  # another process exported it while we waited
-            return target
-        console.info(f"aigc: exporting {folder.name} to ONNX ({precision}) once, into {target}...")
-        work = Path(tempfile.mkdtemp(prefix=".exporting-", dir=target.parent))
-        try:
-            command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(folder)]
-            command += ["-o", str(work / "model"), "-p", precision, "-e", "cpu", "-c", str(work / "cache")]
-            result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-            if result.returncode != 0 or not (work / "model" / "genai_config.json").is_file():
-                raise ExportFailed(_last_line(result, "the builder"))
-            # Some exports build but cannot run here (an attention kernel's shape limits): try one token.
-            smoke = subprocess.run(
-                [sys.executable, "-c", SMOKE_TEST, str(work / "model")],
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-            )
-            if smoke.returncode != 0:
-                raise ExportFailed(_last_line(smoke, "the exported model"))
-            os.replace(work / "model", target)
-        except OSError as exc:
-            raise ExportFailed(f"cannot write the export: {exc}") from exc
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return target
+
+
+def _export(folder: Path, precision: str, out: Path) -> None:
+    """Run onnxruntime-genai's model builder, then one token as a smoke test."""
+    with tempfile.TemporaryDirectory(prefix="aigc-onnx-cache-") as cache:
+        command = [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(folder),
+            "-o",
+            str(out),
+        ]
+        command += ["-p", precision, "-e", "cpu", "-c", cache]
+        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode != 0 or not (out / "genai_config.json").is_file():
+        raise ExportFailed(_last_line(result, "the builder"))
+    # Some exports build but cannot run here (an attention kernel's shape limits): try one token.
+    smoke = subprocess.run(
+        [sys.executable, "-c", SMOKE_TEST, str(out)], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    if smoke.returncode != 0:
+        raise ExportFailed(_last_line(smoke, "the exported model"))
 
 
 SMOKE_TEST = """
