@@ -71,6 +71,18 @@ def scheduler():
     return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
 
 
+UNET = {  # the shape both tiny UNets share
+    "block_out_channels": (4, 8),
+    "layers_per_block": 1,
+    "sample_size": 32,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "UpBlock2D"),
+    "norm_num_groups": 2,
+}
+
+
 def build_sd(out: Path) -> Path:
     import torch
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
@@ -78,17 +90,7 @@ def build_sd(out: Path) -> Path:
 
     tokenizer = clip_tokenizer(out.parent / f"{out.name}-bpe")
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        norm_num_groups=2,
-    )
+    unet = UNet2DConditionModel(**UNET, cross_attention_dim=32)
     pipe = StableDiffusionPipeline(
         unet=unet,
         vae=tiny_vae(),
@@ -111,13 +113,7 @@ def build_sdxl(out: Path) -> Path:
     tokenizer = clip_tokenizer(out.parent / f"{out.name}-bpe")
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(4, 8),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **UNET,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -125,7 +121,6 @@ def build_sdxl(out: Path) -> Path:
         transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=80,  # 6 time ids x 8 + the 32-wide pooled text embedding
         cross_attention_dim=64,  # the two text encoders' 32-wide states side by side
-        norm_num_groups=2,
     )
     pipe = StableDiffusionXLPipeline(
         unet=unet,
