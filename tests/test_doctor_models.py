@@ -76,3 +76,20 @@ def test_models_path_and_pull_offline(aigc, tiny):
         result = aigc(*command)
         assert result.returncode == 3
         assert "`aigc models pull gpt2`" in result.stderr.decode()
+
+
+def test_rm_smollm2_removes_its_conversion_and_exports_only(aigc, isolated):
+    home = isolated / "aigc-home"
+    (home / "embedded" / "SmolLM2-X-1").mkdir(parents=True)
+    (home / "embedded" / "SmolLM2-X-1" / "config.json").write_text("{}")
+    for name in ("SmolLM2-X-1-abc-fp32", "other-model-def-fp32"):
+        (home / "onnx" / name).mkdir(parents=True)
+    result = aigc("models", "rm", "smollm2", "--yes")
+    assert result.returncode == 0 and result.stdout.decode().startswith("removed smollm2 (")
+    assert list((home / "embedded").iterdir()) == []
+    assert [p.name for p in (home / "onnx").iterdir()] == ["other-model-def-fp32"]
+    again = aigc("models", "rm", "smollm2", "--yes")
+    assert (
+        again.returncode == 3
+        and again.stderr.decode() == "aigc: error: 'smollm2' is not in the cache: nothing to remove\n"
+    )

@@ -156,10 +156,13 @@ def run_rm(name: str, yes: bool) -> None:
     if ref.folder is not None:
         raise UsageError(f"'{name}' is a local folder: aigc removes only what it downloaded or made")
     targets = []
-    if spec is not None and spec.embedded:
+    if spec is not None and spec.embedded and spec.modality == "text":
         home = settings().home
-        targets += [p for p in (home / "embedded").glob("*") if p.is_dir()] if spec.modality == "text" else []
-        targets += [p for p in (home / "onnx").glob("*") if p.is_dir()] if spec.modality == "text" else []
+        converted = [p for p in (home / "embedded").glob("*") if p.is_dir()]
+        names = tuple(f"{p.name}-" for p in converted)
+        targets += converted + [
+            p for p in (home / "onnx").glob("*") if p.is_dir() and p.name.startswith(names)
+        ]
     assert ref.repo is not None
     if not ref.files and _cache_repo_folder(ref.repo).is_dir():
         targets.append(_cache_repo_folder(ref.repo))
