@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 TRUTHY = {"1", "true", "yes", "on"}
@@ -17,8 +18,6 @@ def _flag(name: str) -> bool:
 class Settings:
     home: Path
     """AIGC_HOME: where aigc keeps what it makes (converted embedded models). Default ~/.local/share/aigc."""
-    device: str
-    """AIGC_DEVICE: the default for --device."""
     debug: bool
     """AIGC_DEBUG=1: show tracebacks."""
 
@@ -29,7 +28,6 @@ def settings() -> Settings:
     home = Path(os.environ.get("AIGC_HOME") or data_home / "aigc").expanduser()
     return Settings(
         home=home,
-        device=os.environ.get("AIGC_DEVICE", "auto") or "auto",
         debug=_flag("AIGC_DEBUG"),
     )
 
@@ -99,14 +97,23 @@ def config_path() -> Path:
 
 
 def read_config_file() -> dict[str, dict[str, object]]:
-    """The settings in config.toml, checked; a malformed file is a usage error naming file and line."""
+    """The settings in config.toml, checked; a malformed file is a usage error naming file and line.
+
+    Parsed once per version of the file: every setting of a command looks here.
+    """
+    path = config_path()
+    if not path.is_file():
+        return {}
+    stat = path.stat()
+    return _parse_config(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _parse_config(path: Path, mtime_ns: int, size: int) -> dict[str, dict[str, object]]:
     import tomllib
 
     from .errors import UsageError
 
-    path = config_path()
-    if not path.is_file():
-        return {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..device import make_generator
+
 SCHEDULERS: dict[str, tuple[str, dict[str, Any], str]] = {
     # name: (diffusers class, config overrides, A1111 sampler name)
     "euler": ("EulerDiscreteScheduler", {}, "Euler"),
@@ -95,7 +97,6 @@ def stream_images(
 ) -> Iterator[ImageResult]:
     """Generate request.count images one by one; on_step(step, total) reports progress."""
     import numpy as np
-    import torch
 
     for index in range(request.count):
         seed = request.seed + index
@@ -114,7 +115,7 @@ def stream_images(
             "negative_prompt": request.negative or None,
             "num_inference_steps": request.steps,
             "guidance_scale": request.guidance,
-            "generator": torch.Generator("cpu").manual_seed(seed),
+            "generator": make_generator(seed),
             "output_type": "np",
             "callback_on_step_end": callback,
         }
