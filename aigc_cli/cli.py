@@ -6,17 +6,20 @@ This module imports nothing heavy: `aigc --help` must not import torch.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import sys
 import traceback
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, get_type_hints
 
 import typer
 
-from . import __version__
 from .config import go_offline, settings
 from .console import Console, error_line
 from .errors import AigcError, ExitCode, PipeClosed, map_exception
+from .settings import ImageSettings, Knob, SpeechSettings, TextSettings, knobs
 
 app = typer.Typer(
     name="aigc",
@@ -32,24 +35,8 @@ models_app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 
-# One flag vocabulary across commands.
-ModelOpt = Annotated[
-    str | None,
-    typer.Option(
-        "-m",
-        "--model",
-        help="Alias, Hub repo id or local folder [default: AIGC_<MODALITY>_MODEL or the alias default].",
-    ),
-]
-CountOpt = Annotated[int, typer.Option("-n", "--count", min=1, help="How many results; item i uses seed+i.")]
-SeedOpt = Annotated[
-    int | None,
-    typer.Option("--seed", min=0, max=2**32 - 1, help="Seed; drawn at random and reported when not given."),
-]
-DeviceOpt = Annotated[
-    str, typer.Option("--device", envvar="AIGC_DEVICE", help="auto, cpu, cuda, cuda:N, mps or xpu.")
-]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto, float32, float16 or bfloat16.")]
+# One flag vocabulary across commands: the settings schema (settings.py) makes the generation flags; the
+# output and console flags below are the command line's own.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON line per result on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Nothing on stderr but errors.")]
 VerboseOpt = Annotated[
@@ -58,190 +45,113 @@ VerboseOpt = Annotated[
 OfflineOpt = Annotated[
     bool, typer.Option("--offline", help="Never touch the network (same as HF_HUB_OFFLINE=1).")
 ]
-TrustOpt = Annotated[
-    bool,
-    typer.Option("--trust-remote-code", help="Allow running Python code shipped in the model repository."),
-]
+PromptArg = Annotated[str | None, typer.Argument(help="The prompt; '-' or a piped stdin is read first.")]
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"aigc {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
-    ] = False,
-) -> None:
-    """Generate text, images and speech from pretrained Hugging Face models, in shell pipelines."""
-
-
-@app.command()
-def text(
-    prompt: Annotated[
-        str | None, typer.Argument(help="The prompt; '-' or a piped stdin is read first.")
-    ] = None,
-    model: ModelOpt = None,
-    system: Annotated[str | None, typer.Option("--system", help="System message (chat models).")] = None,
-    raw: Annotated[
-        bool, typer.Option("--raw", help="Send the prompt as it is, without the chat template.")
-    ] = False,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Most new tokens.")] = None,
-    temperature: Annotated[
-        float | None, typer.Option("--temperature", min=0.0, help="0 means greedy [default: the model's].")
-    ] = None,
-    top_k: Annotated[
-        int | None, typer.Option("--top-k", min=0, help="Sample from the k likeliest tokens.")
-    ] = None,
-    top_p: Annotated[
-        float | None, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")
-    ] = None,
-    repetition_penalty: Annotated[
-        float | None, typer.Option("--repetition-penalty", min=0.0, help="Above 1.0 discourages repeats.")
-    ] = None,
-    stop: Annotated[
-        list[str] | None, typer.Option("--stop", help="End before this string (repeatable).")
-    ] = None,
-    count: CountOpt = 1,
-    seed: SeedOpt = None,
-    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print tokens as they come.")] = True,
-    json_out: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    quiet: QuietOpt = False,
-    verbose: VerboseOpt = False,
-    offline: OfflineOpt = False,
-    trust_remote_code: TrustOpt = False,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            "--backend",
-            help="auto, torch (transformers, the reference) or onnx (onnxruntime-genai, CPU) [auto].",
-        ),
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option("--precision", help="onnx backend: fp32 (same greedy text as torch) or int4 (faster)."),
-    ] = None,
-) -> None:
-    """Generate text with a causal language model; tokens stream to stdout."""
-    from .commands.text import TextOptions, run_text
-
-    if offline:
-        go_offline()
-    run_text(
-        TextOptions(
-            prompt=prompt,
-            model=model,
-            system=system,
-            raw=raw,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            repetition_penalty=repetition_penalty,
-            stop=tuple(s for s in stop or () if s),
-            count=count,
-            seed=seed,
-            stream=stream,
-            json=json_out,
-            device=device,
-            dtype=dtype,
-            trust_remote_code=trust_remote_code,
-            backend=backend,
-            precision=precision,
-        ),
-        Console(quiet=quiet, verbose=verbose),
+def _option(name: str, knob: Knob) -> inspect.Parameter:
+    """A Typer option for one setting; its default is None (not given) so that the resolver can tell."""
+    kind = {list: list[str], bool: bool, int: int, float: float, str: str}[knob.kind]
+    names = [f"{knob.flag}/--no-{knob.flag[2:]}" if knob.kind is bool else knob.flag]
+    if knob.short:
+        names.insert(0, knob.short)
+    extra = []
+    if knob.low is not None or knob.high is not None:
+        low = "" if knob.low is None else f"{'>' if knob.low_open else '>='} {knob.low:.15g}"
+        high = "" if knob.high is None else f"<= {knob.high:.15g}"
+        extra.append(", ".join(part for part in (low, high) if part))
+    if knob.unit:
+        extra.append(knob.unit)
+    help_text = knob.help + (f" ({'; '.join(extra)})" if extra else "")
+    metavar = {list: "TEXT", bool: None, int: "INTEGER", float: "FLOAT", str: "TEXT"}[knob.kind]
+    option = typer.Option(*names, help=help_text, metavar=metavar, show_default=knob.default_text or False)
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
     )
 
 
+def with_settings(schema: type) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the schema's flags (after its first parameter, the prompt); the command receives
+    them as `flags`, a dict of field name -> value or None."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        hints = get_type_hints(command, include_extras=True)
+        own = [
+            p.replace(annotation=hints[p.name], kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(command).parameters.values()
+            if p.name != "flags"
+        ]
+        added = [_option(name, knob) for name, knob in knobs(schema).items()]
+        names = {p.name for p in added}
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> None:
+            flags = {name: kwargs.pop(name) for name in names}
+            command(flags=flags, **kwargs)
+
+        parameters = [*own[:1], *added, *own[1:]]
+        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper
+
+    return decorate
+
+
 @app.command()
+@with_settings(TextSettings)
+def text(
+    prompt: PromptArg = None,
+    flags: dict[str, Any] | None = None,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="Print tokens as they come.")] = True,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    offline: OfflineOpt = False,
+) -> None:
+    """Generate text with a causal language model; tokens stream to stdout."""
+    from .commands.text import run_text
+
+    if offline:
+        go_offline()
+    run_text(prompt, flags or {}, stream, json_out, Console(quiet=quiet, verbose=verbose))
+
+
+@app.command()
+@with_settings(ImageSettings)
 def image(
-    prompt: Annotated[
-        str | None, typer.Argument(help="The prompt; '-' or a piped stdin is read first.")
-    ] = None,
-    model: ModelOpt = None,
+    prompt: PromptArg = None,
+    flags: dict[str, Any] | None = None,
     out: Annotated[
         str | None,
         typer.Option("-o", "--out", help="PNG, JPEG or WebP by extension; '-' for PNG on stdout."),
     ] = None,
-    negative: Annotated[
-        str | None, typer.Option("--negative", help="What the image should not show.")
-    ] = None,
-    steps: Annotated[int | None, typer.Option("--steps", min=1, help="Denoising steps.")] = None,
-    guidance: Annotated[
-        float | None, typer.Option("--guidance", min=0.0, help="CFG scale; 0 turns it off.")
-    ] = None,
-    width: Annotated[int | None, typer.Option("--width", help="Pixels, a multiple of 8.")] = None,
-    height: Annotated[int | None, typer.Option("--height", help="Pixels, a multiple of 8.")] = None,
-    scheduler: Annotated[
-        str | None,
-        typer.Option(
-            "--scheduler",
-            help="euler, euler-a, heun, lms, dpm++, dpm++-karras, dpm++-sde, ddim, pndm, unipc, lcm.",
-        ),
-    ] = None,
     init_image: Annotated[
         str | None, typer.Option("--init-image", help="Start from this image (a path, or '-' for stdin).")
     ] = None,
-    strength: Annotated[
-        float | None,
-        typer.Option("--strength", min=0.0, max=1.0, help="How far to move from --init-image [0.75]."),
-    ] = None,
-    low_memory: Annotated[
-        bool, typer.Option("--low-memory", help="Attention slicing, VAE tiling, model offload on a GPU.")
-    ] = False,
     from_file: Annotated[
         str | None, typer.Option("--from", help="Make the image a file records again; flags override.")
     ] = None,
-    count: CountOpt = 1,
-    seed: SeedOpt = None,
     json_out: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     offline: OfflineOpt = False,
 ) -> None:
     """Generate images with a Stable Diffusion pipeline; every image records how it was made."""
-    from .commands.image import ImageOptions, run_image
+    from .commands.image import run_image
 
     if offline:
         go_offline()
     run_image(
-        ImageOptions(
-            prompt=prompt,
-            model=model,
-            negative=negative,
-            steps=steps,
-            guidance=guidance,
-            width=width,
-            height=height,
-            seed=seed,
-            count=count,
-            scheduler=scheduler,
-            init_image=init_image,
-            strength=strength,
-            low_memory=low_memory,
-            out=out,
-            json=json_out,
-            device=device,
-            dtype=dtype,
-            from_file=from_file,
-        ),
-        Console(quiet=quiet, verbose=verbose),
+        prompt, flags or {}, out, init_image, from_file, json_out, Console(quiet=quiet, verbose=verbose)
     )
 
 
 @app.command()
+@with_settings(SpeechSettings)
 def speak(
     prompt: Annotated[
         str | None, typer.Argument(help="The text; '-' or a piped stdin is read first.")
     ] = None,
-    model: ModelOpt = None,
+    flags: dict[str, Any] | None = None,
     out: Annotated[
         str | None, typer.Option("-o", "--out", help="WAV, FLAC or OGG by extension; '-' for stdout.")
     ] = None,
@@ -249,46 +159,20 @@ def speak(
         str | None,
         typer.Option("--format", help="wav, flac, ogg, or raw (16-bit PCM streamed per sentence)."),
     ] = None,
-    voice: Annotated[
-        str | None, typer.Option("--voice", help="Piper speaker id or name; SpeechT5 x-vector .npy.")
-    ] = None,
-    speed: Annotated[float, typer.Option("--speed", help="Above 1 speaks faster.")] = 1.0,
-    sentence_silence: Annotated[
-        float, typer.Option("--sentence-silence", min=0.0, help="Seconds of silence after each sentence.")
-    ] = 0.0,
     play: Annotated[
         bool, typer.Option("--play", help="Play it with ffplay, aplay, paplay or afplay.")
     ] = False,
-    seed: SeedOpt = None,
     json_out: JsonOpt = False,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     offline: OfflineOpt = False,
 ) -> None:
     """Speak text with a Piper voice or a transformers TTS model; long text is read sentence by sentence."""
-    from .commands.speak import SpeakOptions, run_speak
+    from .commands.speak import run_speak
 
     if offline:
         go_offline()
-    run_speak(
-        SpeakOptions(
-            prompt=prompt,
-            model=model,
-            out=out,
-            format=audio_format,
-            voice=voice,
-            speed=speed,
-            sentence_silence=sentence_silence,
-            seed=seed,
-            play=play,
-            json=json_out,
-            device=device,
-            dtype=dtype,
-        ),
-        Console(quiet=quiet, verbose=verbose),
-    )
+    run_speak(prompt, flags or {}, out, audio_format, play, json_out, Console(quiet=quiet, verbose=verbose))
 
 
 @app.command()
@@ -305,7 +189,9 @@ def info(
 @app.command()
 def doctor(
     json_out: JsonOpt = False,
-    device: DeviceOpt = "auto",
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps or xpu [default: auto].")
+    ] = None,
     offline: OfflineOpt = False,
 ) -> None:
     """Show devices and the choice `auto` makes, versions, cache folders, offline state, embedded models."""

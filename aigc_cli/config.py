@@ -43,69 +43,23 @@ def go_offline() -> None:
 
 
 # --- AIGC_HOME/config.toml -------------------------------------------------------------------------------
-# Precedence for every setting: the flag, then the environment variable (where one exists), then this
-# file, then the model's registry defaults.
-
-SETTING_TYPES: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "text": {
-        "model": str,
-        "system": str,
-        "max_tokens": int,
-        "temperature": (int, float),
-        "top_k": int,
-        "top_p": (int, float),
-        "repetition_penalty": (int, float),
-        "backend": str,
-        "precision": str,
-        "device": str,
-        "dtype": str,
-    },
-    "image": {
-        "model": str,
-        "negative": str,
-        "steps": int,
-        "guidance": (int, float),
-        "width": int,
-        "height": int,
-        "scheduler": str,
-        "low_memory": bool,
-        "device": str,
-        "dtype": str,
-    },
-    "speech": {
-        "model": str,
-        "voice": str,
-        "speed": (int, float),
-        "sentence_silence": (int, float),
-        "device": str,
-        "dtype": str,
-    },
-}
-ENV_SETTINGS = {
-    ("text", "model"): "AIGC_TEXT_MODEL",
-    ("image", "model"): "AIGC_IMAGE_MODEL",
-    ("speech", "model"): "AIGC_SPEECH_MODEL",
-    ("text", "backend"): "AIGC_TEXT_BACKEND",
-    ("text", "device"): "AIGC_DEVICE",
-    ("image", "device"): "AIGC_DEVICE",
-    ("speech", "device"): "AIGC_DEVICE",
-}
+# One table per modality; its keys are the settings schema's (settings.py), whose resolver checks the values.
 
 
 def config_path() -> Path:
     return settings().home / "config.toml"
 
 
-def read_config_file() -> dict[str, dict[str, object]]:
-    """The settings in config.toml, checked; a malformed file is a usage error naming file and line.
+def read_config_file() -> tuple[dict[str, dict[str, object]], Path]:
+    """(the tables of config.toml, its path); a malformed file is a usage error naming file and line.
 
     Parsed once per version of the file: every setting of a command looks here.
     """
     path = config_path()
     if not path.is_file():
-        return {}
+        return {}, path
     stat = path.stat()
-    return _parse_config(path, stat.st_mtime_ns, stat.st_size)
+    return _parse_config(path, stat.st_mtime_ns, stat.st_size), path
 
 
 @lru_cache(maxsize=4)
@@ -113,6 +67,7 @@ def _parse_config(path: Path, mtime_ns: int, size: int) -> dict[str, dict[str, o
     import tomllib
 
     from .errors import UsageError
+    from .settings import SCHEMAS, config_keys
 
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -121,27 +76,15 @@ def _parse_config(path: Path, mtime_ns: int, size: int) -> dict[str, dict[str, o
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"Cannot read {path}: {exc}") from exc
     for section, values in data.items():
-        if section not in SETTING_TYPES or not isinstance(values, dict):
+        if section not in SCHEMAS or not isinstance(values, dict):
             raise UsageError(f"{path}: unknown section [{section}] (use [text], [image] or [speech])")
-        for key, value in values.items():
-            wanted = SETTING_TYPES[section].get(key)
-            if wanted is None:
-                known = ", ".join(SETTING_TYPES[section])
-                raise UsageError(f"{path}: unknown setting '{key}' in [{section}] (known: {known})")
-            if not isinstance(value, wanted) or (isinstance(value, bool) and wanted is not bool):
-                raise UsageError(f"{path}: [{section}] {key} = {value!r} has the wrong type")
+        known = config_keys(section)
+        for key in values:
+            if key not in known:
+                raise UsageError(
+                    f"{path}: unknown setting '{key}' in [{section}] (known: {', '.join(known)})"
+                )
     return data
-
-
-def configured(modality: str, key: str) -> tuple[object | None, str]:
-    """(value, where it came from) from the environment or config.toml; (None, "") when neither sets it."""
-    variable = ENV_SETTINGS.get((modality, key))
-    if variable and os.environ.get(variable):
-        return os.environ[variable], f"environment ({variable})"
-    value = read_config_file().get(modality, {}).get(key)
-    if value is not None:
-        return value, f"config file ({config_path()})"
-    return None, ""
 
 
 def write_default_model(modality: str, name: str) -> Path:

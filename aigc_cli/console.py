@@ -110,6 +110,16 @@ class StepBar:
         if self.bar is not None:
             self.bar.advance(self.task)
 
+    def print_line(self, text: str) -> None:
+        """A status line (a path written, on a terminal): on a line of its own above a running bar, on
+        stdout when no bar runs."""
+        if self.bar is not None:
+            self.bar.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            return
+        from .output import write_text
+
+        write_text(f"{text}\n")
+
     def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)

@@ -66,23 +66,30 @@ def pick_device(requested: str = "auto") -> DeviceChoice:
     return DeviceChoice(requested, "asked for")
 
 
-def pick_dtype(device: str, requested: str = "auto") -> tuple[Any, str]:
-    """The torch dtype and why: float32 on cpu; bfloat16 on CUDA that supports it, else float16."""
-    import torch
-
+def pick_dtype(device: str, requested: str = "auto") -> tuple[str, str]:
+    """The dtype's name and why: float32 on cpu; bfloat16 on CUDA that supports it, else float16."""
     requested = (requested or "auto").strip().lower()
     if requested != "auto":
         name = DTYPE_NAMES.get(requested)
         if name is None:
             raise UsageError(f"Unknown dtype '{requested}': use auto, float32, float16 or bfloat16")
-        return getattr(torch, name), "asked for"
+        return name, "asked for"
     if device.startswith("cuda"):
+        import torch
+
         if torch.cuda.is_bf16_supported():
-            return torch.bfloat16, "auto: bfloat16 is supported on this GPU"
-        return torch.float16, "auto: float16 (this GPU has no fast bfloat16)"
+            return "bfloat16", "auto: bfloat16 is supported on this GPU"
+        return "float16", "auto: float16 (this GPU has no fast bfloat16)"
     if device in {"mps", "xpu"}:
-        return torch.float16, f"auto: float16 on {device}"
-    return torch.float32, "auto: float32 on cpu (exact and fastest there)"
+        return "float16", f"auto: float16 on {device}"
+    return "float32", "auto: float32 on cpu (exact and fastest there)"
+
+
+def torch_dtype(name: str) -> Any:
+    """torch.float32 for "float32", and so on."""
+    import torch
+
+    return getattr(torch, DTYPE_NAMES.get(name, name))
 
 
 def dtype_name(dtype: Any) -> str:

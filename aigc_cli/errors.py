@@ -19,9 +19,11 @@ class AigcError(Exception):
 
     exit_code: ExitCode = ExitCode.FAILURE
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, model: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.model = model
+        """The model the failure concerns, when there is one."""
 
 
 class GenerationError(AigcError):
@@ -58,66 +60,70 @@ class PipeClosed(Exception):
     """The reader of stdout went away (`aigc text ... | head`): stop quietly, exit 0."""
 
 
-def _class_names(exc: BaseException) -> set[str]:
-    return {cls.__name__ for cls in type(exc).__mro__}
-
-
-# (exception class name, substring of the message or "", error class, message template).
-# Matched by name so that this module never imports a heavy library; first match wins.
+# (module, class name, error class, message). Matched by type (isinstance, subclasses included) against the
+# classes of libraries already imported: an exception of a library that was never imported cannot occur,
+# and this module imports nothing heavy. {model} is the model's name, {detail} the library's first line.
 LIBRARY_ERRORS: list[tuple[str, str, type[AigcError], str]] = [
     (
+        "huggingface_hub.errors",
         "GatedRepoError",
-        "",
         ModelUnavailableError,
-        "The model is gated: accept its license on its Hugging Face page, then log in (`hf auth login`)",
+        "'{model}' is gated: accept its license on its Hugging Face page, then log in (`hf auth login`)",
     ),
     (
+        "huggingface_hub.errors",
         "RepositoryNotFoundError",
-        "",
         ModelUnavailableError,
-        "No such model on the Hugging Face Hub (or it is private: log in with `hf auth login`)",
+        "No model '{model}' on the Hugging Face Hub (or it is private: log in with `hf auth login`)",
     ),
     (
+        "huggingface_hub.errors",
         "RevisionNotFoundError",
-        "",
         ModelUnavailableError,
-        "No such revision of the model on the Hugging Face Hub",
+        "No such revision of '{model}' on the Hugging Face Hub",
     ),
     (
-        "LocalEntryNotFoundError",
-        "",
-        ModelNotCachedError,
-        "A file of the model is not in the local cache and the Hub cannot be reached: "
-        "run `aigc models pull MODEL` while online",
-    ),
-    (
+        "huggingface_hub.errors",
         "OfflineModeIsEnabled",
-        "",
         ModelNotCachedError,
-        "The model is not cached and offline mode is on: run `aigc models pull MODEL` while online",
+        "'{model}' is not cached and offline mode is on: run `aigc models pull {model}` while online",
     ),
     (
+        "huggingface_hub.errors",
+        "LocalEntryNotFoundError",
+        ModelNotCachedError,
+        "A file of '{model}' is not in the local cache and the Hub cannot be reached: "
+        "run `aigc models pull {model}` while online",
+    ),
+    (
+        "torch",
         "OutOfMemoryError",
-        "",
         GenerationError,
-        "Out of memory on the device: try a smaller model, --dtype float16, or --device cpu",
+        "Out of memory on the device running '{model}': try a smaller model, --dtype float16, or --device cpu",
     ),
     (
-        "OSError",
-        "does not appear to have a file named",
+        "safetensors",
+        "SafetensorError",
         ModelUnavailableError,
-        "The model folder is missing files ({detail}); run `aigc models pull MODEL` to complete it",
+        "The weights of '{model}' are damaged ({detail}): pull it again with `aigc models pull {model}`",
     ),
 ]
 
 
 def map_exception(exc: BaseException, model: str | None = None) -> AigcError | None:
-    """Turn a known library exception into an AigcError with a remedy; None when it is not known."""
-    names = _class_names(exc)
-    text = str(exc)
-    for class_name, needle, error_class, template in LIBRARY_ERRORS:
-        if class_name in names and needle in text:
-            detail = text.strip().splitlines()[0] if text.strip() else class_name
-            message = template.replace("MODEL", model or "MODEL").format(detail=detail[:200])
-            return error_class(message)
+    """Turn a known library exception into an AigcError naming the model and the remedy; None otherwise."""
+    import sys
+
+    for module_name, class_name, error_class, template in LIBRARY_ERRORS:
+        module = sys.modules.get(module_name)
+        cls = getattr(module, class_name, None) if module is not None else None
+        if isinstance(cls, type) and isinstance(exc, cls):
+            text = str(exc).strip()
+            detail = text.splitlines()[0][:200] if text else class_name
+            message = template.format(model=model or "the model", detail=detail)
+            if model is None:  # no name to put in a command: say what to run instead
+                message = message.replace("`aigc models pull the model`", "`aigc models pull NAME`")
+            error = error_class(message)
+            error.model = model
+            return error
     return None

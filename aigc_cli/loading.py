@@ -19,12 +19,18 @@ from .registry import ModelRef, ModelSpec
 SPEECH_MODEL_TYPES = {"vits", "speecht5", "fastspeech2_conformer", "bark", "seamless_m4t", "musicgen"}
 
 
-def quiet_libraries(console: Console) -> None:
+def quiet_libraries(console: Console, diffusers: bool = False) -> None:
     """Library logging and progress bars go to stderr only when it is a terminal (or --verbose)."""
     import huggingface_hub.utils as hub_utils
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
+    if diffusers:
+        import diffusers as diffusers_lib
+
+        diffusers_lib.utils.logging.set_verbosity_error()
+        if not console.chatty:
+            diffusers_lib.utils.logging.disable_progress_bar()
     if not console.verbose:  # library deprecation notices are not the user's business
         import warnings
 
@@ -105,7 +111,36 @@ def locate(ref: ModelRef, modality: str | None, console: Console) -> Path:
         folder = cached_snapshot(ref.repo) or download(ref.repo, console, ref.name, before_weights)
     if modality is not None:
         check_modality(folder, modality, ref.name)
+        check_weights(folder, ref.name)
     return folder
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.onnx", "*.gguf", "*.safetensors.index.json")
+
+
+def check_weights(folder: Path, name: str) -> None:
+    """A model folder whose weights are missing fails here, naming what is missing (exit 3), not deep in a
+    library. A diffusers pipeline needs weights in each model component's folder."""
+    index = folder / "model_index.json"
+    if index.is_file():
+        components = [
+            part
+            for part, value in _read_json(index).items()
+            if isinstance(value, list)
+            and len(value) == 2
+            and value[0] in {"diffusers", "transformers"}
+            and (folder / part / "config.json").is_file()
+        ]
+        places = [folder / part for part in components]
+    else:
+        places = [folder]
+    for place in places:
+        if not any(any(place.glob(pattern)) for pattern in WEIGHT_FILES):
+            where = place.relative_to(folder) if place != folder else folder
+            raise ModelUnavailableError(
+                f"'{name}' has no weights in {where} (a download that did not finish?): "
+                f"pull it again with `aigc models pull {name}`, or check the folder"
+            )
 
 
 # --- the embedded text model -----------------------------------------------------------------------------
@@ -172,18 +207,17 @@ def convert_gguf(gguf: Path, out: Path, console: Console) -> None:
 # --- loading ------------------------------------------------------------------------------------------
 
 
-def load_causal_lm(folder: Path, device: str, dtype: Any, trust_remote_code: bool, console: Console):
+def load_causal_lm(folder: Path, device: str, dtype: Any, trust_remote_code: bool):
     """(model, tokenizer) from a local folder; never runs repository code unless asked."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    quiet_libraries(console)
     config = _read_json(folder / "config.json")
     if config.get("auto_map") and not trust_remote_code and not _known_architecture(config):
         raise ModelUnavailableError(
             f"{folder.name} needs code from its repository to load; pass --trust-remote-code if you trust it"
         )
-    tokenizer = load_tokenizer(folder, trust_remote_code, console)
+    tokenizer = load_tokenizer(folder, trust_remote_code)
     spread = device == "cuda" and torch.cuda.device_count() > 1
     model = AutoModelForCausalLM.from_pretrained(
         folder,
@@ -197,10 +231,9 @@ def load_causal_lm(folder: Path, device: str, dtype: Any, trust_remote_code: boo
     return model, tokenizer
 
 
-def load_tokenizer(folder: Path, trust_remote_code: bool, console: Console):
+def load_tokenizer(folder: Path, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
-    quiet_libraries(console)
     return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
 
 
@@ -210,34 +243,23 @@ def _known_architecture(config: dict[str, Any]) -> bool:
     return config.get("model_type") in CONFIG_MAPPING_NAMES
 
 
-def load_image_pipeline(
-    folder: Path, device: str, dtype: Any, console: Console, img2img: bool = False, low_memory: bool = False
-):
-    """A diffusers text-to-image (or image-to-image) pipeline from a local folder, on the device."""
+def load_image_pipeline(folder: Path, device: str, dtype: Any, offload: bool = False):
+    """A diffusers text-to-image pipeline from a local folder, on the device (or offloaded to the CPU
+    between uses, on a CUDA device, when `offload`)."""
     import diffusers
 
-    quiet_libraries(console)
-    diffusers.utils.logging.set_verbosity_error()
-    if not console.chatty:
-        diffusers.utils.logging.disable_progress_bar()
-    auto = diffusers.AutoPipelineForImage2Image if img2img else diffusers.AutoPipelineForText2Image
     try:
-        pipe = auto.from_pretrained(folder, dtype=dtype)
+        pipe = diffusers.AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype)
     except ValueError as exc:
         if "AutoPipeline" in str(exc) or "is not supported" in str(exc):
-            task = "image-to-image" if img2img else "text-to-image"
             raise WrongModalityError(
-                f"{folder.name} has no {task} pipeline that aigc can run ({exc})"
+                f"{folder.name} has no text-to-image pipeline that aigc can run ({exc})"
             ) from exc
         raise
     pipe.set_progress_bar_config(disable=True)
-    if low_memory:
-        pipe.enable_attention_slicing()
-        if hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_tiling"):
-            pipe.vae.enable_tiling()
-        if device.startswith("cuda"):
-            pipe.enable_model_cpu_offload()
-            return pipe
+    if offload and device.startswith("cuda"):
+        pipe.enable_model_cpu_offload()
+        return pipe
     return pipe.to(device)
 
 
@@ -245,27 +267,23 @@ def is_piper_voice(folder: Path) -> bool:
     return any(p.with_suffix(".onnx.json").is_file() for p in folder.glob("*.onnx"))
 
 
-def load_voice(
-    folder: Path, device: str, dtype: Any, seed: int, console: Console, vocoder: Path | None = None
-):
-    """A speech backend: a Piper voice (an .onnx and its .onnx.json) or a transformers TTS pipeline."""
-    from .generators.speech import PipelineBackend, PiperBackend
-
-    voices = sorted(p for p in folder.glob("*.onnx") if p.with_suffix(".onnx.json").is_file())
-    if voices:
+def speech_backend(folder: Path) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """(backend, load options) for a speech folder: a Piper voice, or the transformers pipeline (with the
+    HiFi-GAN a SpeechT5 model needs, from the folder's vocoder/ subfolder)."""
+    if is_piper_voice(folder):
         if importlib_util_missing("piper"):
             raise ModelUnavailableError(
                 "Piper voices need the optional piper-tts package (GPL-3.0-or-later): pip install piper-tts"
             )
-        return PiperBackend(voices[0], seed)
-    quiet_libraries(console)
-    if vocoder is None and (folder / "vocoder" / "config.json").is_file():
-        vocoder = folder / "vocoder"
-    if _read_json(folder / "config.json").get("model_type") == "speecht5" and vocoder is None:
+        return "piper", ()
+    vocoder = folder / "vocoder"
+    if (vocoder / "config.json").is_file():
+        return "transformers", (("vocoder", str(vocoder)),)
+    if _read_json(folder / "config.json").get("model_type") == "speecht5":
         raise ModelUnavailableError(
             f"{folder.name} is a SpeechT5 model: it needs a HiFi-GAN in {folder}/vocoder"
         )
-    return PipelineBackend(folder, device, dtype, vocoder)
+    return "transformers", ()
 
 
 def importlib_util_missing(module: str) -> bool:

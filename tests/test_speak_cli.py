@@ -17,7 +17,7 @@ from conftest import AIGC
 from test_pipes_and_terminals import run_in_pty
 from tiny_speech import build_speecht5, build_vits
 
-from aigc_cli.generators.speech import split_sentences
+from aigc_cli.engines.speech import split_sentences
 
 HAS_PIPER = (
     importlib.util.find_spec("piper") is not None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from aigc_cli.errors import ExitCode, ModelNotCachedError, WrongModalityError, map_exception
-from aigc_cli.generators.text import _safe_end
+from aigc_cli.engines.text import _safe_end
 from aigc_cli.hub import pick_files
 from aigc_cli.registry import UnknownModelError, resolve
 
@@ -56,16 +56,21 @@ def test_safe_end_holds_back_a_possible_stop(text, stops, end):
     assert _safe_end(text, stops) == end
 
 
-def test_map_exception_by_name():
-    class LocalEntryNotFoundError(Exception):
+def test_map_exception_by_type_with_the_model_named():
+    import torch
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    class LocalEntryNotFoundError2(Exception):  # the same name, another type: not mapped
         pass
 
-    class OutOfMemoryError(RuntimeError):
-        pass
-
+    LocalEntryNotFoundError2.__name__ = "LocalEntryNotFoundError"
     mapped = map_exception(LocalEntryNotFoundError("x"), model="gpt2")
-    assert isinstance(mapped, ModelNotCachedError) and "aigc models pull gpt2" in mapped.message
-    assert map_exception(OutOfMemoryError("CUDA out of memory")).exit_code == ExitCode.FAILURE
+    assert isinstance(mapped, ModelNotCachedError) and "`aigc models pull gpt2`" in mapped.message
+    assert mapped.model == "gpt2"
+    assert "`aigc models pull NAME`" in map_exception(LocalEntryNotFoundError("x")).message
+    assert "MODEL" not in map_exception(LocalEntryNotFoundError("x")).message
+    assert map_exception(LocalEntryNotFoundError2("x")) is None
+    assert map_exception(torch.OutOfMemoryError("CUDA out of memory")).exit_code == ExitCode.FAILURE
     assert map_exception(ValueError("something else")) is None
 
 
@@ -91,7 +96,8 @@ def test_nan_pixels_are_decoded_again_in_float32():
     import torch
     from diffusers.image_processor import VaeImageProcessor
 
-    from aigc_cli.generators.image import ImageRequest, stream_images
+    from aigc_cli.engines.image import ImageRequest
+    from aigc_cli.engines.image_diffusers import DiffusersEngine
 
     class HalfVae:
         config = SimpleNamespace(scaling_factor=0.5, shift_factor=None)
@@ -103,7 +109,7 @@ def test_nan_pixels_are_decoded_again_in_float32():
             return self
 
         def decode(self, latents, return_dict=False):
-            assert latents.dtype == torch.float32 and torch.all(latents == 2.0)  # 1.0 / scaling_factor
+            assert self.dtype == torch.float32 and latents.dtype == torch.float32 and torch.all(latents == 2.0)  # 1.0 / scaling_factor
             return (torch.zeros(1, 3, 8, 8),)
 
     class NanPipe:
@@ -111,12 +117,14 @@ def test_nan_pixels_are_decoded_again_in_float32():
         image_processor = VaeImageProcessor()
 
         def __call__(self, **kwargs):
+            assert self.vae.dtype == torch.float16  # the pipeline runs in its own dtype, every image
             kwargs["callback_on_step_end"](
                 self, 0, 0, {"latents": torch.ones(1, 4, 4, 4, dtype=torch.float16)}
             )
             return SimpleNamespace(images=np.full((1, 8, 8, 3), np.nan, dtype=np.float32))
 
-    request = ImageRequest("a fox", seed=1, steps=1, guidance=0.0, width=8, height=8)
-    result = next(stream_images(NanPipe(), request))
-    assert result.vae_retried and NanPipe.vae.dtype == torch.float32
-    assert np.array_equal(np.asarray(result.image), np.full((8, 8, 3), 128, dtype=np.uint8))
+    request = ImageRequest("a fox", seed=1, steps=1, guidance=0.0, width=8, height=8, count=2)
+    results = list(DiffusersEngine(NanPipe(), "cpu", "float16").generate(request))
+    # Each image of the run is retried the same way, and the VAE goes back to its own dtype after each.
+    assert [r.vae_retried for r in results] == [True, True] and NanPipe.vae.dtype == torch.float16
+    assert np.array_equal(np.asarray(results[1].image), np.full((8, 8, 3), 128, dtype=np.uint8))

@@ -1,12 +1,18 @@
-"""Steps every generating command shares."""
+"""Steps every generating command shares: the seed, the model's folder and device, errors named after it."""
 
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
-from ..config import configured
 from ..console import Console
+from ..device import DeviceChoice, pick_device, pick_dtype
+from ..errors import AigcError, map_exception
+from ..loading import locate
+from ..registry import ModelRef, resolve
 
 
 def pick_seed(seed: int | None, console: Console) -> int:
@@ -22,9 +28,36 @@ def report_seed(seed: int, console: Console) -> None:
     console.info(f"aigc: seed {seed} (drawn at random; --seed {seed} repeats this run)")
 
 
-def setting(modality: str, key: str, flag: Any, fallback: Any = None) -> Any:
-    """The flag when given, else the environment or config.toml, else `fallback` (the registry default)."""
-    if flag is not None:
-        return flag
-    value, _ = configured(modality, key)
-    return value if value is not None else fallback
+@dataclass(frozen=True)
+class Target:
+    """The model a command runs and where: resolved and located before anything heavy loads."""
+
+    ref: ModelRef
+    folder: Path
+    device: DeviceChoice
+    dtype: str
+    """float32, float16 or bfloat16."""
+
+
+def find_model(modality: str, name: str, device: str | None, dtype: str | None, console: Console) -> Target:
+    """Resolve the name, find (or fetch) its folder with its modality and weights checked, pick device
+    and dtype. Raises ModelUnavailableError (exit 3) or UsageError (exit 2)."""
+    ref = resolve(name, modality)
+    folder = locate(ref, modality, console)
+    choice = pick_device(device or "auto")
+    chosen, _ = pick_dtype(choice.device, dtype or "auto")
+    return Target(ref, folder, choice, chosen)
+
+
+@contextmanager
+def model_errors(model: str) -> Iterator[None]:
+    """Library exceptions raised while loading or running `model` become AigcErrors that name it."""
+    try:
+        yield
+    except AigcError:
+        raise
+    except Exception as exc:
+        mapped = map_exception(exc, model)
+        if mapped is None:
+            raise
+        raise mapped from exc

@@ -1,108 +1,29 @@
-"""`aigc image`: prompt -> ImageRequest -> stream_images -> files or stdout, each image with its record."""
+"""`aigc image`: flags (and a --from record) -> ImageSettings -> ImageRequest -> the diffusers engine from
+the pool -> files or stdout, each image with its record."""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..console import Console, StepBar, terminal
-from ..device import dtype_name, pick_device, pick_dtype
+from ..console import Console, StepBar
+from ..engines import EngineKey
 from ..errors import UsageError
-from ..loading import locate
-from ..registry import DEFAULT_MODELS, resolve
+from ..output import OutputPlan, plan_output, write_atomic, write_binary, write_json_line
+from ..pool import default_pool
+from ..settings import resolve_settings
 from ..streams import read_prompt
-from ..writers import (
-    auto_path,
-    check_writable,
-    image_format,
-    numbered,
-    write_atomic,
-    write_binary,
-    write_json_line,
-    write_text,
-)
-from .common import pick_seed, setting
+from .common import find_model, model_errors, pick_seed
 
 
-@dataclass(frozen=True)
-class ImageOptions:
-    prompt: str | None
-    model: str | None
-    negative: str | None
-    steps: int | None
-    guidance: float | None
-    width: int | None
-    height: int | None
-    seed: int | None
-    count: int
-    scheduler: str | None
-    init_image: str | None
-    strength: float | None
-    low_memory: bool
-    out: str | None
-    json: bool
-    device: str
-    dtype: str
-    from_file: str | None
-
-
-def _with_record(options: ImageOptions) -> tuple[ImageOptions, dict[str, Any]]:
-    """--from FILE: the file's record fills every setting the command line leaves unset."""
-    if options.from_file is None:
-        return options, {}
+def _read_record(from_file: str | None) -> dict[str, Any] | None:
+    if from_file is None:
+        return None
     from ..metadata import read_metadata
 
-    record = read_metadata(Path(options.from_file))
-    pick = {
-        "prompt": options.prompt if options.prompt is not None else record.get("prompt"),
-        "model": options.model or record.get("model"),
-        "negative": options.negative if options.negative is not None else record.get("negative"),
-        "steps": options.steps or record.get("steps"),
-        "guidance": options.guidance if options.guidance is not None else record.get("guidance"),
-        "width": options.width or record.get("width"),
-        "height": options.height or record.get("height"),
-        "seed": options.seed if options.seed is not None else record.get("seed"),
-        "scheduler": options.scheduler or record.get("scheduler"),
-        "strength": options.strength if options.strength is not None else record.get("strength"),
-    }
-    if record.get("init_image") and options.init_image is None:
-        raise UsageError(f"{options.from_file} was made from an init image: give it again with --init-image")
-    return ImageOptions(**{**options.__dict__, **pick}), record
-
-
-def _with_settings(options: ImageOptions) -> ImageOptions:
-    """Unset flags from the environment or config.toml (registry and pipeline defaults come later)."""
-    keys = ("negative", "steps", "guidance", "width", "height", "scheduler")
-    values = {key: setting("image", key, getattr(options, key)) for key in keys}
-    values["low_memory"] = options.low_memory or bool(setting("image", "low_memory", None, False))
-    values["device"] = setting(
-        "image", "device", None if options.device == "auto" else options.device, "auto"
-    )
-    values["dtype"] = setting("image", "dtype", None if options.dtype == "auto" else options.dtype, "auto")
-    return replace(options, **values)
-
-
-def _check(options: ImageOptions) -> None:
-    from ..generators.image import SCHEDULERS
-
-    for name in ("width", "height"):
-        value = getattr(options, name)
-        if value is not None and (value <= 0 or value % 8):
-            raise UsageError(f"--{name} must be a positive multiple of 8 (got {value})")
-    if options.scheduler is not None and options.scheduler not in SCHEDULERS:
-        raise UsageError(f"Unknown scheduler '{options.scheduler}': use one of {', '.join(SCHEDULERS)}")
-    if options.strength is not None and options.init_image is None:
-        raise UsageError("--strength needs --init-image")
-    if options.out == "-" and options.count > 1:
-        raise UsageError("-o - writes one PNG to stdout: use -o NAME.png for several images (NAME-1.png...)")
-    if options.out == "-" and options.json:
-        raise UsageError("--json prints JSON on stdout: write the image to a file with -o")
-    if options.out not in (None, "-"):
-        image_format(Path(options.out))
-        check_writable(Path(options.out))
+    return read_metadata(Path(from_file))
 
 
 def _load_init_image(source: str, width: int | None, height: int | None):
@@ -119,108 +40,107 @@ def _load_init_image(source: str, width: int | None, height: int | None):
     return image if image.size == target else image.resize(target, Image.Resampling.LANCZOS)
 
 
-def run_image(options: ImageOptions, console: Console) -> None:
-    from ..generators.image import ImageRequest, pipeline_defaults, sampler_name, set_scheduler, stream_images
+def run_image(
+    prompt_arg: str | None,
+    flags: dict[str, Any],
+    out: str | None,
+    init_image: str | None,
+    from_file: str | None,
+    as_json: bool,
+    console: Console,
+) -> None:
+    from ..engines.image import ImageRequest
+    from ..loading import quiet_libraries
 
-    options, _ = _with_record(options)
-    options = _with_settings(options)
-    _check(options)
-    if options.init_image == "-" and options.prompt in (None, "-"):
+    record = _read_record(from_file)
+    if record is not None:
+        if prompt_arg is None:
+            prompt_arg = record.get("prompt")
+        if record.get("init_image") and init_image is None:
+            raise UsageError(f"{from_file} was made from an init image: give it again with --init-image")
+    resolved = resolve_settings("image", flags, record, from_file or "")
+    s = resolved.values
+    count = s.count or 1
+    if s.strength is not None and init_image is None:
+        raise UsageError("--strength needs --init-image")
+    plan = plan_output("image", out, count, as_json)
+    if init_image == "-" and prompt_arg in (None, "-"):
         raise UsageError("With --init-image -, stdin holds the image: give the prompt as an argument")
-    prompt = options.prompt if options.init_image == "-" else read_prompt(options.prompt)
+    prompt = prompt_arg if init_image == "-" else read_prompt(prompt_arg)
     if not prompt or not prompt.strip():
         raise UsageError("The prompt is empty: give it as an argument, or pipe it in on stdin")
-    if options.out == "-" and terminal.stdout():
-        raise UsageError("Not writing PNG bytes to a terminal: pipe stdout somewhere, or use -o FILE")
-    to_stdout = options.out == "-" or (options.out is None and not options.json and not terminal.stdout())
-    if to_stdout and options.count > 1:
-        raise UsageError(
-            "Several images cannot go to one stream: use -o NAME.png (NAME-1.png, NAME-2.png...)"
-        )
-    ref = resolve(setting("image", "model", options.model, DEFAULT_MODELS["image"]), "image")
-    folder = locate(ref, "image", console)
-    device = pick_device(options.device)
-    dtype, _ = pick_dtype(device.device, options.dtype)
-    init = None
-    if options.init_image is not None:
-        init = _load_init_image(options.init_image, options.width, options.height)
-    from ..loading import load_image_pipeline
-
-    with console.status(f"Loading {ref.label} on {device.device} ({dtype_name(dtype)})"):
-        pipe = load_image_pipeline(
-            folder, device.device, dtype, console, init is not None, options.low_memory
-        )
-    if options.scheduler:
-        set_scheduler(pipe, options.scheduler)
-    console.note(f"{ref.label} on {device.device} ({dtype_name(dtype)}), from {folder}")
-    # Unset settings: the alias's defaults, else the pipeline's own (as a raw call would use).
-    own = pipeline_defaults(pipe)
-    steps = options.steps or ref.default("steps") or own["steps"]
-    strength = options.strength if options.strength is not None else 0.75
+    target = find_model("image", s.model, s.device, s.dtype, console)
+    label = target.ref.label
+    init = _load_init_image(init_image, s.width, s.height) if init_image is not None else None
+    quiet_libraries(console, diffusers=True)
+    offload = (("offload", True),) if s.low_memory and target.device.device.startswith("cuda") else ()
+    key = EngineKey("image", str(target.folder), target.device.device, target.dtype, "diffusers", offload)
+    with console.status(f"Loading {label} on {key.device} ({key.dtype})"), model_errors(label):
+        engine = default_pool().get(key)
+    console.note(f"{label} on {key.device} ({key.dtype}), from {target.folder}")
+    own = engine.defaults()  # unset settings: the alias's defaults (resolved), else the pipeline's own
+    steps = s.steps or own["steps"]
+    strength = s.strength if s.strength is not None else 0.75
     if init is not None and int(steps * strength) < 1:
         raise UsageError(f"--steps {steps} with --strength {strength} leaves no denoising step: raise either")
-    seed = pick_seed(options.seed, console)
+    seed = pick_seed(s.seed, console)
     request = ImageRequest(
         prompt=prompt,
         seed=seed,
         steps=steps,
-        guidance=next(
-            g for g in (options.guidance, ref.default("guidance"), own["guidance"]) if g is not None
-        ),
-        width=init.width if init is not None else options.width or ref.default("width") or own["width"],
-        height=init.height if init is not None else options.height or ref.default("height") or own["height"],
-        negative=options.negative,
-        count=options.count,
+        guidance=s.guidance if s.guidance is not None else own["guidance"],
+        width=init.width if init is not None else s.width or own["width"],
+        height=init.height if init is not None else s.height or own["height"],
+        negative=s.negative,
+        count=count,
         init_image=init,
         strength=strength,
+        scheduler=s.scheduler,
+        low_memory=bool(s.low_memory),
     )
     record_base = {
         "kind": "image",
         "prompt": request.prompt,
         "negative": request.negative,
-        "model": ref.label,
-        "source": ref.repo or str(folder),
+        "model": label,
+        "source": target.ref.repo or str(target.folder),
         "steps": request.steps,
         "guidance": request.guidance,
         "width": request.width,
         "height": request.height,
-        "scheduler": options.scheduler,
-        "sampler": sampler_name(pipe),
+        "scheduler": s.scheduler,
+        "sampler": engine.sampler_name(s.scheduler),
         "strength": request.strength if init is not None else None,
-        "init_image": Path(options.init_image).name
-        if options.init_image not in (None, "-")
-        else options.init_image,
-        "low_memory": options.low_memory,
-        "device": device.device,
-        "dtype": dtype_name(dtype),
+        "init_image": Path(init_image).name if init_image not in (None, "-") else init_image,
+        "low_memory": bool(s.low_memory),
+        "device": key.device,
+        "dtype": key.dtype,
         "aigc_version": __version__,
     }
-    with StepBar(console, request.steps * request.count, "denoising") as progress:
-        for result in stream_images(pipe, request, progress.advance):
+    with StepBar(console, request.steps * request.count, "denoising") as progress, model_errors(label):
+        for result in engine.generate(request, progress.advance):
             if result.vae_retried:
                 console.warn("the VAE gave NaNs (a black image); decoded again in float32")
             record = {**record_base, "seed": result.seed}
-            path = _write(result, record, options, to_stdout)
-            if options.json:
+            path = _write(result, record, plan)
+            if as_json:
                 timings = {"seconds": result.seconds, "step_seconds": result.step_seconds}
                 write_json_line(
                     {"path": str(path), **record, **timings, "decode_seconds": result.decode_seconds}
                 )
-            elif path is not None and terminal.stdout():
-                write_text(f"{path}\n")
+            elif path is not None and plan.print_paths:
+                progress.print_line(str(path))
 
 
-def _write(result: Any, record: dict[str, Any], options: ImageOptions, to_stdout: bool) -> Path | None:
+def _write(result: Any, record: dict[str, Any], plan: OutputPlan) -> Path | None:
     from ..metadata import image_metadata
 
-    if to_stdout:
+    if plan.to_stdout:
         write_binary(_encode(result.image, "PNG", image_metadata("PNG", record)))
         return None
-    if options.out is not None:
-        path = numbered(Path(options.out), result.index, options.count)
-    else:
-        path = auto_path(record["prompt"], result.seed, ".png")
-    fmt = image_format(path)
+    path = plan.path(result.index, record["prompt"], result.seed)
+    assert path is not None
+    fmt = plan.format
     write_atomic(path, _encode(result.image, fmt, image_metadata(fmt, record)))
     return path
 

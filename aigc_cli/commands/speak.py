@@ -1,32 +1,32 @@
-"""`aigc speak`: text -> SpeechRequest -> synthesize -> a file, stdout, a raw PCM stream, or a player."""
+"""`aigc speak`: flags -> SpeechSettings -> SpeechRequest -> a speech engine from the pool -> a file,
+stdout, a raw PCM stream, or a player."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
-from ..console import Console, StepBar, terminal
-from ..device import DeviceChoice, dtype_name, pick_device, pick_dtype
+from ..console import Console, StepBar
+from ..engines import EngineKey
 from ..errors import GenerationError, UsageError
 from ..loading import locate
-from ..registry import DEFAULT_MODELS, ModelRef, resolve
-from ..streams import read_prompt
-from ..writers import (
-    AUDIO_FORMATS,
-    auto_path,
-    check_writable,
+from ..output import (
     encode_audio,
     pcm16,
+    plan_output,
     write_atomic,
     write_binary,
     write_json_line,
-    write_text,
 )
-from .common import pick_seed, report_seed, setting
+from ..pool import default_pool
+from ..registry import ModelRef, resolve
+from ..settings import resolve_settings
+from ..streams import read_prompt
+from .common import find_model, model_errors, pick_seed, report_seed
 
 PLAYERS = {
     "ffplay": ["-nodisp", "-autoexit", "-loglevel", "quiet"],
@@ -34,38 +34,6 @@ PLAYERS = {
     "paplay": [],
     "afplay": [],
 }
-
-
-@dataclass(frozen=True)
-class SpeakOptions:
-    prompt: str | None
-    model: str | None
-    out: str | None
-    format: str | None
-    voice: str | None
-    speed: float
-    sentence_silence: float
-    seed: int | None
-    play: bool
-    json: bool
-    device: str
-    dtype: str
-
-
-def output_format(options: SpeakOptions) -> str:
-    if options.format is not None:
-        fmt = options.format.lower()
-        if fmt not in (*AUDIO_FORMATS, "raw"):
-            raise UsageError(f"Unknown format '{options.format}': use wav, flac, ogg or raw")
-        return fmt
-    if options.out in (None, "-"):
-        return "wav"
-    suffix = Path(options.out).suffix.lower().lstrip(".")
-    if suffix not in AUDIO_FORMATS:
-        raise UsageError(
-            f"Cannot tell the audio format of '{options.out}': use .wav, .flac or .ogg, or --format"
-        )
-    return suffix
 
 
 def find_player() -> list[str]:
@@ -82,66 +50,65 @@ def _vocoder(ref: ModelRef, console: Console) -> Path | None:
     return locate(resolve(ref.spec.vocoder, "speech"), None, console)
 
 
-def run_speak(options: SpeakOptions, console: Console) -> None:
-    from ..generators.speech import SpeechRequest, synthesize
+def speech_engine_key(folder: Path, device: str, dtype: str, vocoder: Path | None) -> EngineKey:
+    """Piper voices run on onnxruntime's CPU provider (no torch, no device to pick); the rest on the
+    transformers pipeline, with the registry's vocoder when the alias names one."""
+    from ..loading import speech_backend
 
-    options = replace(
-        options,
-        voice=setting("speech", "voice", options.voice),
-        speed=setting("speech", "speed", None if options.speed == 1.0 else options.speed, 1.0),
-        sentence_silence=setting(
-            "speech",
-            "sentence_silence",
-            None if options.sentence_silence == 0.0 else options.sentence_silence,
-            0.0,
-        ),
-        device=setting("speech", "device", None if options.device == "auto" else options.device, "auto"),
-        dtype=setting("speech", "dtype", None if options.dtype == "auto" else options.dtype, "auto"),
-    )
-    fmt = output_format(options)
-    if options.speed <= 0:
-        raise UsageError("--speed must be above 0")
-    to_stdout = options.out == "-" or (options.out is None and not options.play and not options.json)
-    if to_stdout and terminal.stdout():
-        if options.out == "-" or fmt == "raw":
-            raise UsageError("Not writing audio bytes to a terminal: pipe stdout somewhere, or use -o FILE")
-        to_stdout = False  # a terminal gets an auto-named file instead
-    if options.out == "-" and options.json:
-        raise UsageError("--json prints JSON on stdout: write the audio to a file with -o")
-    if fmt == "raw" and options.play:
+    backend, options = speech_backend(folder)
+    if backend == "piper":
+        return EngineKey("speech", str(folder), "cpu", "float32", "piper")
+    if vocoder is not None:
+        options = (("vocoder", str(vocoder)),)
+    return EngineKey("speech", str(folder), device, dtype, backend, options)
+
+
+def run_speak(
+    prompt_arg: str | None,
+    flags: dict[str, Any],
+    out: str | None,
+    audio_format: str | None,
+    play: bool,
+    as_json: bool,
+    console: Console,
+) -> None:
+    from ..engines.speech import SpeechRequest, synthesize
+
+    s = resolve_settings("speech", flags).values
+    plan = plan_output("audio", out, 1, as_json, audio_format, play)
+    if plan.format == "raw" and play:
         raise UsageError("--play needs a file format (wav, flac or ogg), not raw")
-    if options.out not in (None, "-"):
-        check_writable(Path(options.out))
-    text = read_prompt(options.prompt)
-    ref = resolve(setting("speech", "model", options.model, DEFAULT_MODELS["speech"]), "speech")
+    text = read_prompt(prompt_arg)
+    from ..loading import is_piper_voice
+
+    ref = resolve(s.model, "speech")
     folder = locate(ref, "speech", console)
-    vocoder = _vocoder(ref, console)
-    player = find_player() if options.play else None
-    from ..loading import is_piper_voice, load_voice
-
-    if is_piper_voice(folder):  # ONNX on the CPU: no torch to import, no device to pick
-        device, dtype = DeviceChoice("cpu", "Piper runs on onnxruntime's CPU provider"), "float32"
+    label = ref.label
+    if is_piper_voice(folder):  # onnxruntime on the CPU: no torch to import, no device to pick
+        key = EngineKey("speech", str(folder), "cpu", "float32", "piper")
     else:
-        device = pick_device(options.device)
-        dtype, _ = pick_dtype(device.device, options.dtype)
-    # Piper's noise is seeded before its session exists: draw the seed now, report it once the request
-    # checks out.
-    seed = options.seed if options.seed is not None else pick_seed(None, Console(quiet=True))
+        target = find_model("speech", s.model, s.device, s.dtype, console)
+        key = speech_engine_key(folder, target.device.device, target.dtype, _vocoder(ref, console))
+    player = find_player() if play else None
+    if key.backend != "piper":
+        from ..loading import quiet_libraries
 
-    with console.status(f"Loading {ref.label}"):
-        voice = load_voice(folder, device.device, dtype, seed, console, vocoder)
-    request = SpeechRequest(text, seed, options.voice, options.speed, options.sentence_silence)
+        quiet_libraries(console)
+    with console.status(f"Loading {label}"), model_errors(label):
+        voice = default_pool().get(key)
+    seed = pick_seed(s.seed, Console(quiet=True)) if s.seed is None else s.seed
+    request = SpeechRequest(text, seed, s.voice, s.speed or 1.0, s.sentence_silence or 0.0)
     voice.check(request)
-    if options.seed is None:
+    if s.seed is None:  # reported once the request checks out
         report_seed(seed, console)
-    if fmt == "raw":
+    if plan.format == "raw":
         console.info(f"aigc: raw PCM: {voice.sample_rate} Hz, 16-bit signed little-endian (S16_LE), mono")
     chunks, compute = [], 0.0
-    with StepBar(console, len(voice.sentences(text)), "sentences") as progress:
+    with StepBar(console, len(voice.sentences(text)), "sentences") as progress, model_errors(label):
         for chunk in synthesize(voice, request):
             compute += chunk.seconds
             progress.advance()
-            if fmt == "raw" and to_stdout:
+            if plan.format == "raw" and plan.to_stdout:
                 write_binary(pcm16(chunk.samples))
             else:
                 chunks.append(chunk.samples)
@@ -151,48 +118,44 @@ def run_speak(options: SpeakOptions, console: Console) -> None:
     record = {
         "kind": "speech",
         "text": text,
-        "model": ref.label,
-        "repo": ref.repo,
-        "path": str(folder),
-        "voice": options.voice,
-        "speed": options.speed,
-        "sentence_silence": options.sentence_silence,
+        "model": label,
+        "source": ref.repo or str(folder),
+        "voice": s.voice,
+        "speed": request.speed,
+        "sentence_silence": request.sentence_silence,
         "seed": seed,
         "sample_rate": voice.sample_rate,
-        "device": device.device,
-        "dtype": dtype_name(dtype),
+        "device": key.device,
+        "dtype": key.dtype,
         "aigc_version": __version__,
     }
-    path = None
-    if fmt == "raw" and not to_stdout:
-        path = Path(options.out) if options.out else auto_path(text, seed, ".raw")
-        write_atomic(path, pcm16(samples))
-    elif fmt != "raw":
-        data = encode_audio(samples, voice.sample_rate, fmt, record)
-        if to_stdout:
+    path = plan.path(0, text, seed)
+    data = b""
+    if plan.format == "raw":
+        if path is not None:
+            write_atomic(path, pcm16(samples))
+    else:
+        data = encode_audio(samples, voice.sample_rate, plan.format, record)
+        if plan.to_stdout:
             write_binary(data)
-        elif options.out is not None:
-            path = Path(options.out)
+        elif path is not None:
             write_atomic(path, data)
-        elif not options.play:
-            path = auto_path(text, seed, f".{fmt}")
-            write_atomic(path, data)
-        if player is not None:
-            _play(player, path, data, fmt)
-    duration = len(samples) / voice.sample_rate if fmt != "raw" or not to_stdout else None
-    if options.json:
+    if player is not None:
+        _play(player, path, data, plan.format)
+    duration = len(samples) / voice.sample_rate if not (plan.format == "raw" and plan.to_stdout) else None
+    if as_json:
         total = duration if duration is not None else 0.0
         write_json_line(
             {
-                "path": str(path) if path else None,
-                "format": fmt,
-                "duration": round(total, 3),
                 **record,
+                "path": str(path) if path else None,
+                "format": plan.format,
+                "duration": round(total, 3),
                 "real_time_factor": round(compute / total, 4) if total else None,
             }
         )
-    elif path is not None and terminal.stdout():
-        write_text(f"{path}\n")
+    elif path is not None and plan.print_paths:
+        progress.print_line(str(path))
 
 
 def _play(player: list[str], path: Path | None, data: bytes, fmt: str) -> None:

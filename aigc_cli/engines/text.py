@@ -1,21 +1,23 @@
-"""Text generation with a transformers causal LM: `stream_text` yields text as it is produced,
-`generate_text` collects it. Nothing here prints.
+"""Text generation over any text engine: `stream_text` yields text as it is produced, `generate_text`
+collects it. Nothing here prints.
 
 Results equal the raw library's: the prompt is encoded as `tokenizer.apply_chat_template` (or plain
-`tokenizer(prompt)` when raw) encodes it, `transformers.set_seed(seed)` runs right before
-`model.generate`, and the text is `tokenizer.decode(new_tokens, skip_special_tokens=True)`.
+`tokenizer(prompt)` when raw) encodes it, the engine generates with the model's GenerationConfig and the
+request's settings on top, and the text is `tokenizer.decode(new_tokens, skip_special_tokens=True)`,
+decoded incrementally (each token costs one short decode, not a decode of everything so far).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from .base import TextEngine
 
 
 @dataclass(frozen=True)
@@ -122,40 +124,6 @@ def sampling_settings(config: Any) -> dict[str, Any]:
     return {key: getattr(config, key, None) for key in keys}
 
 
-class _QueueStreamer:
-    """transformers streamer protocol: put(tokens) per step (the prompt first), end() at the end."""
-
-    def __init__(self, sink: queue.Queue) -> None:
-        self.sink = sink
-        self.prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        self.sink.put(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        pass
-
-
-class _StopWhen:
-    """A stopping criterion that ends generation once the consumer is done (stop string, closed pipe)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        return torch.full(
-            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
-        )
-
-
-_DONE = object()
-
-
 def _safe_end(text: str, stops: tuple[str, ...]) -> int:
     """How much of `text` can be shown: hold back a tail that may be the start of a stop string."""
     hold = 0
@@ -167,65 +135,48 @@ def _safe_end(text: str, stops: tuple[str, ...]) -> int:
     return len(text) - hold
 
 
-class TorchEngine:
-    """The reference: transformers' `model.generate`, run in a worker thread that streams token ids."""
+class IncrementalDecoder:
+    """Text of a growing token sequence, one short decode per token (as text-generation-inference does).
 
-    backend = "torch"
+    `add(ids)` returns the new text; the joined pieces equal `tokenizer.decode(all_ids, ...)` for
+    byte-level and SentencePiece tokenizers. A character split across tokens (a trailing U+FFFD) is held
+    back until the token that completes it.
+    """
 
-    def __init__(self, model: Any) -> None:
-        from ..device import dtype_name
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix_offset = 0
+        self.read_offset = 0
 
-        self.model = model
-        self.base_config = model.generation_config
-        self.dtype = self.precision = dtype_name(model.dtype)
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def tokens(self, inputs: dict[str, Any], config: Any, seed: int) -> Iterator[list[int]]:
-        """New token ids as they come. Closing the iterator stops generation at the next token."""
-        import transformers
-        from transformers import StoppingCriteriaList
-
-        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
-        sink: queue.Queue = queue.Queue()
-        finished = threading.Event()
-
-        def work() -> None:
-            try:
-                transformers.set_seed(seed)
-                self.model.generate(
-                    **inputs,
-                    generation_config=config,
-                    streamer=_QueueStreamer(sink),
-                    stopping_criteria=StoppingCriteriaList([_StopWhen(finished)]),
-                )
-                sink.put(_DONE)
-            except BaseException as exc:  # handed to the consumer, which raises it
-                sink.put(exc)
-
-        worker = threading.Thread(target=work, name="aigc-generate", daemon=True)
-        worker.start()
-        try:
-            while (item := sink.get()) is not _DONE:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            finished.set()
-            worker.join(timeout=10)
+    def add(self, ids: list[int]) -> str:
+        self.ids.extend(ids)
+        prefix = self._decode(self.ids[self.prefix_offset : self.read_offset])
+        text = self._decode(self.ids[self.prefix_offset :])
+        if len(text) > len(prefix) and not text.endswith("\ufffd"):
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+            return text[len(prefix) :]
+        return ""
 
 
-def stream_text(engine: Any, tokenizer: Any, request: TextRequest) -> Iterator[TextChunk]:
+def stream_text(engine: TextEngine, request: TextRequest) -> Iterator[TextChunk]:
     """Yield text as the engine produces tokens; the last chunk carries the Completion.
 
-    `engine` is a TorchEngine or another engine with the same `tokens()`; closing this iterator early
-    (a stop string, a closed pipe, Ctrl-C) stops generation at the next token.
+    Any text engine (engines.base.TextEngine) runs the same way; closing this iterator early (a stop
+    string, a closed pipe, Ctrl-C) stops generation at the next token.
     """
+    tokenizer = engine.tokenizer
     inputs = encode_prompt(tokenizer, request)
     config = generation_config(engine.base_config, request)
     eos = config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     started = time.perf_counter()
     first_at = last_at = started
-    generated: list[int] = []
+    decoder = IncrementalDecoder(tokenizer)
+    generated = decoder.ids
     shown = 0
     text = ""
     finish_reason = "length"
@@ -235,12 +186,12 @@ def stream_text(engine: Any, tokenizer: Any, request: TextRequest) -> Iterator[T
             last_at = time.perf_counter()
             if not generated:
                 first_at = last_at
-            generated.extend(item)
             if eos_ids and item[-1] in eos_ids:
                 finish_reason = "stop"
-            text = tokenizer.decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+            piece = decoder.add(item)
+            if not piece:
                 continue
+            text += piece
             hits = (text.find(s, max(0, shown - len(s))) for s in request.stop)
             hit = min((i for i in hits if i >= 0), default=-1)
             if hit >= 0:
@@ -269,9 +220,9 @@ def stream_text(engine: Any, tokenizer: Any, request: TextRequest) -> Iterator[T
     yield TextChunk(text[shown:], completion)
 
 
-def generate_text(engine: Any, tokenizer: Any, request: TextRequest) -> Completion:
+def generate_text(engine: TextEngine, request: TextRequest) -> Completion:
     """Run stream_text to the end and return its Completion."""
-    for chunk in stream_text(engine, tokenizer, request):
+    for chunk in stream_text(engine, request):
         if chunk.completion is not None:
             return chunk.completion
     raise RuntimeError("stream_text ended without a completion")

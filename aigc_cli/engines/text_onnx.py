@@ -13,20 +13,39 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .base import EngineKey
 
-class OnnxEngine:
+
+class OnnxTextEngine:
     backend = "onnx"
+    device = "cpu"
 
-    def __init__(self, export: Path, base_config: Any, precision: str) -> None:
+    def __init__(self, export: Path, tokenizer: Any, base_config: Any, precision: str) -> None:
         import onnxruntime_genai as og
 
         self.og = og
         self.model = og.Model(str(export))
+        self.tokenizer = tokenizer
         self.base_config = base_config
         self.precision = precision
         self.dtype = "float32" if precision == "fp32" else precision
         genai = json.loads((export / "genai_config.json").read_text())
         self.context_length = genai["model"].get("context_length")
+
+    @classmethod
+    def load(cls, key: EngineKey) -> OnnxTextEngine:
+        """key.options: export (the folder onnx_export.exported made), precision (fp32 or int4)."""
+        from transformers import GenerationConfig
+
+        from ..loading import load_tokenizer
+
+        folder = Path(key.folder)
+        tokenizer = load_tokenizer(folder, bool(key.option("trust_remote_code")))
+        try:
+            base = GenerationConfig.from_pretrained(folder)
+        except OSError:  # no generation_config.json: the model config's defaults, as transformers does
+            base = GenerationConfig.from_model_config(json.loads((folder / "config.json").read_text()))
+        return cls(Path(key.option("export")), tokenizer, base, key.option("precision", "fp32"))
 
     def tokens(self, inputs: dict[str, Any], config: Any, seed: int) -> Iterator[list[int]]:
         """New token ids one at a time; stopping early is just not asking for the next one."""

@@ -1,0 +1,164 @@
+"""Images with a diffusers pipeline: `generate` yields one image at a time, each from its own CPU generator
+seeded with seed + i, so that image i equals a single raw diffusers call with
+`generator=torch.Generator("cpu").manual_seed(seed + i)` and the same settings.
+
+The loaded pipeline is never changed by a call: another scheduler or image-to-image runs on a pipeline made
+with `from_pipe` (the same components, no copy); attention slicing and VAE tiling are undone after the call,
+and a float32 VAE retry puts the VAE back in its dtype.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .base import EngineKey
+from .image import SAMPLER_BY_CLASS, SCHEDULERS, ImageRequest, ImageResult
+
+
+class DiffusersEngine:
+    backend = "diffusers"
+
+    def __init__(self, pipe: Any, device: str, dtype: str) -> None:
+        self.pipe = pipe
+        self.device = device
+        self.dtype = dtype
+        self._img2img: Any = None
+
+    @classmethod
+    def load(cls, key: EngineKey) -> DiffusersEngine:
+        """key.options: offload (model CPU offload on a CUDA device, for --low-memory)."""
+        from ..device import torch_dtype
+        from ..loading import load_image_pipeline
+
+        pipe = load_image_pipeline(
+            Path(key.folder), key.device, torch_dtype(key.dtype), bool(key.option("offload"))
+        )
+        return cls(pipe, key.device, key.dtype)
+
+    def defaults(self) -> dict[str, Any]:
+        import inspect
+
+        parameters = inspect.signature(self.pipe.__call__).parameters
+        size = getattr(self.pipe, "default_sample_size", None) or self.pipe.unet.config.sample_size
+        pixels = size * getattr(self.pipe, "vae_scale_factor", 8)
+        return {
+            "steps": parameters["num_inference_steps"].default if "num_inference_steps" in parameters else 50,
+            "guidance": parameters["guidance_scale"].default if "guidance_scale" in parameters else 7.5,
+            "width": pixels,
+            "height": pixels,
+        }
+
+    def sampler_name(self, scheduler: str | None) -> str:
+        if scheduler is not None:
+            return SCHEDULERS[scheduler][2]
+        cls = type(self.pipe.scheduler).__name__
+        if cls == "DPMSolverMultistepScheduler" and getattr(
+            self.pipe.scheduler.config, "use_karras_sigmas", False
+        ):
+            return "DPM++ 2M Karras"
+        return SAMPLER_BY_CLASS.get(cls, cls)
+
+    def _pipeline(self, request: ImageRequest) -> Any:
+        """The pipeline for this request: the loaded one, or one sharing its components."""
+        import diffusers
+
+        pipe = self.pipe
+        if request.init_image is not None:
+            if self._img2img is None:  # made once, shares every component with the loaded pipeline
+                self._img2img = diffusers.AutoPipelineForImage2Image.from_pipe(self.pipe)
+                self._img2img.set_progress_bar_config(disable=True)
+            pipe = self._img2img
+        if request.scheduler is not None:
+            cls_name, overrides, _ = SCHEDULERS[request.scheduler]
+            scheduler = getattr(diffusers, cls_name).from_config(self.pipe.scheduler.config, **overrides)
+            pipe = type(pipe).from_pipe(pipe, scheduler=scheduler)
+            pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def generate(
+        self, request: ImageRequest, on_step: Callable[[int, int], None] | None = None
+    ) -> Iterator[ImageResult]:
+        """request.count images one by one; on_step(step, total) reports progress."""
+        import numpy as np
+
+        from ..device import make_generator
+
+        pipe = self._pipeline(request)
+        for index in range(request.count):
+            seed = request.seed + index
+            latents: dict[str, Any] = {}
+            stamps: list[float] = []
+
+            def callback(pipeline, step, timestep, kwargs, _latents=latents, _stamps=stamps):
+                _stamps.append(time.perf_counter())
+                _latents["last"] = kwargs["latents"]
+                if on_step is not None:
+                    on_step(step + 1, request.steps)
+                return kwargs
+
+            arguments: dict[str, Any] = {
+                "prompt": request.prompt,
+                "negative_prompt": request.negative or None,
+                "num_inference_steps": request.steps,
+                "guidance_scale": request.guidance,
+                "generator": make_generator(seed),
+                "output_type": "np",
+                "callback_on_step_end": callback,
+            }
+            if request.init_image is not None:
+                arguments.update(image=request.init_image, strength=request.strength)
+            else:
+                arguments.update(width=request.width, height=request.height)
+            started = time.perf_counter()
+            with _savings(pipe, request.low_memory):
+                pixels = pipe(**arguments).images
+            retried = False
+            if np.isnan(pixels).any() and "last" in latents:
+                pixels, retried = decode_in_float32(pipe, latents["last"]), True
+            image = pipe.image_processor.numpy_to_pil(pixels)[0]
+            ended = time.perf_counter()
+            step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else 0.0
+            decode = ended - stamps[-1] if stamps else 0.0
+            yield ImageResult(
+                image, seed, index, round(ended - started, 4), round(step, 4), round(decode, 4), retried
+            )
+
+
+@contextmanager
+def _savings(pipe: Any, on: bool) -> Iterator[None]:
+    """Attention slicing and VAE tiling for one call, undone after it."""
+    if not on:
+        yield
+        return
+    vae = getattr(pipe, "vae", None)
+    pipe.enable_attention_slicing()
+    if hasattr(vae, "enable_tiling"):
+        vae.enable_tiling()
+    try:
+        yield
+    finally:
+        pipe.disable_attention_slicing()
+        if hasattr(vae, "disable_tiling"):
+            vae.disable_tiling()
+
+
+def decode_in_float32(pipe: Any, latents: Any) -> Any:
+    """Redo the VAE decode in float32 (fp16 VAEs overflow to NaN, black images, on some devices), then put
+    the VAE back in its own dtype so that the next image runs as the first did."""
+    import torch
+
+    vae = pipe.vae
+    original = vae.dtype
+    vae.to(torch.float32)
+    try:
+        latents = latents.to(device=vae.device, dtype=torch.float32)
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        with torch.no_grad():
+            decoded = vae.decode(latents / vae.config.scaling_factor + shift, return_dict=False)[0]
+    finally:
+        vae.to(original)
+    return pipe.image_processor.postprocess(decoded, output_type="np")

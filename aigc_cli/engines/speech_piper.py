@@ -1,0 +1,79 @@
+"""Piper voices (VITS in ONNX) through piper-tts's own `PiperVoice.synthesize`, which splits the text
+into sentences itself.
+
+Piper's noise comes from random ops inside the ONNX graph, seeded from onnxruntime's global seed when a
+session is created, and advancing with every run. So each request gets a session of its own, created
+right after `onnxruntime.set_seed(seed)` from the model bytes held in memory: the same seed gives the
+same samples whatever ran before, equal to Piper's API with the seed set before `PiperVoice.load`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from .base import EngineKey
+from .speech import SpeechRequest, split_sentences
+
+_SEEDING = threading.Lock()  # onnxruntime's seed is process-wide: set it and create the session together
+
+
+class PiperEngine:
+    backend = "piper"
+    device = "cpu"
+    dtype = "float32"
+
+    def __init__(self, model: Path) -> None:
+        from piper import PiperVoice
+
+        self.voice = PiperVoice.load(model)
+        self.model_bytes = model.read_bytes()
+        self.sample_rate = self.voice.config.sample_rate
+        self.name = model.stem
+
+    @classmethod
+    def load(cls, key: EngineKey) -> PiperEngine:
+        folder = Path(key.folder)
+        voices = sorted(p for p in folder.glob("*.onnx") if p.with_suffix(".onnx.json").is_file())
+        return cls(voices[0])
+
+    def sentences(self, text: str) -> list[str]:
+        return split_sentences(text)
+
+    def speaker_id(self, voice: str | None) -> int | None:
+        if voice is None:
+            return None
+        speakers = self.voice.config.speaker_id_map or {}
+        if voice in speakers:
+            return speakers[voice]
+        if voice.isdigit() and int(voice) < max(self.voice.config.num_speakers, 1):
+            return int(voice)
+        known = ", ".join(list(speakers)[:10]) or "0 (this voice has one speaker)"
+        raise UsageError(f"Unknown voice '{voice}' for {self.name}: use {known}")
+
+    def check(self, request: SpeechRequest) -> None:
+        self.speaker_id(request.voice)
+
+    def _seeded_voice(self, seed: int) -> Any:
+        import onnxruntime
+
+        with _SEEDING:
+            onnxruntime.set_seed(seed)
+            session = onnxruntime.InferenceSession(
+                self.model_bytes,
+                sess_options=onnxruntime.SessionOptions(),
+                providers=["CPUExecutionProvider"],
+            )
+        return dataclasses.replace(self.voice, session=session)
+
+    def chunks(self, request: SpeechRequest) -> Iterator[Any]:
+        from piper import SynthesisConfig
+
+        length = None if request.speed == 1.0 else self.voice.config.length_scale / request.speed
+        config = SynthesisConfig(speaker_id=self.speaker_id(request.voice), length_scale=length)
+        for chunk in self._seeded_voice(request.seed).synthesize(request.text, syn_config=config):
+            yield chunk.audio_float_array

@@ -1,1 +1,0 @@
-"""The core API: one module per modality, each a streaming generator plus a collecting wrapper."""

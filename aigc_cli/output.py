@@ -1,0 +1,229 @@
+"""Payload output: the one output planner for binary results (file, auto-name, stdout, -n naming, format),
+atomic file writes, text streamed to stdout, JSON lines, audio encoding."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .console import terminal
+from .errors import OutputError, PipeClosed, UsageError
+
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+AUDIO_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
+
+
+def write_text(text: str) -> None:
+    """Write and flush at once, so that a pipe sees each token as it comes."""
+    if text:
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError as exc:
+            raise PipeClosed() from exc
+
+
+def end_text(text: str) -> None:
+    """Finish one completion with a newline unless it ends with one."""
+    if not text.endswith("\n"):
+        write_text("\n")
+
+
+def write_json_line(record: dict[str, Any]) -> None:
+    write_text(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def write_binary(data: bytes) -> None:
+    """Bytes to stdout (the caller made sure it is not a terminal)."""
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError as exc:
+        raise PipeClosed() from exc
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """A temp file in the same folder, then a rename: an interrupted run leaves no truncated file."""
+    folder = path.parent
+    try:
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def check_writable(path: Path) -> None:
+    """Fail before a long generation, not after it, when the output cannot be written."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"Cannot write {path}: No such file or directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"Cannot write {path}: Permission denied")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def image_format(path: Path) -> str:
+    fmt = IMAGE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"Cannot tell the image format of '{path}': use .png, .jpg, .jpeg or .webp")
+    return fmt
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """Where the results of one command go, decided once before any work (see `plan_output`)."""
+
+    kind: str
+    """image or audio."""
+    format: str
+    """PNG, JPEG or WEBP for images; wav, flac, ogg or raw for audio."""
+    to_stdout: bool
+    """The bytes go to stdout (a pipe or a file, never a terminal)."""
+    target: Path | None
+    """The -o file (numbered cat-1.png, cat-2.png... when count > 1)."""
+    auto_name: bool
+    """Files get new names in the current folder from the prompt and seed."""
+    count: int
+    print_paths: bool
+    """Each written path is printed on stdout (it is a terminal, and no --json)."""
+
+    @property
+    def suffix(self) -> str:
+        return f".{self.format.lower()}" if self.kind == "audio" else IMAGE_SUFFIXES[self.format]
+
+    def path(self, index: int, prompt: str, seed: int) -> Path | None:
+        """The file result `index` goes to; None when it goes to stdout or nowhere (--play alone)."""
+        if self.target is not None:
+            return numbered(self.target, index, self.count)
+        if self.auto_name:
+            return auto_path(prompt, seed, self.suffix)
+        return None
+
+
+IMAGE_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+
+
+def _format_of(kind: str, path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if kind == "image":
+        return IMAGE_FORMATS.get(suffix)
+    return suffix.lstrip(".") if suffix.lstrip(".") in AUDIO_FORMATS else None
+
+
+def plan_output(
+    kind: str, out: str | None, count: int = 1, json: bool = False, fmt: str | None = None, play: bool = False
+) -> OutputPlan:
+    """Decide where binary results go, or raise UsageError (exit 2) / OutputError (exit 4) before any work.
+
+    kind: image or audio. out: the -o value ("-" is stdout). fmt: --format (audio: wav, flac, ogg, raw).
+    Without -o: a pipe gets the bytes; a terminal or --json gets auto-named files in the current folder
+    (never overwriting); --play alone writes nothing. With -o FILE the format is the extension's, and a
+    --format that contradicts it is refused.
+    """
+    image = kind == "image"
+    noun, example = ("image", "NAME.png") if image else ("audio", "NAME.wav")
+    default = "PNG" if image else "wav"
+    wanted = None
+    if fmt is not None:
+        wanted = fmt.strip().lower()
+        if wanted not in (*AUDIO_FORMATS, "raw"):
+            raise UsageError(f"Unknown format '{fmt}': use wav, flac, ogg or raw")
+    payload = "PNG" if image else "audio"
+    bytes_to_terminal = UsageError(
+        f"Not writing {payload} bytes to a terminal: pipe stdout somewhere, or use -o FILE"
+    )
+    if out == "-":
+        if json:
+            raise UsageError(f"--json prints JSON on stdout: write the {noun} to a file with -o")
+        if count > 1:
+            raise UsageError(f"-o - writes one {default} to stdout: use -o {example} for several (NAME-1...)")
+        if terminal.stdout():
+            raise bytes_to_terminal
+        return OutputPlan(kind, wanted or default, True, None, False, 1, False)
+    if out is not None:
+        path = Path(out)
+        found = _format_of(kind, path)
+        if wanted is not None:
+            if found is not None and found != wanted:
+                raise UsageError(
+                    f"--format {wanted} contradicts the file name {out}: "
+                    f"name it {path.stem}.{wanted} or leave --format out"
+                )
+            found = wanted
+        if found is None:
+            known = ".png, .jpg, .jpeg or .webp" if image else ".wav, .flac or .ogg, or --format"
+            raise UsageError(f"Cannot tell the {noun} format of '{out}': use {known}")
+        check_writable(path)
+        return OutputPlan(kind, found, False, path, False, count, terminal.stdout() and not json)
+    if play and not json:
+        return OutputPlan(kind, wanted or default, False, None, False, count, False)
+    if json or terminal.stdout():
+        if wanted == "raw" and not json:
+            raise bytes_to_terminal
+        return OutputPlan(kind, wanted or default, False, None, True, count, not json)
+    if count > 1:
+        raise UsageError(f"Several {noun}s cannot go to one stream: use -o {example} (NAME-1, NAME-2...)")
+    return OutputPlan(kind, wanted or default, True, None, False, 1, False)
+
+
+def numbered(path: Path, index: int, count: int) -> Path:
+    """cat.png -> cat-1.png, cat-2.png... when there are several."""
+    return path if count == 1 else path.with_name(f"{path.stem}-{index + 1}{path.suffix}")
+
+
+def auto_path(prompt: str, seed: int, suffix: str, folder: Path | None = None) -> Path:
+    """A new file name in the current folder from the prompt and seed; never an existing file."""
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40].strip("-") or "aigc"
+    folder = folder or Path.cwd()
+    candidate = folder / f"{slug}-{seed}{suffix}"
+    number = 2
+    while candidate.exists():
+        candidate = folder / f"{slug}-{seed}-{number}{suffix}"
+        number += 1
+    return candidate
+
+
+def encode_audio(samples: Any, sample_rate: int, fmt: str, record: dict[str, Any]) -> bytes:
+    """A whole WAV, FLAC or OGG file in memory (soundfile cannot seek a pipe), with the record as tags."""
+    import io
+
+    import soundfile
+
+    container, subtype = AUDIO_FORMATS[fmt]
+    buffer = io.BytesIO()
+    with soundfile.SoundFile(
+        buffer, "w", samplerate=sample_rate, channels=1, format=container, subtype=subtype
+    ) as f:
+        f.title = record.get("text", "")[:200]
+        f.artist = str(record.get("model", ""))
+        f.software = f"aigc {record.get('aigc_version', '')}".strip()
+        f.comment = json.dumps(record, ensure_ascii=True)
+        f.write(samples)
+    return buffer.getvalue()
+
+
+def pcm16(samples: Any) -> bytes:
+    """16-bit little-endian PCM, as Piper makes it."""
+    import numpy as np
+
+    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()

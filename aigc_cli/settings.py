@@ -1,0 +1,444 @@
+"""One settings schema per modality, and the one resolver.
+
+Each setting is a dataclass field whose metadata (a `Knob`) carries its type, range, unit, help and where it
+may come from. The same schema makes the Typer options (every flag defaults to None: not given), names the
+config.toml keys, says what `--from` takes from a record, and (later) the fields of API requests and batch
+jobs. `resolve_settings` returns every value with its source, in the order
+
+    flag > --from record > environment > config.toml > the alias's defaults > the model's own (None here),
+
+and validates every value whatever its source: a bad value is exit 2 naming where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from .engines.image import SCHEDULERS
+from .errors import UsageError
+
+DTYPE_ALIASES = {
+    "auto": "auto",
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+}
+DEVICE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$")
+SEED_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Knob:
+    """What the schema knows of one setting."""
+
+    help: str
+    """One line for --help (the range and unit are added to it)."""
+    kind: type
+    """str, int, float, bool, or list (of str)."""
+    flag: str | None = None
+    """The long flag, `--max-tokens`; None for a setting with no flag."""
+    short: str | None = None
+    """A short flag, `-m`."""
+    unit: str = ""
+    """The unit of a number, said in --help: seconds, pixels, tokens."""
+    low: float | None = None
+    """The smallest value allowed (inclusive unless `low_open`)."""
+    low_open: bool = False
+    high: float | None = None
+    """The largest value allowed (inclusive)."""
+    choices: tuple[str, ...] = ()
+    """The values allowed, for a string setting."""
+    multiple_of: int | None = None
+    env: str | None = None
+    """An environment variable that sets it (between the flag and config.toml)."""
+    in_config: bool = True
+    """A key of config.toml (and of batch jobs and API bodies, later)."""
+    in_record: bool = False
+    """Taken from a file's record by `--from`."""
+    normalize: Callable[[Any], Any] | None = None
+    """Turns an accepted spelling into the canonical value (fp16 -> float16)."""
+    check: Callable[[Any], str | None] | None = None
+    """A further check: returns what is wrong, or None."""
+    default_text: str = ""
+    """What happens when nobody sets it, for --help."""
+    noun: str = ""
+    """What a wrong choice is called in "Unknown device 'x'" (the field's name by default)."""
+
+
+def knob(help: str, kind: type, **kwargs: Any) -> Any:
+    """A dataclass field (default None: not set) that carries its Knob."""
+    return field(default=None, metadata={"knob": Knob(help, kind, **kwargs)})
+
+
+def _device_problem(value: str) -> str | None:
+    return None if DEVICE.match(value) else "use auto, cpu, cuda, cuda:N, mps or xpu"
+
+
+def _dtype(value: str) -> str:
+    return DTYPE_ALIASES.get(value.strip().lower(), value)
+
+
+def _multiple_of_8(value: int) -> str | None:
+    return None if value > 0 and value % 8 == 0 else "must be a positive multiple of 8"
+
+
+def _model_knob(modality: str) -> Any:
+    return knob(
+        "Alias, Hub repo id or local folder.",
+        str,
+        flag="--model",
+        short="-m",
+        env=f"AIGC_{modality.upper()}_MODEL",
+        in_record=modality == "image",
+        default_text=f"the {modality} alias default",
+    )
+
+
+def _seed_knob() -> Any:
+    return knob(
+        "Seed; item i of -n uses seed+i.",
+        int,
+        flag="--seed",
+        low=0,
+        high=SEED_MAX,
+        in_config=False,
+        in_record=True,
+        default_text="drawn at random and reported",
+    )
+
+
+def _count_knob() -> Any:
+    return knob("How many results.", int, flag="--count", short="-n", low=1, in_config=False)
+
+
+def _device_knob() -> Any:
+    return knob(
+        "auto, cpu, cuda, cuda:N, mps or xpu.",
+        str,
+        flag="--device",
+        env="AIGC_DEVICE",
+        normalize=lambda v: v.strip().lower(),
+        check=_device_problem,
+        noun="device",
+        default_text="auto",
+    )
+
+
+def _dtype_knob() -> Any:
+    return knob(
+        "auto, float32, float16 or bfloat16.",
+        str,
+        flag="--dtype",
+        normalize=_dtype,
+        choices=("auto", "float32", "float16", "bfloat16"),
+        noun="dtype",
+        default_text="auto",
+    )
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """Every knob of `aigc text` (and, later, of chat, API text requests and text batch jobs)."""
+
+    model: str | None = _model_knob("text")
+    system: str | None = knob("System message (chat models).", str, flag="--system")
+    raw: bool | None = knob("Send the prompt as it is, without the chat template.", bool, flag="--raw")
+    max_tokens: int | None = knob("Most new tokens.", int, flag="--max-tokens", low=1, unit="tokens")
+    temperature: float | None = knob(
+        "0 means greedy.", float, flag="--temperature", low=0.0, default_text="the model's"
+    )
+    top_k: int | None = knob(
+        "Sample from the k likeliest tokens; 0 turns it off.", int, flag="--top-k", low=0
+    )
+    top_p: float | None = knob(
+        "Nucleus sampling: the smallest set of tokens whose probability adds up to this.",
+        float,
+        flag="--top-p",
+        low=0.0,
+        low_open=True,
+        high=1.0,
+    )
+    repetition_penalty: float | None = knob(
+        "Above 1.0 discourages repeats.", float, flag="--repetition-penalty", low=0.0, low_open=True
+    )
+    stop: list[str] | None = knob("End before this string (repeatable).", list, flag="--stop")  # noqa: RUF009
+    count: int | None = _count_knob()
+    seed: int | None = _seed_knob()
+    device: str | None = _device_knob()
+    dtype: str | None = _dtype_knob()
+    backend: str | None = knob(
+        "auto, torch (transformers, the reference) or onnx (onnxruntime-genai, CPU).",
+        str,
+        flag="--backend",
+        env="AIGC_TEXT_BACKEND",
+        choices=("auto", "torch", "onnx"),
+        normalize=lambda v: v.strip().lower(),
+        default_text="auto",
+    )
+    precision: str | None = knob(
+        "onnx backend: fp32 (same greedy text as torch) or int4 (faster).",
+        str,
+        flag="--precision",
+        choices=("fp32", "int4"),
+        normalize=lambda v: v.strip().lower(),
+        default_text="fp32",
+    )
+    trust_remote_code: bool | None = knob(
+        "Allow running Python code shipped in the model repository.",
+        bool,
+        flag="--trust-remote-code",
+        in_config=False,
+    )
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Every knob of `aigc image`."""
+
+    model: str | None = _model_knob("image")
+    negative: str | None = knob("What the image should not show.", str, flag="--negative", in_record=True)
+    steps: int | None = knob("Denoising steps.", int, flag="--steps", low=1, in_record=True)
+    guidance: float | None = knob(
+        "Classifier-free guidance scale; 0 turns it off.", float, flag="--guidance", low=0.0, in_record=True
+    )
+    width: int | None = knob(
+        "Width, a multiple of 8.",
+        int,
+        flag="--width",
+        unit="pixels",
+        check=_multiple_of_8,
+        in_record=True,
+    )
+    height: int | None = knob(
+        "Height, a multiple of 8.",
+        int,
+        flag="--height",
+        unit="pixels",
+        check=_multiple_of_8,
+        in_record=True,
+    )
+    scheduler: str | None = knob(
+        "The sampler.",
+        str,
+        flag="--scheduler",
+        choices=tuple(SCHEDULERS),
+        in_record=True,
+        default_text="the model's",
+    )
+    strength: float | None = knob(
+        "How far to move from --init-image.",
+        float,
+        flag="--strength",
+        low=0.0,
+        high=1.0,
+        in_config=False,
+        in_record=True,
+        default_text="0.75",
+    )
+    low_memory: bool | None = knob(
+        "Attention slicing, VAE tiling, model offload on a GPU.", bool, flag="--low-memory"
+    )
+    count: int | None = _count_knob()
+    seed: int | None = _seed_knob()
+    device: str | None = _device_knob()
+    dtype: str | None = _dtype_knob()
+
+
+@dataclass(frozen=True)
+class SpeechSettings:
+    """Every knob of `aigc speak`."""
+
+    model: str | None = _model_knob("speech")
+    voice: str | None = knob("Piper speaker id or name; SpeechT5 x-vector .npy.", str, flag="--voice")
+    speed: float | None = knob(
+        "Above 1 speaks faster.", float, flag="--speed", low=0.0, low_open=True, default_text="1.0"
+    )
+    sentence_silence: float | None = knob(
+        "Silence after each sentence.",
+        float,
+        flag="--sentence-silence",
+        low=0.0,
+        unit="seconds",
+        default_text="0",
+    )
+    seed: int | None = _seed_knob()
+    device: str | None = _device_knob()
+    dtype: str | None = _dtype_knob()
+
+
+SCHEMAS: dict[str, type] = {"text": TextSettings, "image": ImageSettings, "speech": SpeechSettings}
+S = TypeVar("S")
+
+
+def knobs(cls: type) -> dict[str, Knob]:
+    """The schema of a settings class: field name -> Knob, in field order."""
+    return {f.name: f.metadata["knob"] for f in dataclasses.fields(cls)}
+
+
+def config_keys(modality: str) -> list[str]:
+    """The keys config.toml takes in the [modality] table."""
+    return [name for name, k in knobs(SCHEMAS[modality]).items() if k.in_config]
+
+
+@dataclass(frozen=True)
+class Resolved(Generic[S]):
+    """The settings that will run, and where each value came from."""
+
+    values: S
+    """The settings dataclass; None where nobody set a value (the model's own default applies)."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """Field name -> "flag --seed", "environment (AIGC_DEVICE)", "config file (PATH)", "record FILE",
+    "alias smollm2", "default"; absent where the value is None."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.values, name)
+
+
+def _subject(name: str, knob_: Knob, source: str, modality: str) -> str:
+    """How an error names the value: the flag the user typed, or the file, variable or record it came from."""
+    if source.startswith("flag"):
+        return knob_.flag or name
+    if source.startswith("environment"):
+        return knob_.env or name
+    if source.startswith("config file"):
+        return f"[{modality}] {name} in {source.removeprefix('config file (').removesuffix(')')}"
+    if source.startswith("record"):
+        return f"{name} in {source.removeprefix('record ')}"
+    return name
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_value(name: str, knob_: Knob, value: Any, subject: str) -> Any:
+    """The value converted, normalized and checked; UsageError (exit 2) naming `subject` otherwise."""
+    kind = knob_.kind
+    if kind is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{subject} must be a list of strings (got {value!r})")
+        return [v for v in value if v]
+    if kind is bool:
+        if isinstance(value, str) and value.strip().lower() in {
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        }:
+            value = value.strip().lower() in {"1", "true", "yes", "on"}
+        if not isinstance(value, bool):
+            raise UsageError(f"{subject} must be true or false (got {value!r})")
+        return value
+    if kind in (int, float):
+        if isinstance(value, str):
+            try:
+                value = kind(value.strip())
+            except ValueError:
+                raise UsageError(
+                    f"{subject} must be {'an integer' if kind is int else 'a number'} (got {value!r})"
+                ) from None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (kind is int and not isinstance(value, int))
+        ):
+            raise UsageError(
+                f"{subject} must be {'an integer' if kind is int else 'a number'} (got {value!r})"
+            )
+        value = kind(value)
+        if value != value:  # NaN
+            raise UsageError(f"{subject} must be a number (got nan)")
+        if knob_.low is not None and (value < knob_.low or (knob_.low_open and value == knob_.low)):
+            bound = "above" if knob_.low_open else "at least"
+            raise UsageError(f"{subject} must be {bound} {_number(knob_.low)} (got {_number(value)})")
+        if knob_.high is not None and value > knob_.high:
+            raise UsageError(f"{subject} must be at most {_number(knob_.high)} (got {_number(value)})")
+    elif not isinstance(value, str):
+        raise UsageError(f"{subject} must be a string (got {value!r})")
+    if knob_.normalize is not None:
+        value = knob_.normalize(value)
+    if kind is str and (knob_.choices or knob_.noun):
+        where = "" if subject == knob_.flag else f" ({subject})"
+        noun = knob_.noun or name.replace("_", " ")
+        if knob_.choices and value not in knob_.choices:
+            raise UsageError(f"Unknown {noun} '{value}'{where}: use one of {', '.join(knob_.choices)}")
+        if knob_.check is not None and (problem := knob_.check(value)) is not None:
+            raise UsageError(f"Unknown {noun} '{value}'{where}: {problem}")
+    elif knob_.check is not None and (problem := knob_.check(value)) is not None:
+        raise UsageError(f"{subject} {problem} (got {_number(value)})")
+    return value
+
+
+def resolve_settings(
+    modality: str,
+    flags: Mapping[str, Any],
+    record: Mapping[str, Any] | None = None,
+    record_name: str = "",
+    alias_defaults: Callable[[str], tuple[str, Mapping[str, Any]]] | None = None,
+) -> Resolved:
+    """Each setting from the first source that sets it, checked, with its source.
+
+    flags: field name -> value from the command line (None: not given). record: a file's aigc record
+    (`--from`; only fields with in_record). alias_defaults(model name) -> (alias, defaults) gives the
+    registry defaults of the model once it is known (the registry's by default). Raises UsageError
+    (exit 2) naming the flag, variable, file key or record field that holds a bad value.
+    """
+    from .config import read_config_file
+
+    cls = SCHEMAS[modality]
+    file_values, file_path = read_config_file()
+    section = file_values.get(modality, {})
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    schema = knobs(cls)
+    for name, k in schema.items():
+        candidates: list[tuple[Any, str]] = [(flags.get(name), f"flag {k.flag}")]
+        if record is not None and k.in_record:
+            candidates.append((record.get(name), f"record {record_name}"))
+        if k.env:
+            candidates.append((os.environ.get(k.env) or None, f"environment ({k.env})"))
+        if k.in_config:
+            candidates.append((section.get(name), f"config file ({file_path})"))
+        for value, source in candidates:
+            if value is not None:
+                values[name] = check_value(name, k, value, _subject(name, k, source, modality))
+                sources[name] = source
+                break
+    if "model" not in values:
+        from .registry import DEFAULT_MODELS
+
+        values["model"], sources["model"] = DEFAULT_MODELS[modality], "default"
+    alias, defaults = (alias_defaults or _registry_defaults)(values["model"])
+    for name, value in defaults.items():
+        if name in schema and values.get(name) is None:
+            values[name] = check_value(name, schema[name], value, f"{name} of alias {alias}")
+            sources[name] = f"alias {alias}"
+    return Resolved(cls(**values), sources)
+
+
+def _registry_defaults(model: str) -> tuple[str, Mapping[str, Any]]:
+    from .registry import lookup
+
+    spec = lookup(model)
+    return (spec.name, spec.defaults) if spec is not None else (model, {})
+
+
+def flags_of(cls: type, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The schema's fields among parsed command-line values (the rest are output and console flags)."""
+    names = set(knobs(cls))
+    return {name: value for name, value in given.items() if name in names}
