@@ -99,7 +99,7 @@ LIBRARY_ERRORS: list[tuple[str, str, type[AigcError], str]] = [
         "torch",
         "OutOfMemoryError",
         GenerationError,
-        "Out of memory on the device running '{model}': try a smaller model, --dtype float16, or --device cpu",
+        "Out of memory on the device running '{model}': try a smaller model, --dtype float16 or --device cpu",
     ),
     (
         "safetensors",

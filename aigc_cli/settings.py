@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from .engines import backends
 from .engines.image import SCHEDULERS
 from .errors import UsageError
 
@@ -180,7 +181,7 @@ class TextSettings:
         str,
         flag="--backend",
         env="AIGC_TEXT_BACKEND",
-        choices=("auto", "torch", "onnx"),
+        choices=("auto", *backends("text")),
         normalize=lambda v: v.strip().lower(),
         default_text="auto",
     )
@@ -429,6 +430,15 @@ def resolve_settings(
             values[name] = check_value(name, schema[name], value, f"{name} of alias {alias}")
             sources[name] = f"alias {alias}"
     return Resolved(cls(**values), sources)
+
+
+def configured(modality: str, key: str) -> tuple[Any, str]:
+    """(value, source) of one setting from the environment or config.toml; (None, "") when neither sets
+    it. Checked as the resolver checks it."""
+    resolved = resolve_settings(modality, {}, alias_defaults=lambda model: (model, {}))
+    if resolved.sources.get(key, "default") == "default":
+        return None, ""
+    return getattr(resolved.values, key), resolved.sources[key]
 
 
 def _registry_defaults(model: str) -> tuple[str, Mapping[str, Any]]:

@@ -35,6 +35,22 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
     return build_all(tmp_path_factory.mktemp("models"))
 
 
+@pytest.fixture(scope="session")
+def pipes(tmp_path_factory) -> dict[str, Path]:
+    """Tiny SD and SDXL pipelines."""
+    from tiny_pipelines import build_all as build_pipelines
+
+    return build_pipelines(tmp_path_factory.mktemp("pipelines"))
+
+
+@pytest.fixture(scope="session")
+def vits(tmp_path_factory) -> Path:
+    """A tiny VITS (character-level tokenizer)."""
+    from tiny_speech import build_vits
+
+    return build_vits(tmp_path_factory.mktemp("speech") / "tiny-vits")
+
+
 def run_aigc(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None, timeout=300):
     """Run the real `aigc` console script; stdin is empty unless given."""
     if isinstance(input, str):

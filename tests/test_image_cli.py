@@ -15,14 +15,8 @@ import raw
 from conftest import AIGC
 from PIL import Image
 from test_pipes_and_terminals import run_in_pty
-from tiny_pipelines import build_all
 
 SMALL = ["--steps", "2", "--width", "64", "--height", "64"]
-
-
-@pytest.fixture(scope="session")
-def pipes(tmp_path_factory):
-    return build_all(tmp_path_factory.mktemp("pipelines"))
 
 
 def pixels(path) -> np.ndarray:

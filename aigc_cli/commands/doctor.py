@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import SETTING_TYPES, config_path, configured, is_offline, settings
+from ..config import config_path, is_offline, settings
 from ..device import available_devices, dtype_name, pick_device, pick_dtype
 from ..errors import AigcError
+from ..output import write_json_line, write_text
 from ..registry import SPECS
-from ..writers import write_json_line, write_text
+from ..settings import SCHEMAS, configured, resolve_settings
 
 LIBRARIES = ("torch", "transformers", "diffusers", "huggingface-hub", "tokenizers", "typer")
 
@@ -77,29 +78,35 @@ def collect(device_flag: str) -> dict[str, Any]:
     }
     report["piper_tts"] = _version("piper-tts")
     report["text_backend"] = _text_backend(report.get("device", {}).get("chosen") or "cpu")
-    report["settings"] = settings_in_force()
+    report["settings"], report["problems"] = settings_in_force()
     report["config_file"] = str(config_path())
     return report
 
 
-def settings_in_force() -> dict[str, dict[str, Any]]:
-    """Every setting that is not the built-in default, and where it comes from; the default models too."""
-    from ..registry import DEFAULT_MODELS
-
+def settings_in_force() -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every setting that is set (by the environment, config.toml or the default model's alias), with its
+    source; and the problems found (a broken config file, a bad value), which doctor shows, not raises."""
     found: dict[str, dict[str, Any]] = {}
-    for modality, keys in SETTING_TYPES.items():
-        for key in keys:
-            value, source = configured(modality, key)
-            if value is not None:
-                found[f"{modality}.{key}"] = {"value": value, "source": source}
-        if f"{modality}.model" not in found:
-            found[f"{modality}.model"] = {"value": DEFAULT_MODELS[modality], "source": "registry default"}
+    problems: list[str] = []
+    for modality in SCHEMAS:
+        try:
+            resolved = resolve_settings(modality, {})
+        except AigcError as exc:
+            if exc.message not in problems:
+                problems.append(exc.message)
+            continue
+        for key, source in resolved.sources.items():
+            value = getattr(resolved.values, key)
+            found[f"{modality}.{key}"] = {
+                "value": value,
+                "source": "registry default" if source == "default" else source,
+            }
     found["home"] = {
         "value": str(settings().home),
         "source": "AIGC_HOME" if os.environ.get("AIGC_HOME") else "default",
     }
     found["debug"] = {"value": settings().debug, "source": "AIGC_DEBUG"}
-    return found
+    return found, problems
 
 
 def _text_backend(device: str) -> dict[str, Any]:
@@ -110,8 +117,11 @@ def _text_backend(device: str) -> dict[str, Any]:
     from ..onnx_export import choose_backend
     from ..registry import DEFAULT_MODELS, resolve
 
-    name = configured("text", "model")[0] or DEFAULT_MODELS["text"]
-    requested = configured("text", "backend")[0] or "auto"
+    try:
+        name = configured("text", "model")[0] or DEFAULT_MODELS["text"]
+        requested = configured("text", "backend")[0] or "auto"
+    except AigcError as exc:
+        return {"model": None, "requested": None, "backend": None, "reason": exc.message}
     try:
         ref = resolve(name, "text")
     except AigcError as exc:
@@ -130,8 +140,8 @@ def _text_backend(device: str) -> dict[str, Any]:
     return {"model": name, "requested": requested, "backend": backend, "reason": why}
 
 
-def run_doctor(device_flag: str, as_json: bool) -> None:
-    report = collect(device_flag)
+def run_doctor(device_flag: str | None, as_json: bool) -> None:
+    report = collect(device_flag or os.environ.get("AIGC_DEVICE") or "auto")
     if as_json:
         write_json_line(report)
         return
@@ -171,4 +181,6 @@ def run_doctor(device_flag: str, as_json: bool) -> None:
     lines.append(f"config      {report['config_file']}")
     for key, entry in report["settings"].items():
         lines.append(f"setting     {key} = {entry['value']!r}  ({entry['source']})")
+    for problem in report["problems"]:
+        lines.append(f"PROBLEM     {problem}")
     write_text("\n".join(lines) + "\n")

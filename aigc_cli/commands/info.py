@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..metadata import read_metadata
-from ..writers import write_json_line, write_text
+from ..output import write_json_line, write_text
 
 
 def run_info(file: str, as_json: bool) -> None:

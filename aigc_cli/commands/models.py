@@ -7,11 +7,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..config import configured, write_default_model
+from ..config import write_default_model
 from ..console import Console, terminal
 from ..errors import ModelUnavailableError, UsageError
+from ..output import write_json_line, write_text
 from ..registry import DEFAULT_MODELS, MODALITIES, SPECS, ModelSpec, lookup, resolve
-from ..writers import write_json_line, write_text
+from ..settings import configured
 from .doctor import folder_size, human_size
 
 

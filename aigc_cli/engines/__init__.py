@@ -19,6 +19,11 @@ ENGINES: dict[tuple[str, str], str] = {
 }
 
 
+def backends(modality: str) -> tuple[str, ...]:
+    """The backends the table has for a modality, in table order."""
+    return tuple(backend for each, backend in ENGINES if each == modality)
+
+
 def engine_class(modality: str, backend: str) -> type:
     """The class of the table's row; KeyError for a pair the table does not have."""
     module, _, name = ENGINES[(modality, backend)].partition(":")
@@ -30,4 +35,4 @@ def load_engine(key: EngineKey) -> Any:
     return engine_class(key.modality, key.backend).load(key)
 
 
-__all__ = ["ENGINES", "EngineKey", "engine_class", "load_engine"]
+__all__ = ["ENGINES", "EngineKey", "backends", "engine_class", "load_engine"]

@@ -161,6 +161,20 @@ class IncrementalDecoder:
             return text[len(prefix) :]
         return ""
 
+    def flush(self) -> str:
+        """The text held back at the end: bytes of an unfinished character, decoded as U+FFFD as
+        `tokenizer.decode` decodes them."""
+        prefix = self._decode(self.ids[self.prefix_offset : self.read_offset])
+        text = self._decode(self.ids[self.prefix_offset :])
+        self.prefix_offset = self.read_offset = len(self.ids)
+        return text[len(prefix) :] if len(text) > len(prefix) else ""
+
+
+def _stop_at(text: str, stops: tuple[str, ...], shown: int) -> int:
+    """Where the first stop string starts in `text` (searching only where a new one can be), or -1."""
+    hits = (text.find(s, max(0, shown - len(s))) for s in stops)
+    return min((i for i in hits if i >= 0), default=-1)
+
 
 def stream_text(engine: TextEngine, request: TextRequest) -> Iterator[TextChunk]:
     """Yield text as the engine produces tokens; the last chunk carries the Completion.
@@ -188,12 +202,8 @@ def stream_text(engine: TextEngine, request: TextRequest) -> Iterator[TextChunk]
                 first_at = last_at
             if eos_ids and item[-1] in eos_ids:
                 finish_reason = "stop"
-            piece = decoder.add(item)
-            if not piece:
-                continue
-            text += piece
-            hits = (text.find(s, max(0, shown - len(s))) for s in request.stop)
-            hit = min((i for i in hits if i >= 0), default=-1)
+            text += decoder.add(item)
+            hit = _stop_at(text, request.stop, shown)
             if hit >= 0:
                 text, finish_reason = text[:hit], "stop"
                 break
@@ -201,6 +211,11 @@ def stream_text(engine: TextEngine, request: TextRequest) -> Iterator[TextChunk]
             if end > shown:
                 yield TextChunk(text[shown:end])
                 shown = end
+        else:  # the end: what the decoder still holds (a character the last tokens left unfinished)
+            text += decoder.flush()
+            hit = _stop_at(text, request.stop, shown)
+            if hit >= 0:
+                text, finish_reason = text[:hit], "stop"
     finally:
         tokens.close()
     decode_time = last_at - first_at
