@@ -16,6 +16,7 @@ from typing import Annotated, Any, get_type_hints
 
 import typer
 
+from . import __version__
 from .config import go_offline, settings
 from .console import Console, error_line
 from .errors import AigcError, ExitCode, PipeClosed, map_exception
@@ -34,6 +35,22 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aigc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Generate text, images and speech from pretrained Hugging Face models, in shell pipelines."""
+
 
 # One flag vocabulary across commands: the settings schema (settings.py) makes the generation flags; the
 # output and console flags below are the command line's own.

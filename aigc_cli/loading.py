@@ -92,8 +92,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def locate(ref: ModelRef, modality: str | None, console: Console) -> Path:
-    """The local folder holding the model, fetching or converting it when needed; modality checked."""
+def locate(ref: ModelRef, modality: str | None, console: Console, trust_remote_code: bool = False) -> Path:
+    """The local folder holding the model, fetching or converting it when needed; its modality, its need
+    of repository code (text) and its weights checked before anything loads."""
     if ref.folder is not None:
         folder = ref.folder
     elif ref.spec is not None and (embedded := embedded_folder(ref.spec, console)) is not None:
@@ -111,6 +112,8 @@ def locate(ref: ModelRef, modality: str | None, console: Console) -> Path:
         folder = cached_snapshot(ref.repo) or download(ref.repo, console, ref.name, before_weights)
     if modality is not None:
         check_modality(folder, modality, ref.name)
+        if modality == "text":
+            check_remote_code(folder, trust_remote_code)
         check_weights(folder, ref.name)
     return folder
 
@@ -212,11 +215,7 @@ def load_causal_lm(folder: Path, device: str, dtype: Any, trust_remote_code: boo
     import torch
     from transformers import AutoModelForCausalLM
 
-    config = _read_json(folder / "config.json")
-    if config.get("auto_map") and not trust_remote_code and not _known_architecture(config):
-        raise ModelUnavailableError(
-            f"{folder.name} needs code from its repository to load; pass --trust-remote-code if you trust it"
-        )
+    check_remote_code(folder, trust_remote_code)
     tokenizer = load_tokenizer(folder, trust_remote_code)
     spread = device == "cuda" and torch.cuda.device_count() > 1
     model = AutoModelForCausalLM.from_pretrained(
@@ -235,6 +234,16 @@ def load_tokenizer(folder: Path, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+
+
+def check_remote_code(folder: Path, trust_remote_code: bool) -> None:
+    """A model whose architecture transformers does not know needs code from its repository: refused
+    (exit 3) unless the user trusts it."""
+    config = _read_json(folder / "config.json")
+    if config.get("auto_map") and not trust_remote_code and not _known_architecture(config):
+        raise ModelUnavailableError(
+            f"{folder.name} needs code from its repository to load; pass --trust-remote-code if you trust it"
+        )
 
 
 def _known_architecture(config: dict[str, Any]) -> bool:

@@ -415,11 +415,15 @@ def resolve_settings(
             candidates.append((os.environ.get(k.env) or None, f"environment ({k.env})"))
         if k.in_config:
             candidates.append((section.get(name), f"config file ({file_path})"))
-        for value, source in candidates:
-            if value is not None:
-                values[name] = check_value(name, k, value, _subject(name, k, source, modality))
-                sources[name] = source
-                break
+        # Every value present is checked, the overridden ones too: a bad line in config.toml is found
+        # the first time, not the day the flag that hid it is left out.
+        checked = [
+            (check_value(name, k, value, _subject(name, k, source, modality)), source)
+            for value, source in candidates
+            if value is not None
+        ]
+        if checked:
+            values[name], sources[name] = checked[0]
     if "model" not in values:
         from .registry import DEFAULT_MODELS
 

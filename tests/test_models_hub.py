@@ -73,7 +73,10 @@ def test_first_use_downloads_and_checks_modality_before_weights(aigc, hub):
     assert "is a llama model (LlamaForCausalLM), not a text-to-image pipeline" in result.stderr.decode()
     assert not [p for m, p, _ in hub.log if p.endswith("model.safetensors")]  # no weights moved
     missing = aigc("text", "hi", "-m", "acme/no-such-model", env=online(hub))
-    assert missing.returncode == 3 and "No such model on the Hugging Face Hub" in missing.stderr.decode()
+    assert (
+        missing.returncode == 3
+        and "No model 'acme/no-such-model' on the Hugging Face Hub" in missing.stderr.decode()
+    )
     plain = aigc("text", "hi", "-m", "acme/not-a-model", env=online(hub))
     assert plain.returncode == 3 and "has no config.json or model_index.json" in plain.stderr.decode()
 
@@ -120,7 +123,7 @@ def test_image_and_speech_settings_from_the_file(aigc, isolated):
     result = aigc("image", "a fox", "-o", "x.png")
     assert (
         result.returncode == 2
-        and "--width must be a positive multiple of 8 (got 100)" in result.stderr.decode()
+        and f"[image] width in {config} must be a positive multiple of 8 (got 100)" in result.stderr.decode()
     )
     assert (
         aigc("image", "a fox", "--width", "64", "-o", "x.png").returncode == 3

@@ -156,7 +156,7 @@ def test_int4_runs_and_says_it_differs(tiny, home):
     bad = run("text", "hi", "-m", str(tiny["llama"]), "--precision", "int3", env=home)
     assert (
         bad.returncode == 2
-        and bad.stderr.decode() == "aigc: error: Unknown precision 'int3': use fp32 or int4\n"
+        and bad.stderr.decode() == "aigc: error: Unknown precision 'int3': use one of fp32, int4\n"
     )
 
 

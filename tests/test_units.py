@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aigc_cli.errors import ExitCode, ModelNotCachedError, WrongModalityError, map_exception
 from aigc_cli.engines.text import _safe_end
+from aigc_cli.errors import ExitCode, ModelNotCachedError, WrongModalityError, map_exception
 from aigc_cli.hub import pick_files
 from aigc_cli.registry import UnknownModelError, resolve
 
@@ -109,7 +109,9 @@ def test_nan_pixels_are_decoded_again_in_float32():
             return self
 
         def decode(self, latents, return_dict=False):
-            assert self.dtype == torch.float32 and latents.dtype == torch.float32 and torch.all(latents == 2.0)  # 1.0 / scaling_factor
+            assert (
+                self.dtype == torch.float32 and latents.dtype == torch.float32 and torch.all(latents == 2.0)
+            )  # 1.0 / scaling_factor
             return (torch.zeros(1, 3, 8, 8),)
 
     class NanPipe:

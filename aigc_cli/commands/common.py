@@ -39,14 +39,29 @@ class Target:
     """float32, float16 or bfloat16."""
 
 
-def find_model(modality: str, name: str, device: str | None, dtype: str | None, console: Console) -> Target:
+def find_model(
+    modality: str,
+    name: str,
+    device: str | None,
+    dtype: str | None,
+    console: Console,
+    trust_remote_code: bool = False,
+) -> Target:
     """Resolve the name, find (or fetch) its folder with its modality and weights checked, pick device
     and dtype. Raises ModelUnavailableError (exit 3) or UsageError (exit 2)."""
-    ref = resolve(name, modality)
-    folder = locate(ref, modality, console)
+    ref, folder = find_folder(modality, name, console, trust_remote_code)
     choice = pick_device(device or "auto")
     chosen, _ = pick_dtype(choice.device, dtype or "auto")
     return Target(ref, folder, choice, chosen)
+
+
+def find_folder(
+    modality: str, name: str, console: Console, trust_remote_code: bool = False
+) -> tuple[ModelRef, Path]:
+    """The model's registry entry and local folder, checked (see loading.locate); Hub errors name it."""
+    ref = resolve(name, modality)
+    with model_errors(name):
+        return ref, locate(ref, modality, console, trust_remote_code)
 
 
 @contextmanager

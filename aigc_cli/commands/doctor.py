@@ -114,7 +114,7 @@ def _text_backend(device: str) -> dict[str, Any]:
     import json
 
     from ..hub import cached_snapshot
-    from ..onnx_export import choose_backend
+    from ..engines.onnx_export import choose_backend
     from ..registry import DEFAULT_MODELS, resolve
 
     try:

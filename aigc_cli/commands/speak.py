@@ -26,7 +26,7 @@ from ..pool import default_pool
 from ..registry import ModelRef, resolve
 from ..settings import resolve_settings
 from ..streams import read_prompt
-from .common import find_model, model_errors, pick_seed, report_seed
+from .common import find_folder, find_model, model_errors, pick_seed, report_seed
 
 PLAYERS = {
     "ffplay": ["-nodisp", "-autoexit", "-loglevel", "quiet"],
@@ -81,8 +81,7 @@ def run_speak(
     text = read_prompt(prompt_arg)
     from ..loading import is_piper_voice
 
-    ref = resolve(s.model, "speech")
-    folder = locate(ref, "speech", console)
+    ref, folder = find_folder("speech", s.model, console)
     label = ref.label
     if is_piper_voice(folder):  # onnxruntime on the CPU: no torch to import, no device to pick
         key = EngineKey("speech", str(folder), "cpu", "float32", "piper")

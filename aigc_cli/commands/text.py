@@ -31,7 +31,8 @@ def run_text(
             raise UsageError("--system needs the chat template, and --raw turns it off: use one or the other")
         system = None  # a configured system message does not apply to a raw prompt
     prompt = read_prompt(prompt_arg)
-    target = find_model("text", s.model, s.device, s.dtype, console)  # a missing model fails before torch
+    # A missing model fails here, before torch is imported.
+    target = find_model("text", s.model, s.device, s.dtype, console, bool(s.trust_remote_code))
     label = target.ref.label
     quiet_libraries(console)
     key = text_engine_key(target, s, console)
@@ -99,7 +100,7 @@ def run_text(
 def text_engine_key(target: Target, s: Any, console: Console) -> EngineKey:
     """The engine to run: onnxruntime-genai when the backend choice says so and its export works (made
     once here), else the transformers reference."""
-    from ..onnx_export import ExportFailed, choose_backend, exported
+    from ..engines.onnx_export import ExportFailed, choose_backend, exported
 
     folder = target.folder
     device = target.device.device

@@ -15,10 +15,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import settings
-from .console import Console
-from .errors import UsageError
-from .made_once import make_once
+from ..config import settings
+from ..console import Console
+from ..errors import UsageError
+from ..made_once import make_once
 
 BACKENDS = ("auto", "torch", "onnx")
 PRECISIONS = ("fp32", "int4")
