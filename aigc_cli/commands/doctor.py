@@ -113,8 +113,8 @@ def _text_backend(device: str) -> dict[str, Any]:
     """Which engine `--backend auto` (or AIGC_TEXT_BACKEND) picks for the default text model, and why."""
     import json
 
-    from ..hub import cached_snapshot
     from ..engines.onnx_export import choose_backend
+    from ..hub import cached_snapshot
     from ..registry import DEFAULT_MODELS, resolve
 
     try:
