@@ -206,3 +206,18 @@ def test_planner_rules():
     ]  # fmt: skip
     raw = plan_output("audio", "speech.pcm", fmt="raw")
     assert raw.format == "raw" and raw.path(0, "p", 1).name == "speech.pcm"
+
+
+# --- Values valid alone but not together -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["text", "image"])
+def test_seeds_past_the_range_are_refused_before_anything_runs(aigc, tiny, pipes, command):
+    model = str(tiny["gpt2"] if command == "text" else pipes["sd"])
+    extra = ["--max-tokens", "2"] if command == "text" else [*SMALL, "-o", "x.png"]
+    refused = aigc(command, "hi", "-m", model, "--seed", "4294967295", "-n", "2", *extra)
+    assert one_error(refused, 2) == (
+        "--seed 4294967295 with -n 2 needs seeds up to 4294967296, past the largest (4294967295): "
+        "use --seed 4294967294 or lower"
+    )
+    assert aigc(command, "hi", "-m", model, "--seed", "4294967294", "-n", "2", *extra).returncode == 0

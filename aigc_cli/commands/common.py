@@ -10,16 +10,27 @@ from pathlib import Path
 
 from ..console import Console
 from ..device import DeviceChoice, pick_device, pick_dtype
-from ..errors import AigcError, map_exception
+from ..errors import AigcError, UsageError, map_exception
 from ..loading import locate
 from ..registry import ModelRef, resolve
+from ..settings import SEED_MAX
 
 
-def pick_seed(seed: int | None, console: Console) -> int:
-    """The seed given, or one drawn at random and reported on stderr."""
+def check_seeds(seed: int | None, count: int) -> None:
+    """Item i of a run uses seed + i: refuse, before any work, a run whose last seed would not be a seed
+    (the libraries take 0..2**32-1), rather than wrap it into a seed another run already used."""
+    if seed is not None and seed + count - 1 > SEED_MAX:
+        raise UsageError(
+            f"--seed {seed} with -n {count} needs seeds up to {seed + count - 1}, past the largest "
+            f"({SEED_MAX}): use --seed {SEED_MAX - count + 1} or lower"
+        )
+
+
+def pick_seed(seed: int | None, console: Console, count: int = 1) -> int:
+    """The seed given, or one drawn at random (so that seed + count - 1 is still a seed) and reported."""
     if seed is not None:
         return seed
-    drawn = secrets.randbelow(2**32)
+    drawn = secrets.randbelow(SEED_MAX + 2 - count)
     report_seed(drawn, console)
     return drawn
 

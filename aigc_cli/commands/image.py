@@ -15,7 +15,7 @@ from ..output import OutputPlan, plan_output, write_atomic, write_binary, write_
 from ..pool import default_pool
 from ..settings import resolve_settings
 from ..streams import read_prompt
-from .common import find_model, model_errors, pick_seed
+from .common import check_seeds, find_model, model_errors, pick_seed
 
 
 def _read_record(from_file: str | None) -> dict[str, Any] | None:
@@ -61,6 +61,7 @@ def run_image(
     resolved = resolve_settings("image", flags, record, from_file or "")
     s = resolved.values
     count = s.count or 1
+    check_seeds(s.seed, count)
     if s.strength is not None and init_image is None:
         raise UsageError("--strength needs --init-image")
     plan = plan_output("image", out, count, as_json)
@@ -83,7 +84,7 @@ def run_image(
     strength = s.strength if s.strength is not None else 0.75
     if init is not None and int(steps * strength) < 1:
         raise UsageError(f"--steps {steps} with --strength {strength} leaves no denoising step: raise either")
-    seed = pick_seed(s.seed, console)
+    seed = pick_seed(s.seed, console, count)
     request = ImageRequest(
         prompt=prompt,
         seed=seed,

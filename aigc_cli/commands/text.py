@@ -14,7 +14,7 @@ from ..output import end_text, write_json_line, write_text
 from ..pool import default_pool
 from ..settings import resolve_settings
 from ..streams import read_prompt
-from .common import Target, find_model, model_errors, pick_seed
+from .common import Target, check_seeds, find_model, model_errors, pick_seed
 
 
 def run_text(
@@ -30,6 +30,8 @@ def run_text(
         if resolved.sources["system"].startswith("flag"):
             raise UsageError("--system needs the chat template, and --raw turns it off: use one or the other")
         system = None  # a configured system message does not apply to a raw prompt
+    count = s.count or 1
+    check_seeds(s.seed, count)
     prompt = read_prompt(prompt_arg)
     # A missing model fails here, before torch is imported.
     target = find_model("text", s.model, s.device, s.dtype, console, bool(s.trust_remote_code))
@@ -56,8 +58,7 @@ def run_text(
     )
     # Greedy decoding ignores the seed: draw and report one only when sampling.
     sampling = generation_config(engine.base_config, base).do_sample
-    seed = pick_seed(s.seed, console if sampling else Console(quiet=True))
-    count = s.count or 1
+    seed = pick_seed(s.seed, console if sampling else Console(quiet=True), count)
     with model_errors(label):
         for index in range(count):
             request = replace(base, seed=seed + index)
