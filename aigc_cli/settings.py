@@ -19,20 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from .device import DTYPE_NAMES
 from .engines import backends
 from .engines.image import SCHEDULERS
 from .errors import UsageError
 
-DTYPE_ALIASES = {
-    "auto": "auto",
-    "float32": "float32",
-    "fp32": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-}
 DEVICE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$")
 SEED_MAX = 2**32 - 1
 
@@ -85,7 +76,8 @@ def _device_problem(value: str) -> str | None:
 
 
 def _dtype(value: str) -> str:
-    return DTYPE_ALIASES.get(value.strip().lower(), value)
+    spelled = value.strip().lower()
+    return "auto" if spelled == "auto" else DTYPE_NAMES.get(spelled, value)
 
 
 def _multiple_of_8(value: int) -> str | None:
@@ -101,6 +93,18 @@ def _model_knob(modality: str) -> Any:
         env=f"AIGC_{modality.upper()}_MODEL",
         in_record=modality == "image",
         default_text=f"the {modality} alias default",
+    )
+
+
+def _size_knob(side: str) -> Any:
+    return knob(
+        f"{side.capitalize()}, a multiple of 8.",
+        int,
+        flag=f"--{side}",
+        unit="pixels",
+        check=_multiple_of_8,
+        in_record=True,
+        default_text="the model's",
     )
 
 
@@ -211,22 +215,8 @@ class ImageSettings:
     guidance: float | None = knob(
         "Classifier-free guidance scale; 0 turns it off.", float, flag="--guidance", low=0.0, in_record=True
     )
-    width: int | None = knob(
-        "Width, a multiple of 8.",
-        int,
-        flag="--width",
-        unit="pixels",
-        check=_multiple_of_8,
-        in_record=True,
-    )
-    height: int | None = knob(
-        "Height, a multiple of 8.",
-        int,
-        flag="--height",
-        unit="pixels",
-        check=_multiple_of_8,
-        in_record=True,
-    )
+    width: int | None = _size_knob("width")
+    height: int | None = _size_knob("height")
     scheduler: str | None = knob(
         "The sampler.",
         str,
@@ -299,9 +289,6 @@ class Resolved(Generic[S]):
     sources: dict[str, str] = field(default_factory=dict)
     """Field name -> "flag --seed", "environment (AIGC_DEVICE)", "config file (PATH)", "record FILE",
     "alias smollm2", "default"; absent where the value is None."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.values, name)
 
 
 def _subject(name: str, knob_: Knob, source: str, modality: str) -> str:
@@ -450,9 +437,3 @@ def _registry_defaults(model: str) -> tuple[str, Mapping[str, Any]]:
 
     spec = lookup(model)
     return (spec.name, spec.defaults) if spec is not None else (model, {})
-
-
-def flags_of(cls: type, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The schema's fields among parsed command-line values (the rest are output and console flags)."""
-    names = set(knobs(cls))
-    return {name: value for name, value in given.items() if name in names}
