@@ -281,6 +281,25 @@ def _usage_line(exc: typer.TyperException) -> str:
     return f"{exc.format_message()}{hint}"
 
 
+def _flush_stdout(code: Any) -> Any:
+    """Flush what stdout still holds now, so that a failure is one line and the exit code (4), not
+    Python's "Exception ignored" at shutdown; a stdout that failed once is pointed at /dev/null."""
+    from .streams import silence_stdout
+
+    if sys.stdout is None:
+        return code
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        silence_stdout()
+    except (OSError, ValueError) as exc:
+        silence_stdout()
+        if code in (None, ExitCode.OK):
+            error_line(f"Cannot write to stdout: {getattr(exc, 'strerror', None) or exc}")
+            return ExitCode.OUTPUT
+    return code
+
+
 def main() -> None:
     """Entry point: known failures become one stderr line and an exit code; AIGC_DEBUG=1 shows tracebacks."""
     from typer.main import get_command
@@ -318,6 +337,7 @@ def main() -> None:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             error_line(f"{type(exc).__name__}: {first} (AIGC_DEBUG=1 shows the traceback)")
             code = ExitCode.FAILURE
+    code = _flush_stdout(code)
     if code == ExitCode.INTERRUPTED:  # Ctrl-C, caught here or turned into Exit(130) by Typer
         error_line("interrupted")
         for stream in (sys.stdout, sys.stderr):

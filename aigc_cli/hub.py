@@ -81,11 +81,38 @@ def not_cached(name: str, why: str) -> ModelNotCachedError:
     )
 
 
-def require_hub(name: str) -> None:
-    """Fail at once, with the remedy, when a download cannot happen."""
+def network_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of a connection to the Hub that failed: huggingface_hub's own, and the transport
+    errors of the HTTP library it uses (httpx2 in huggingface_hub 2.x, httpx in 1.x; found among the
+    modules it imported, so whichever it is)."""
+    import sys
+
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    found: list[type[BaseException]] = [LocalEntryNotFoundError]
+    for module in ("httpx2", "httpx"):
+        cls = getattr(sys.modules.get(module), "TransportError", None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+def require_hub(name: str, pulling: bool = False) -> None:
+    """Fail at once, with the remedy, when a download cannot happen. For `aigc models pull` itself
+    (`pulling`), the remedy is not that same command but what blocks it."""
     if is_offline():
+        if pulling:
+            raise ModelNotCachedError(
+                f"Cannot download {name}: offline mode is on (HF_HUB_OFFLINE=1 or --offline): "
+                "unset it to download"
+            )
         raise not_cached(name, "offline mode is on")
     if not hub_reachable():
+        if pulling:
+            raise ModelNotCachedError(
+                f"Cannot download {name}: the Hugging Face Hub cannot be reached: "
+                "check the network or proxy (HTTPS_PROXY), or run `aigc doctor`"
+            )
         raise not_cached(name, "the Hugging Face Hub cannot be reached")
 
 
@@ -94,13 +121,15 @@ def download(
     console: Console,
     name: str | None = None,
     before_weights: Callable[[Path], None] | None = None,
+    pulling: bool = False,
 ) -> Path:
     """Fetch what the pipeline needs into the Hugging Face cache; `before_weights(folder)` sees the
-    config files first (a modality check), so that a wrong model fails before gigabytes move."""
+    config files first (a modality check), so that a wrong model fails before gigabytes move.
+    `pulling`: asked for by `aigc models pull` (its failures name another remedy)."""
     from huggingface_hub import HfApi, hf_hub_download, snapshot_download
 
     name = name or repo
-    require_hub(name)
+    require_hub(name, pulling)
     files = [s.rfilename for s in HfApi().model_info(repo).siblings or []]
     wanted = pick_files(files)
     if before_weights is not None:
@@ -115,14 +144,16 @@ def download(
     return Path(snapshot_download(repo, allow_patterns=wanted))
 
 
-def fetch_files(repo: str, files: tuple[str, ...], name: str, console: Console) -> Path:
+def fetch_files(
+    repo: str, files: tuple[str, ...], name: str, console: Console, pulling: bool = False
+) -> Path:
     """Some files of a repo (a Piper voice), from the cache or the Hub; the folder of the first."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     cached = [try_to_load_from_cache(repo, f) for f in files]
     if all(isinstance(c, str) for c in cached):
         return Path(cached[0]).parent
-    require_hub(name)
+    require_hub(name, pulling)
     console.note(f"Downloading {name} from {repo} into the Hugging Face cache")
     paths = [hf_hub_download(repo, f) for f in files]
     return Path(paths[0]).parent

@@ -13,7 +13,7 @@ from .config import settings
 from .console import Console
 from .errors import ModelUnavailableError, WrongModalityError
 from .hub import cached_snapshot, download, fetch_files
-from .made_once import make_once
+from .made_once import make_once, safetensors_problem
 from .registry import ModelRef, ModelSpec
 
 SPEECH_MODEL_TYPES = {"vits", "speecht5", "fastspeech2_conformer", "bark", "seamless_m4t", "musicgen"}
@@ -181,11 +181,15 @@ def embedded_folder(spec: ModelSpec, console: Console) -> Path | None:
     if gguf is None:
         return None
     target = settings().home / "embedded" / f"{gguf.stem}-{gguf.stat().st_size}"
+
+    def announce(why: str | None) -> None:
+        if why is None:
+            console.info(f"Converting the embedded {spec.name} model once into {target} (about 20 s)...")
+        else:
+            console.warn(f"the converted {spec.name} model is damaged ({why}): converting it again")
+
     return make_once(
-        target,
-        "config.json",
-        lambda work: convert_gguf(gguf, work, console),
-        lambda: console.info(f"Converting the embedded {spec.name} model once into {target} (about 20 s)..."),
+        target, "config.json", lambda work: convert_gguf(gguf, work, console), announce, safetensors_problem
     )
 
 

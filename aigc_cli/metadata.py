@@ -58,35 +58,29 @@ def image_metadata(fmt: str, record: dict[str, Any]) -> dict[str, Any]:
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 
 
-def read_audio_metadata(path: Path) -> dict[str, Any]:
-    """The aigc record in an audio file's tags (WAV INFO, FLAC/OGG comments)."""
+class _NotThisKind(Exception):
+    """The file is not of the kind tried (not an image, not audio): try the other one."""
+
+
+def _read_audio(path: Path) -> tuple[str | None, dict[str, Any]]:
+    """(the aigc JSON or None, facts about the file) from an audio file's tags (WAV INFO, FLAC/OGG
+    comments)."""
     import soundfile
 
     try:
         with soundfile.SoundFile(path) as f:
             raw_json, frames, rate = f.comment, f.frames, f.samplerate
     except (RuntimeError, OSError) as exc:  # soundfile raises LibsndfileError, a RuntimeError
-        raise UsageError(f"Cannot read {path}: not an audio file aigc can read") from exc
-    try:
-        record = json.loads(raw_json) if raw_json else None
-    except ValueError as exc:
-        raise UsageError(f"{path} has a damaged aigc record: {exc}") from exc
-    if not isinstance(record, dict):
-        raise UsageError(f"{path} records no aigc parameters")
-    record.setdefault("duration", round(frames / rate, 3))
-    return record
+        raise _NotThisKind from exc
+    return raw_json or None, {"duration": round(frames / rate, 3) if rate else None}
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The aigc record a file carries; `parameters` added when present."""
+def _read_image(path: Path) -> tuple[str | None, dict[str, Any]]:
+    """(the aigc JSON or None, facts about the file) from PNG text chunks or JPEG/WebP EXIF."""
     from PIL import Image, UnidentifiedImageError
-
-    if path.suffix.lower() in AUDIO_SUFFIXES:
-        return read_audio_metadata(path)
 
     try:
         with Image.open(path) as image:
-            found: dict[str, Any] = {}
             text = getattr(image, "text", None) or {}
             raw_json = text.get("aigc")
             parameters = text.get("parameters")
@@ -96,17 +90,56 @@ def read_metadata(path: Path) -> dict[str, Any]:
             comment = exif.get_ifd(EXIF_IFD).get(EXIF_USER_COMMENT)
             if parameters is None and isinstance(comment, bytes) and comment.startswith(UNICODE_PREFIX):
                 parameters = comment[len(UNICODE_PREFIX) :].decode("utf-16-be", errors="replace")
-            found["format"] = image.format
-            found["size"] = list(image.size)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise UsageError(
-            f"Cannot read {path}: not an image aigc can read ({exc.__class__.__name__})"
-        ) from exc
+            found = {"parameters": parameters}
+    except UnidentifiedImageError as exc:
+        raise _NotThisKind from exc
+    except OSError as exc:
+        if exc.errno is not None:  # the file system's refusal (permissions...), not the content
+            raise
+        raise _NotThisKind from exc  # a damaged image
+    return raw_json, found
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The aigc record an image or audio file carries (`parameters` added for images, `duration` for
+    audio); a UsageError (exit 2) naming what is wrong otherwise: a missing file, a file that is neither
+    an image nor audio, one that records nothing of aigc's."""
+    if not path.exists():
+        raise UsageError(f"No such file: {path}")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder: give an image or audio file that aigc wrote")
+    readers = [_read_image, _read_audio]
+    if path.suffix.lower() in AUDIO_SUFFIXES:
+        readers.reverse()
+    for reader in readers:
+        try:
+            raw_json, found = reader(path)
+            break
+        except _NotThisKind:
+            continue
+        except OSError as exc:
+            raise UsageError(f"Cannot read {path}: {exc.strerror or exc}") from exc
+    else:
+        raise UsageError(f"{path} is neither an image nor audio that aigc wrote")
     if raw_json is None:
         raise UsageError(f"{path} records no aigc parameters")
     try:
         record = json.loads(raw_json)
     except ValueError as exc:
         raise UsageError(f"{path} has a damaged aigc record: {exc}") from exc
-    record.setdefault("parameters", parameters)
+    if not isinstance(record, dict):
+        raise UsageError(f"{path} records no aigc parameters")
+    for key, value in found.items():
+        record.setdefault(key, value)
+    return record
+
+
+def read_image_record(path: Path) -> dict[str, Any]:
+    """The record of an image aigc made (for `aigc image --from FILE`); a UsageError (exit 2) when FILE
+    is missing, is not such a file, or records another kind of run (a WAV from `aigc speak`)."""
+    record = read_metadata(path)
+    kind = record.get("kind")
+    if kind != "image":
+        made = f"a {kind} run" if isinstance(kind, str) and kind else "no image settings"
+        raise UsageError(f"{path} records {made}, not an image: --from takes an image aigc made")
     return record

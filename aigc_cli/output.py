@@ -19,14 +19,30 @@ IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"
 AUDIO_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
 
 
+def check_stdout() -> None:
+    """Fail before any work when stdout is closed (`aigc ... >&-`): the payload would go nowhere."""
+    if sys.stdout is None:
+        raise OutputError(
+            "Cannot write to stdout: it is closed (`>&-`): give aigc a file or a pipe to write to"
+        )
+
+
+def _stdout_failed(exc: OSError) -> OutputError:
+    return OutputError(f"Cannot write to stdout: {exc.strerror or exc}")
+
+
 def write_text(text: str) -> None:
-    """Write and flush at once, so that a pipe sees each token as it comes."""
+    """Write and flush at once, so that a pipe sees each token as it comes. A closed pipe is PipeClosed
+    (quiet, exit 0); any other failure (a full disk, a closed stdout) is OutputError (exit 4)."""
     if text:
+        check_stdout()
         try:
             sys.stdout.write(text)
             sys.stdout.flush()
         except BrokenPipeError as exc:
             raise PipeClosed() from exc
+        except OSError as exc:
+            raise _stdout_failed(exc) from exc
 
 
 def end_text(text: str) -> None:
@@ -41,11 +57,14 @@ def write_json_line(record: dict[str, Any]) -> None:
 
 def write_binary(data: bytes) -> None:
     """Bytes to stdout (the caller made sure it is not a terminal)."""
+    check_stdout()
     try:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     except BrokenPipeError as exc:
         raise PipeClosed() from exc
+    except OSError as exc:
+        raise _stdout_failed(exc) from exc
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -159,6 +178,7 @@ def plan_output(
             raise UsageError(f"-o - writes one {default} to stdout: use -o {example} for several (NAME-1...)")
         if terminal.stdout():
             raise bytes_to_terminal
+        check_stdout()
         return OutputPlan(kind, wanted or default, True, None, False, 1, False)
     if out is not None:
         path = Path(out)
@@ -183,6 +203,7 @@ def plan_output(
         return OutputPlan(kind, wanted or default, False, None, True, count, not json)
     if count > 1:
         raise UsageError(f"Several {noun}s cannot go to one stream: use -o {example} (NAME-1, NAME-2...)")
+    check_stdout()
     return OutputPlan(kind, wanted or default, True, None, False, 1, False)
 
 

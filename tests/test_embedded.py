@@ -93,3 +93,29 @@ def test_ctrl_c_exits_130_without_traceback(converted):
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130
     assert err.decode() == "aigc: error: interrupted\n"
+
+
+def test_a_damaged_conversion_is_made_again(converted, tmp_path):
+    """A truncated model.safetensors under AIGC_HOME/embedded (a full disk, a killed copy) is found by its
+    header, said on stderr, and converted again under the lock: the run still prints the same text."""
+    import shutil
+
+    home, env, results = converted
+    source = next(p for p in (home / "embedded").iterdir() if p.is_dir())
+    damaged_home = tmp_path / "home"
+    shutil.copytree(source, damaged_home / "embedded" / source.name)
+    weights = damaged_home / "embedded" / source.name / "model.safetensors"
+    with weights.open("r+b") as handle:
+        handle.truncate(weights.stat().st_size // 2)
+    again = subprocess.run(
+        [AIGC, "text", "Write a haiku about rain", *GREEDY, "--backend", "torch"],
+        env={**env, "AIGC_HOME": str(damaged_home)},
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert again.returncode == 0, again.stderr.decode()
+    assert again.stdout == results[0][0][0]
+    said = again.stderr.decode().splitlines()
+    assert said[0].startswith(f"aigc: warning: the converted smollm2 model is damaged ({weights} is truncated")
+    assert said[0].endswith("converting it again") and len(said) == 1, said
+    assert weights.stat().st_size == (source / "model.safetensors").stat().st_size

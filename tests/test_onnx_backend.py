@@ -53,7 +53,7 @@ def test_fp32_greedy_equals_transformers(tiny, home):
     expected = raw.generate(
         tiny["llama"], "Write a haiku about rain", chat=True, do_sample=False, max_new_tokens=24
     )
-    assert record["text"] == expected and record["backend"] == "onnx" and record["precision"] == "fp32"
+    assert record["text"] == expected and record["backend"] == "onnx" and record["precision"] == "float32"
     assert record["completion_tokens"] == 24 and record["sampling_matches_reference"] is True
     streamed = ok(
         run(

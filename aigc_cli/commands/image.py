@@ -29,11 +29,12 @@ def _read_record(from_file: str | None) -> dict[str, Any] | None:
 def _load_init_image(source: str, width: int | None, height: int | None):
     import sys
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-        image = Image.open(io.BytesIO(data)).convert("RGB")
+        # Upright as a viewer shows it (a phone photo's EXIF orientation), as diffusers' load_image does.
+        image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
         raise UsageError(f"Cannot read the init image {source}: {exc.__class__.__name__}") from exc
     target = (width or image.width // 8 * 8, height or image.height // 8 * 8)
@@ -84,6 +85,13 @@ def run_image(
     strength = s.strength if s.strength is not None else 0.75
     if init is not None and int(steps * strength) < 1:
         raise UsageError(f"--steps {steps} with --strength {strength} leaves no denoising step: raise either")
+    for what, text in (("prompt", prompt), ("negative prompt", s.negative)):
+        if text and (cut := engine.truncation(text)) is not None:
+            total, read, dropped = cut
+            console.warn(
+                f"the {what} is {total} tokens and {label}'s text encoder reads {read}: "
+                f'this part is dropped: "{dropped}"'
+            )
     seed = pick_seed(s.seed, console, count)
     request = ImageRequest(
         prompt=prompt,

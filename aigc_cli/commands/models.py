@@ -3,15 +3,25 @@ embedded ones."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from ..config import write_default_model
 from ..console import Console, terminal
-from ..errors import ModelUnavailableError, UsageError
+from ..errors import ModelNotCachedError, ModelUnavailableError, UsageError
 from ..output import write_json_line, write_text
-from ..registry import DEFAULT_MODELS, MODALITIES, SPECS, ModelSpec, lookup, resolve
+from ..registry import (
+    DEFAULT_MODELS,
+    MODALITIES,
+    PIPER_NAME,
+    PIPER_REPO,
+    SPECS,
+    ModelSpec,
+    lookup,
+    resolve,
+)
 from ..settings import configured
 from .doctor import folder_size, human_size
 
@@ -42,21 +52,119 @@ def _cache_repo_folder(repo: str) -> Path:
     return Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
 
 
+def _made_from_embedded() -> list[Path]:
+    """What aigc made from the embedded text model: its conversions (AIGC_HOME/embedded/*) and the ONNX
+    exports of them (AIGC_HOME/onnx/<conversion>-<key>-<precision>)."""
+    from ..config import settings
+
+    home = settings().home
+    converted = sorted(p for p in (home / "embedded").glob("*") if p.is_dir())
+    names = tuple(f"{p.name}-" for p in converted)
+    exports = sorted(p for p in (home / "onnx").glob("*") if p.is_dir() and p.name.startswith(names))
+    return converted + exports
+
+
+def _embedded_size(spec: ModelSpec, package: Path) -> int:
+    """What an embedded model takes on disk: the text model's GGUF and what aigc made from it; a voice's
+    package."""
+    if spec.modality != "text":
+        return folder_size(package)
+    from ..loading import embedded_gguf
+
+    gguf = embedded_gguf(spec)
+    return (gguf.stat().st_size if gguf else 0) + sum(folder_size(p) for p in _made_from_embedded())
+
+
+def _voice_facts(config: Path | None) -> dict[str, Any]:
+    """A Piper voice's language and speakers, from the .onnx.json beside its .onnx."""
+    facts: dict[str, Any] = {"language": None, "speakers": None, "speaker_names": None}
+    if config is None:
+        return facts
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return facts
+    if not isinstance(data, dict):
+        return facts
+    language = data.get("language")
+    if isinstance(language, dict):
+        facts["language"] = language.get("code")
+    ids = data.get("speaker_id_map")
+    names = sorted(ids, key=lambda n: ids[n]) if isinstance(ids, dict) else []
+    speakers = data.get("num_speakers")
+    facts["speakers"] = speakers if isinstance(speakers, int) and speakers > 0 else max(len(names), 1)
+    facts["speaker_names"] = names
+    return facts
+
+
+def _voice_config(folder: Path | None, voice: str | None = None) -> Path | None:
+    """The .onnx.json of the Piper voice in a folder (an embedded package's data/ folder too)."""
+    if folder is None:
+        return None
+    for place in (folder, folder / "data"):
+        configs = sorted(place.glob(f"{voice or '*'}.onnx.json"))
+        if configs:
+            return configs[0]
+    return None
+
+
+def _file_sizes(folder: Path, files: tuple[str, ...]) -> int:
+    """The size of some files of a repo, all in `folder` (the cached blobs they point to)."""
+    paths = [folder / Path(f).name for f in files]
+    return sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def _cached_piper_voices(covered: set[str]) -> list[dict[str, Any]]:
+    """Every Piper voice in the Hugging Face cache of rhasspy/piper-voices, but those an alias names."""
+    snapshots = _cache_repo_folder(PIPER_REPO) / "snapshots"
+    newest_first = sorted(
+        (p for p in snapshots.glob("*") if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    for snapshot in newest_first:
+        for config in sorted(snapshot.rglob("*.onnx.json")):
+            voice = config.name.removesuffix(".onnx.json")
+            onnx = config.with_name(f"{voice}.onnx")
+            if voice in rows or voice in covered or not onnx.is_file():
+                continue
+            rows[voice] = {
+                "name": voice,
+                "modality": "speech",
+                "source": "hub",
+                "repo": PIPER_REPO,
+                "license": None,
+                "offline": True,
+                "size": onnx.stat().st_size + config.stat().st_size,
+                "path": str(config.parent),
+                "description": f"Piper voice {voice}",
+                **_voice_facts(config),
+            }
+    return [rows[voice] for voice in sorted(rows)]
+
+
 def _rows(modality: str | None) -> list[dict[str, Any]]:
     from ..loading import detect_modality
 
     rows = []
     known_repos = set()
+    voices_of_aliases = set()
     for spec in SPECS:
         known_repos.add(spec.repo)
+        if spec.repo == PIPER_REPO and spec.files:
+            voices_of_aliases.add(Path(spec.files[0]).name.removesuffix(".onnx"))
         if modality and spec.modality != modality:
             continue
         source, folder = _spec_folder(spec)
-        size = (
-            folder_size(folder)
-            if source == "embedded" and folder
-            else folder_size(_cache_repo_folder(spec.repo))
-        )
+        if folder is None:
+            size = 0
+        elif source == "embedded":
+            size = _embedded_size(spec, folder)
+        elif spec.files:
+            size = _file_sizes(folder, spec.files)
+        else:
+            size = folder_size(_cache_repo_folder(spec.repo))
+        voice = Path(spec.files[0]).name.removesuffix(".onnx") if spec.files else None
+        facts = _voice_facts(_voice_config(folder, voice) if spec.modality == "speech" else None)
         rows.append(
             {
                 "name": spec.name,
@@ -65,11 +173,14 @@ def _rows(modality: str | None) -> list[dict[str, Any]]:
                 "repo": spec.repo,
                 "license": spec.license,
                 "offline": folder is not None,
-                "size": size if folder is not None else 0,
+                "size": size,
                 "path": str(folder) if folder else None,
                 "description": spec.description,
+                **facts,
             }
         )
+    if modality in (None, "speech"):
+        rows += _cached_piper_voices(voices_of_aliases)
     from huggingface_hub import scan_cache_dir
 
     try:
@@ -94,6 +205,7 @@ def _rows(modality: str | None) -> list[dict[str, Any]]:
                 "size": repo.size_on_disk,
                 "path": str(snapshot),
                 "description": described,
+                **_voice_facts(_voice_config(snapshot) if found == "speech" else None),
             }
         )
     return rows
@@ -106,22 +218,44 @@ def run_list(modality: str | None, as_json: bool) -> None:
         for row in rows:
             write_json_line(row)
         return
+    voices = modality == "speech"  # a speech list shows each voice's language and speakers
+    name_width = max([22] + [len(row["name"]) for row in rows])
+    header = ("NAME", "MODALITY", "SOURCE", "STATUS", "SIZE", "LANGUAGE", "SPEAKERS", "LICENSE", "REPO")
+    lines = [header]
     for row in rows:
-        mark = "offline" if row["offline"] else "download"
-        size = human_size(row["size"]) if row["offline"] else "-"
+        lines.append(
+            (
+                row["name"],
+                row["modality"] or "?",
+                row["source"],
+                "offline" if row["offline"] else "download",
+                human_size(row["size"]) if row["offline"] else "-",
+                row["language"] or "-",
+                str(row["speakers"]) if row["speakers"] else "-",
+                row["license"] or "-",
+                row["repo"],
+            )
+        )
+    for name, kind, source, mark, size, language, speakers, license, repo in lines:
+        middle = f"{language:<8} {speakers:>8}  " if voices else ""
         write_text(
-            f"{row['name']:<22} {row['modality'] or '?':<7} {row['source']:<9} {mark:<9} {size:>9}  "
-            f"{row['license'] or '-':<22} {row['repo']}\n"
+            f"{name:<{name_width}} {kind:<8} {source:<9} {mark:<9} {size:>9}  {middle}{license:<22} {repo}\n"
         )
 
 
 def _modality_of(name: str) -> str:
     spec = lookup(name)
-    return spec.modality if spec else "text"
+    if spec is not None:
+        return spec.modality
+    if PIPER_NAME.match(name) and not Path(name).exists():  # a Piper voice by its name: en_GB-alan-low
+        return "speech"
+    return "text"
 
 
 def run_pull(names: list[str], console: Console) -> None:
-    from ..hub import download, fetch_files
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    from ..hub import download, fetch_files, network_errors
 
     if not console.chatty:
         import huggingface_hub.utils
@@ -132,12 +266,23 @@ def run_pull(names: list[str], console: Console) -> None:
         if ref.folder is not None:
             raise UsageError(f"'{name}' is a local folder: nothing to pull")
         assert ref.repo is not None
-        if ref.files:
-            folder = fetch_files(ref.repo, ref.files, name, console)
-        else:
-            folder = download(ref.repo, console, name=name)
-        if ref.spec is not None and ref.spec.vocoder:
-            download(ref.spec.vocoder, console, name=ref.spec.vocoder)
+        try:
+            if ref.files:
+                folder = fetch_files(ref.repo, ref.files, name, console, pulling=True)
+            else:
+                folder = download(ref.repo, console, name=name, pulling=True)
+            if ref.spec is not None and ref.spec.vocoder:
+                download(ref.spec.vocoder, console, name=ref.spec.vocoder, pulling=True)
+        except OfflineModeIsEnabled as exc:
+            raise ModelNotCachedError(
+                f"Cannot download {name}: offline mode is on (HF_HUB_OFFLINE=1 or --offline): "
+                "unset it to download"
+            ) from exc
+        except network_errors() as exc:  # the Hub went away midway, or a proxy did not answer
+            raise ModelNotCachedError(
+                f"Cannot download {name}: the Hugging Face Hub cannot be reached: "
+                "check the network or proxy (HTTPS_PROXY), or run `aigc doctor`"
+            ) from exc
         write_text(f"{folder}\n")
 
 
@@ -150,20 +295,13 @@ def run_path(name: str) -> None:
 
 def run_rm(name: str, yes: bool) -> None:
     """Remove a model from the Hugging Face cache (or an embedded model's conversion and exports)."""
-    from ..config import settings
-
     spec = lookup(name)
     ref = resolve(name, spec.modality if spec else "text")
     if ref.folder is not None:
         raise UsageError(f"'{name}' is a local folder: aigc removes only what it downloaded or made")
     targets = []
     if spec is not None and spec.embedded and spec.modality == "text":
-        home = settings().home
-        converted = [p for p in (home / "embedded").glob("*") if p.is_dir()]
-        names = tuple(f"{p.name}-" for p in converted)
-        targets += converted + [
-            p for p in (home / "onnx").glob("*") if p.is_dir() and p.name.startswith(names)
-        ]
+        targets += _made_from_embedded()
     assert ref.repo is not None
     if not ref.files and _cache_repo_folder(ref.repo).is_dir():
         targets.append(_cache_repo_folder(ref.repo))
@@ -180,7 +318,8 @@ def run_rm(name: str, yes: bool) -> None:
         if not typer.confirm(
             f"Remove {name} ({human_size(size)}): {', '.join(map(str, targets))}?", err=True
         ):
-            raise UsageError("Nothing removed")
+            Console().info("Nothing removed")  # the user's answer, not a failure: exit 0
+            return
     for target in targets:
         shutil.rmtree(target)
     write_text(f"removed {name} ({human_size(size)})\n")

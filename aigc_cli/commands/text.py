@@ -10,7 +10,7 @@ from typing import Any
 from ..console import Console
 from ..engines import EngineKey
 from ..errors import UsageError
-from ..output import end_text, write_json_line, write_text
+from ..output import check_stdout, end_text, write_json_line, write_text
 from ..pool import default_pool
 from ..settings import resolve_settings
 from ..streams import read_prompt
@@ -20,9 +20,17 @@ from .common import Target, check_seeds, find_model, model_errors, pick_seed
 def run_text(
     prompt_arg: str | None, flags: dict[str, Any], stream: bool, as_json: bool, console: Console
 ) -> None:
-    from ..engines.text import TextRequest, check_template, generate_text, generation_config, stream_text
+    from ..engines.text import (
+        TextRequest,
+        check_template,
+        fit_to_context,
+        generate_text,
+        generation_config,
+        stream_text,
+    )
     from ..loading import quiet_libraries
 
+    check_stdout()  # a closed stdout fails before anything loads
     resolved = resolve_settings("text", flags)
     s = resolved.values
     system = s.system
@@ -56,7 +64,13 @@ def run_text(
         system=system,
         raw=bool(s.raw),
     )
-    # Greedy decoding ignores the seed: draw and report one only when sampling.
+    base, prompt_tokens = fit_to_context(engine, base)
+    if base.max_tokens < (s.max_tokens or 256) and s.max_tokens is not None:
+        console.warn(
+            f"--max-tokens {s.max_tokens} capped to {base.max_tokens}: {label} reads "
+            f"{engine.context_length} tokens in all and the prompt is {prompt_tokens}"
+        )
+    # Greedy decoding ignores the seed: draw and report one only when sampling (--json says null).
     sampling = generation_config(engine.base_config, base).do_sample
     seed = pick_seed(s.seed, console if sampling else Console(quiet=True), count)
     with model_errors(label):
@@ -74,7 +88,7 @@ def run_text(
                         "dtype": engine.dtype,
                         # onnxruntime-genai samples with its own generator: same seed, other text than torch.
                         "sampling_matches_reference": engine.backend == "torch" or not sampling,
-                        "seed": completion.seed,
+                        "seed": completion.seed if sampling else None,
                         "finish_reason": completion.finish_reason,
                         "prompt_tokens": completion.prompt_tokens,
                         "completion_tokens": completion.completion_tokens,

@@ -43,11 +43,13 @@ class TextEngine(Protocol):
     device: str
     dtype: str
     precision: str
-    """The numbers the weights run in: float32, bfloat16, fp32, int4."""
+    """The numbers the weights run in: float32, float16, bfloat16, int4."""
     tokenizer: Any
     """The model's transformers tokenizer: the chat template, encode, decode."""
     base_config: Any
     """The model's own transformers GenerationConfig (generation_config.json)."""
+    context_length: int | None
+    """Tokens the model reads in all, prompt and reply (its position table / trained context)."""
 
     def tokens(self, inputs: dict[str, Any], config: Any, seed: int) -> Iterator[list[int]]:
         """New token ids as they come, for `inputs` (input_ids, attention_mask: 1 x prompt tensors)

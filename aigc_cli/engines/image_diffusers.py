@@ -62,6 +62,20 @@ class DiffusersEngine:
             return "DPM++ 2M Karras"
         return SAMPLER_BY_CLASS.get(cls, cls)
 
+    def truncation(self, text: str) -> tuple[int, int, str] | None:
+        """What the text encoder will not read of `text`: (tokens in the text, tokens it reads, the
+        words dropped), or None when all of it fits. CLIP reads 77 tokens (start and end included);
+        diffusers cuts the rest, as this reports, the words taken as diffusers' own warning takes them."""
+        tokenizer = getattr(self.pipe, "tokenizer", None) or getattr(self.pipe, "tokenizer_2", None)
+        if tokenizer is None or not text:
+            return None
+        ids = tokenizer(text, truncation=False).input_ids
+        limit = tokenizer.model_max_length
+        if len(ids) <= limit:
+            return None
+        dropped = tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True)
+        return len(ids) - 2, limit - 2, dropped
+
     def _pipeline(self, request: ImageRequest) -> Any:
         """The pipeline for this request: the loaded one, or one sharing its components."""
         import diffusers

@@ -87,7 +87,7 @@ def exported(folder: Path, precision: str, console: Console) -> Path:
             target,
             "genai_config.json",
             lambda work: _export(folder, precision, work),
-            lambda: console.info(
+            lambda why: console.info(
                 f"aigc: exporting {folder.name} to ONNX ({precision}) once, into {target}..."
             ),
         )

@@ -47,6 +47,16 @@ class TransformersSpeechEngine:
 
     def check(self, request: SpeechRequest) -> None:
         self.forward_params(request)
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        if tokenizer is None:
+            return
+        for sentence in self.sentences(request.text):
+            if not tokenizer(sentence).input_ids:  # a character-level VITS drops what it cannot say
+                shown = sentence if len(sentence) <= 60 else sentence[:57] + "..."
+                raise UsageError(
+                    f'Nothing in "{shown}" is in the alphabet of {self.name}, which drops what it cannot '
+                    "say: spell numbers and symbols out in words"
+                )
 
     def forward_params(self, request: SpeechRequest) -> dict[str, Any]:
         params: dict[str, Any] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
@@ -93,6 +93,25 @@ def encode_prompt(tokenizer: Any, request: TextRequest) -> dict[str, Any]:
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
     )
+
+
+def fit_to_context(engine: TextEngine, request: TextRequest) -> tuple[TextRequest, int]:
+    """The request with max_tokens capped to the room the model's context leaves after the prompt, and
+    the prompt's length in tokens. Every backend agrees: a prompt that fills the context is refused
+    (UsageError, exit 2) rather than cut or failing mid-way (GPT-2's position table ends there; a RoPE
+    model would run on past what it was trained for)."""
+    prompt_tokens = int(encode_prompt(engine.tokenizer, request)["input_ids"].shape[-1])
+    limit = engine.context_length
+    if not limit:
+        return request, prompt_tokens
+    if prompt_tokens >= limit:
+        raise UsageError(
+            f"The prompt is {prompt_tokens} tokens and the model reads {limit} in all (prompt and reply): "
+            "shorten the prompt"
+        )
+    if request.max_tokens > limit - prompt_tokens:
+        request = replace(request, max_tokens=limit - prompt_tokens)
+    return request, prompt_tokens
 
 
 def generation_config(base: Any, request: TextRequest) -> Any:

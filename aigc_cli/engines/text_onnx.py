@@ -27,7 +27,8 @@ class OnnxTextEngine:
         self.model = og.Model(str(export))
         self.tokenizer = tokenizer
         self.base_config = base_config
-        self.precision = precision
+        # One vocabulary with the torch engine: the numbers the weights run in.
+        self.precision = "float32" if precision == "fp32" else precision
         self.dtype = "float32" if precision == "fp32" else precision
         genai = json.loads((export / "genai_config.json").read_text())
         self.context_length = genai["model"].get("context_length")

@@ -58,6 +58,10 @@ class TorchTextEngine:
         self.device = device
         self.base_config = model.generation_config
         self.dtype = self.precision = dtype_name(model.dtype)
+        config = model.config
+        self.context_length = getattr(config, "max_position_embeddings", None) or getattr(
+            config, "n_positions", None
+        )
 
     @classmethod
     def load(cls, key: EngineKey) -> TorchTextEngine:
