@@ -25,7 +25,7 @@ from .settings import ImageSettings, Knob, SpeechSettings, TextSettings, knobs
 app = typer.Typer(
     name="aigc",
     help="Generate text, images and speech from pretrained Hugging Face models, in shell pipelines.",
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -80,7 +80,9 @@ def _option(name: str, knob: Knob) -> inspect.Parameter:
         extra.append(knob.unit)
     help_text = knob.help + (f" ({'; '.join(extra)})" if extra else "")
     metavar = {list: "TEXT", bool: None, int: "INTEGER", float: "FLOAT", str: "TEXT"}[knob.kind]
-    option = typer.Option(*names, help=help_text, metavar=metavar, show_default=knob.default_text or False)
+    if knob.default_text:
+        help_text += f" Default: {knob.default_text}."
+    option = typer.Option(*names, help=help_text, metavar=metavar, show_default=False)
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
     )
@@ -207,7 +209,8 @@ def info(
 def doctor(
     json_out: JsonOpt = False,
     device: Annotated[
-        str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps or xpu [default: auto].")
+        str | None,
+        typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps or xpu. Default: auto."),
     ] = None,
     offline: OfflineOpt = False,
 ) -> None:

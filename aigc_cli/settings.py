@@ -23,6 +23,7 @@ from .device import DTYPE_NAMES
 from .engines import backends
 from .engines.image import SCHEDULERS
 from .errors import UsageError
+from .registry import DEFAULT_MODELS, lookup
 
 DEVICE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$")
 SEED_MAX = 2**32 - 1
@@ -84,15 +85,19 @@ def _multiple_of_8(value: int) -> str | None:
     return None if value > 0 and value % 8 == 0 else "must be a positive multiple of 8"
 
 
+def knob_env(modality: str) -> str:
+    return f"AIGC_{modality.upper()}_MODEL"
+
+
 def _model_knob(modality: str) -> Any:
     return knob(
         "Alias, Hub repo id or local folder.",
         str,
         flag="--model",
         short="-m",
-        env=f"AIGC_{modality.upper()}_MODEL",
+        env=knob_env(modality),
         in_record=modality == "image",
-        default_text=f"the {modality} alias default",
+        default_text=f"{knob_env(modality)}, else config.toml, else {DEFAULT_MODELS[modality]}",
     )
 
 
@@ -218,7 +223,7 @@ class ImageSettings:
     width: int | None = _size_knob("width")
     height: int | None = _size_knob("height")
     scheduler: str | None = knob(
-        "The sampler.",
+        f"The sampler: {', '.join(SCHEDULERS)}.",
         str,
         flag="--scheduler",
         choices=tuple(SCHEDULERS),
@@ -412,8 +417,6 @@ def resolve_settings(
         if checked:
             values[name], sources[name] = checked[0]
     if "model" not in values:
-        from .registry import DEFAULT_MODELS
-
         values["model"], sources["model"] = DEFAULT_MODELS[modality], "default"
     alias, defaults = (alias_defaults or _registry_defaults)(values["model"])
     for name, value in defaults.items():
@@ -433,7 +436,5 @@ def configured(modality: str, key: str) -> tuple[Any, str]:
 
 
 def _registry_defaults(model: str) -> tuple[str, Mapping[str, Any]]:
-    from .registry import lookup
-
     spec = lookup(model)
     return (spec.name, spec.defaults) if spec is not None else (model, {})
