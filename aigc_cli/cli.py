@@ -237,9 +237,13 @@ def models_list(
 def models_pull(
     names: Annotated[list[str], typer.Argument(help="Aliases or Hub repo ids.")],
     quiet: QuietOpt = False,
+    offline: OfflineOpt = False,
 ) -> None:
     """Download models into the Hugging Face cache (only the files the pipeline needs)."""
     from .commands.models import run_pull
+
+    if offline:
+        go_offline()
 
     run_pull(names, Console(quiet=quiet))
 

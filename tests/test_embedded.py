@@ -121,6 +121,8 @@ def test_a_damaged_conversion_is_made_again(converted, tmp_path):
     assert again.returncode == 0, again.stderr.decode()
     assert again.stdout == results[0][0][0]
     said = again.stderr.decode().splitlines()
-    assert said[0].startswith(f"aigc: warning: the converted smollm2 model is damaged ({weights} is truncated")
+    assert said[0].startswith(
+        f"aigc: warning: the converted smollm2 model is damaged ({weights} is truncated"
+    )
     assert said[0].endswith("converting it again") and len(said) == 1, said
     assert weights.stat().st_size == (source / "model.safetensors").stat().st_size

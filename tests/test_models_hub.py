@@ -84,13 +84,22 @@ def test_first_use_downloads_and_checks_modality_before_weights(aigc, hub):
 def test_pull_offline_and_unreachable_fail_fast(aigc):
     offline = aigc("models", "pull", "acme/tiny-chat")
     assert offline.returncode == 3 and offline.stderr.decode() == (
-        "aigc: error: Model 'acme/tiny-chat' is not cached and offline mode is on: "
-        "run `aigc models pull acme/tiny-chat` online\n"
+        "aigc: error: Cannot download acme/tiny-chat: offline mode is on (HF_HUB_OFFLINE=1 or --offline): "
+        "unset it to download\n"
     )
     down = aigc(
         "models", "pull", "acme/tiny-chat", env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
     )
-    assert down.returncode == 3 and "the Hugging Face Hub cannot be reached" in down.stderr.decode()
+    assert down.returncode == 3 and down.stderr.decode() == (
+        "aigc: error: Cannot download acme/tiny-chat: the Hugging Face Hub cannot be reached: "
+        "check the network or proxy (HTTPS_PROXY), or run `aigc doctor`\n"
+    )
+    # Any other command still names the pull that fetches the model.
+    used = aigc("text", "hi", "-m", "acme/tiny-chat")
+    assert used.returncode == 3 and used.stderr.decode() == (
+        "aigc: error: Model 'acme/tiny-chat' is not cached and offline mode is on: "
+        "run `aigc models pull acme/tiny-chat` online\n"
+    )
 
 
 def test_config_precedence_flag_env_file_registry(aigc, tiny, isolated):

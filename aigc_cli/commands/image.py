@@ -21,9 +21,9 @@ from .common import check_seeds, find_model, model_errors, pick_seed
 def _read_record(from_file: str | None) -> dict[str, Any] | None:
     if from_file is None:
         return None
-    from ..metadata import read_metadata
+    from ..metadata import read_image_record
 
-    return read_metadata(Path(from_file))
+    return read_image_record(Path(from_file))
 
 
 def _load_init_image(source: str, width: int | None, height: int | None):
