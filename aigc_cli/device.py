@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -41,10 +43,36 @@ def available_devices() -> list[str]:
     return found
 
 
+def accelerator_possible() -> bool:
+    """Whether this machine could have a CUDA, ROCm, MPS or XPU device, judged without importing torch
+    (seconds): a GPU's device node, WSL's GPU bridge, an Apple Silicon Mac, an Intel render node. False
+    means the CPU for sure; True means torch must be asked."""
+    import glob
+    import platform
+
+    if platform.system() == "Darwin":
+        return platform.machine() == "arm64"
+    if platform.system() != "Linux":
+        return True
+    if any(os.path.exists(node) for node in ("/dev/nvidiactl", "/dev/nvidia0", "/dev/kfd", "/dev/dxg")):
+        return True
+    from pathlib import Path
+
+    for vendor in glob.glob("/sys/class/drm/renderD*/device/vendor"):
+        with contextlib.suppress(OSError):
+            if Path(vendor).read_text().strip() == "0x8086":  # Intel: possibly an XPU
+                return True
+    return False
+
+
 @lru_cache(maxsize=8)
 def pick_device(requested: str = "auto") -> DeviceChoice:
     """`auto` takes cuda, then mps, then xpu, then cpu; a named device must exist."""
     requested = (requested or "auto").strip().lower()
+    if requested == "cpu":
+        return DeviceChoice("cpu", "asked for")
+    if requested == "auto" and not accelerator_possible():
+        return DeviceChoice("cpu", "auto: no CUDA, MPS or XPU device found")
     found = available_devices()
     if requested == "auto":
         first = found[0]

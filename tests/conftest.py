@@ -67,3 +67,30 @@ def run_aigc(*args: str, input: bytes | str | None = None, env: dict[str, str] |
 @pytest.fixture
 def aigc():
     return run_aigc
+
+
+HEAVY_PROBE = """
+import sys
+sys.argv = ["aigc", *sys.argv[1:]]
+from aigc_cli.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+heavy = [m for m in ("torch", "transformers", "diffusers") if m in sys.modules]
+print("HEAVY", heavy, file=sys.stderr)
+"""
+
+
+def heavy_imports(*args: str, env: dict[str, str] | None = None):
+    """Run aigc's main() with these arguments in a fresh interpreter: (heavy modules it imported, the
+    completed process)."""
+    result = subprocess.run(
+        [sys.executable, "-c", HEAVY_PROBE, *args],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+    last = result.stderr.decode().splitlines()[-1]
+    assert last.startswith("HEAVY "), result.stderr.decode()
+    return eval(last.removeprefix("HEAVY ")), result

@@ -169,10 +169,10 @@ class _WithTokenizer:
     def __init__(self, engine, tokenizer):
         self.engine = engine
         self.tokenizer = tokenizer
-        self.base_config = engine.base_config
+        self.generation_defaults = engine.generation_defaults
 
-    def tokens(self, inputs, config, seed):
-        return self.engine.tokens(inputs, config, seed)
+    def tokens(self, prompt_ids, settings, seed):
+        return self.engine.tokens(prompt_ids, settings, seed)
 
 
 class _ScriptedEngine:
@@ -180,11 +180,11 @@ class _ScriptedEngine:
 
     def __init__(self, engine, ids):
         self.tokenizer = engine.tokenizer
-        self.base_config = engine.base_config
+        self.generation_defaults = engine.generation_defaults
         self.ids = ids
 
-    def tokens(self, inputs, config, seed):
-        for i in self.ids[: config.max_new_tokens]:
+    def tokens(self, prompt_ids, settings, seed):
+        for i in self.ids[: settings.max_new_tokens]:
             yield [i]
 
 
@@ -200,7 +200,7 @@ def test_incremental_decoding_is_linear(tiny):
     # The tiny random models emit many stray bytes: a character held back waits for more tokens.
     assert counting.decoded_ids <= 6 * n + 10, (counting.decoded_ids, n)
     # Plain text from a scripted engine: 3 ids a token.
-    ids = engine.tokenizer(" ".join(CORPUS), add_special_tokens=False)["input_ids"][:100]
+    ids = engine.tokenizer.tokenizer(" ".join(CORPUS), add_special_tokens=False)["input_ids"][:100]
     counting = _CountingTokenizer(engine.tokenizer)
     request = TextRequest("anything", seed=0, max_tokens=len(ids), raw=True)
     completion = generate_text(_ScriptedEngine(_WithTokenizer(engine, counting), ids), request)
@@ -209,14 +209,14 @@ def test_incremental_decoding_is_linear(tiny):
 
 
 def test_incremental_decoder_holds_a_split_character(tiny):
-    tokenizer = text_engine(tiny["llama"]).tokenizer
-    ids = tokenizer("Café, naïve 日本 🙂 déjà vu", add_special_tokens=False)["input_ids"]
+    tokenizer = text_engine(tiny["llama"]).tokenizer  # engines.tokenizer: decode() as aigc decodes
+    ids = tokenizer.tokenizer("Café, naïve 日本 🙂 déjà vu", add_special_tokens=False)["input_ids"]
     # Some tokens are parts of a character (the byte-level BPE splits the ones it has not merged).
     assert any(tokenizer.decode([i]).endswith("\ufffd") for i in ids)
     decoder = IncrementalDecoder(tokenizer)
     pieces = [decoder.add([i]) for i in ids]
     assert all("\ufffd" not in piece for piece in pieces)
-    assert "".join(pieces) == tokenizer.decode(ids, skip_special_tokens=True) == "Café, naïve 日本 🙂 déjà vu"
+    assert "".join(pieces) == tokenizer.decode(ids) == "Café, naïve 日本 🙂 déjà vu"
 
 
 def test_stream_that_ends_inside_a_character_equals_raw_decode(tiny):
@@ -224,12 +224,12 @@ def test_stream_that_ends_inside_a_character_equals_raw_decode(tiny):
     `tokenizer.decode` shows them as U+FFFD, and so must the completion."""
     engine = text_engine(tiny["llama"])
     tokenizer = engine.tokenizer
-    ids = tokenizer("Café 日", add_special_tokens=False)["input_ids"]
+    ids = tokenizer.tokenizer("Café 日", add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids[-1:]) == "\ufffd"  # 日 is three byte tokens
     ids = ids[:-1]  # generation ends after two of its three bytes
     request = TextRequest("anything", seed=0, max_tokens=len(ids), raw=True)
     chunks = list(stream_text(_ScriptedEngine(engine, ids), request))
-    expected = tokenizer.decode(ids, skip_special_tokens=True)
+    expected = tokenizer.tokenizer.decode(ids, skip_special_tokens=True)
     assert expected.endswith("\ufffd")
     assert chunks[-1].completion.text == expected
     assert "".join(c.text for c in chunks) == expected

@@ -126,3 +126,12 @@ def test_a_damaged_conversion_is_made_again(converted, tmp_path):
     )
     assert said[0].endswith("converting it again") and len(said) == 1, said
     assert weights.stat().st_size == (source / "model.safetensors").stat().st_size
+
+
+def test_the_embedded_tokenizer_without_transformers_gives_the_same_ids(converted):
+    """SmolLM2's chat template and tokenizer.json through engines.tokenizer equal transformers'."""
+    from test_tokenizer import assert_same, pair
+
+    home, _, _ = converted
+    folder = next(p for p in (home / "embedded").iterdir() if p.is_dir())
+    assert_same(*pair(folder))

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 import raw
-from conftest import AIGC
+from conftest import AIGC, heavy_imports
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("onnxruntime_genai") is None, reason="onnxruntime-genai is not installed"
@@ -175,3 +175,16 @@ def test_concurrent_first_use_exports_once(tiny, tmp_path):
     assert sum(b"exporting" in err for (_, err), _ in outputs) == 1
     folders = [p for p in (tmp_path / "fresh" / "onnx").iterdir() if p.is_dir()]
     assert len(folders) == 1 and (folders[0] / "genai_config.json").is_file()
+
+
+def test_the_onnx_path_imports_neither_torch_nor_transformers(tiny, home):
+    """Once the export exists, `aigc text` on the onnx backend runs on onnxruntime-genai, tokenizers and
+    jinja2 alone; the text equals the torch backend's."""
+    args = ["text", "Café, naïve: a haiku about rain", "-m", str(tiny["llama"]), *GREEDY, "--backend", "onnx"]
+    first = ok(run(*args, env=home))  # exports once if no test did yet (that needs torch)
+    heavy, probe = heavy_imports(*args, env=home)
+    assert heavy == [] and probe.stdout == first.stdout
+    torch_run = ok(run(*args[:-1], "torch", env=home))
+    assert torch_run.stdout == first.stdout
+    system = ok(run(*args, "--system", "Be brief.", env=home))
+    assert system.stdout == ok(run(*args[:-1], "torch", "--system", "Be brief.", env=home)).stdout

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import raw
 import soundfile
-from conftest import AIGC
+from conftest import AIGC, heavy_imports
 from test_pipes_and_terminals import run_in_pty
 from tiny_speech import build_speecht5
 
@@ -300,3 +300,9 @@ def test_speecht5_with_its_vocoder_and_an_x_vector_equals_raw(aigc, speecht5, tm
         result.stderr.decode()
         == "aigc: error: SpeechT5 needs a speaker x-vector: --voice FILE.npy (16 floats)\n"
     )
+
+
+@needs_piper
+def test_the_piper_path_imports_neither_torch_nor_transformers(tmp_path):
+    heavy, result = heavy_imports("speak", "Hello there, how are you today?", "-o", str(tmp_path / "x.wav"))
+    assert result.returncode == 0 and heavy == [] and (tmp_path / "x.wav").is_file()

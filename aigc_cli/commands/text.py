@@ -25,8 +25,10 @@ def run_text(
         check_template,
         fit_to_context,
         generate_text,
-        generation_config,
         stream_text,
+    )
+    from ..engines.text import (
+        sampling as settings_for,
     )
     from ..loading import quiet_libraries
 
@@ -44,8 +46,9 @@ def run_text(
     # A missing model fails here, before torch is imported.
     target = find_model("text", s.model, s.device, s.dtype, console, bool(s.trust_remote_code))
     label = target.ref.label
-    quiet_libraries(console)
     key = text_engine_key(target, s, console)
+    if key.backend == "torch":  # the onnx path imports neither transformers nor torch
+        quiet_libraries(console)
     with console.status(f"Loading {label} on {target.device.device}"), model_errors(label):
         engine = default_pool().get(key)
     console.note(
@@ -71,7 +74,7 @@ def run_text(
             f"{engine.context_length} tokens in all and the prompt is {prompt_tokens}"
         )
     # Greedy decoding ignores the seed: draw and report one only when sampling (--json says null).
-    sampling = generation_config(engine.base_config, base).do_sample
+    sampling = settings_for(engine.generation_defaults, base).do_sample
     seed = pick_seed(s.seed, console if sampling else Console(quiet=True), count)
     with model_errors(label):
         for index in range(count):

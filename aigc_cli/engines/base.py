@@ -45,15 +45,16 @@ class TextEngine(Protocol):
     precision: str
     """The numbers the weights run in: float32, float16, bfloat16, int4."""
     tokenizer: Any
-    """The model's transformers tokenizer: the chat template, encode, decode."""
-    base_config: Any
-    """The model's own transformers GenerationConfig (generation_config.json)."""
+    """encode(text), encode_chat(messages), decode(ids) and chat_template (engines.tokenizer)."""
+    generation_defaults: dict[str, Any]
+    """The model's own generation settings (generation_config.json): do_sample, temperature, top_k, top_p,
+    repetition_penalty, eos_token_id."""
     context_length: int | None
     """Tokens the model reads in all, prompt and reply (its position table / trained context)."""
 
-    def tokens(self, inputs: dict[str, Any], config: Any, seed: int) -> Iterator[list[int]]:
-        """New token ids as they come, for `inputs` (input_ids, attention_mask: 1 x prompt tensors)
-        under `config` (a GenerationConfig) and `seed`. Closing the iterator stops generation."""
+    def tokens(self, prompt_ids: list[int], settings: Any, seed: int) -> Iterator[list[int]]:
+        """New token ids as they come, after the prompt's, under `settings` (engines.text.Sampling) and
+        `seed`. Closing the iterator stops generation."""
         ...
 
 

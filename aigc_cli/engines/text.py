@@ -2,9 +2,10 @@
 collects it. Nothing here prints.
 
 Results equal the raw library's: the prompt is encoded as `tokenizer.apply_chat_template` (or plain
-`tokenizer(prompt)` when raw) encodes it, the engine generates with the model's GenerationConfig and the
-request's settings on top, and the text is `tokenizer.decode(new_tokens, skip_special_tokens=True)`,
-decoded incrementally (each token costs one short decode, not a decode of everything so far).
+`tokenizer(prompt)` when raw) encodes it, the engine generates with the model's generation defaults and the
+request's settings on top (`Sampling`), and the text is `tokenizer.decode(new_tokens,
+skip_special_tokens=True)`, decoded incrementally (each token costs one short decode, not a decode of
+everything so far). Nothing here imports torch or transformers: the engines do, where they need them.
 """
 
 from __future__ import annotations
@@ -69,6 +70,79 @@ class TextChunk:
     """Set on the last chunk only."""
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """The generation settings that run: the model's own defaults (its generation_config.json) with the
+    request's on top, as transformers' GenerationConfig would hold them."""
+
+    do_sample: bool
+    temperature: float | None
+    top_k: int | None
+    top_p: float | None
+    repetition_penalty: float | None
+    max_new_tokens: int
+    eos_token_ids: tuple[int, ...]
+    """Tokens that end generation."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """What --json reports of them."""
+        keys = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens")
+        return {key: getattr(self, key) for key in keys}
+
+
+# What transformers' generate uses for a setting the model's generation config leaves unset (None):
+# GenerationConfig._get_default_generation_params in transformers 5.
+GENERATION_DEFAULTS: dict[str, Any] = {
+    "do_sample": False,
+    "temperature": 1.0,
+    "top_k": 50,
+    "top_p": 1.0,
+    "repetition_penalty": 1.0,
+}
+
+
+def generation_defaults(folder: Any) -> dict[str, Any]:
+    """A model's own generation settings as transformers reads them, without transformers:
+    generation_config.json, else the model's config.json; None where neither sets one."""
+    import json
+    from pathlib import Path
+
+    def read(name: str) -> dict[str, Any]:
+        path = Path(folder) / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    own = read("generation_config.json") or read("config.json")
+    found = {key: own.get(key) for key in GENERATION_DEFAULTS}
+    found["eos_token_id"] = own.get("eos_token_id", read("config.json").get("eos_token_id"))
+    return found
+
+
+def sampling(defaults: dict[str, Any], request: TextRequest) -> Sampling:
+    """The model's defaults (None: transformers' own) with the request's settings on top. temperature 0
+    means greedy; greedy clears temperature, top_k and top_p (they do not apply)."""
+
+    def own(key: str) -> Any:
+        value = defaults.get(key)
+        return GENERATION_DEFAULTS[key] if value is None else value
+
+    do_sample = bool(own("do_sample"))
+    temperature = own("temperature")
+    if request.temperature is not None:
+        do_sample = request.temperature > 0
+        if request.temperature > 0:
+            temperature = request.temperature
+    top_k = request.top_k if request.top_k is not None else own("top_k")
+    top_p = request.top_p if request.top_p is not None else own("top_p")
+    penalty = (
+        request.repetition_penalty if request.repetition_penalty is not None else own("repetition_penalty")
+    )
+    eos = defaults.get("eos_token_id")
+    eos_ids = tuple(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    if not do_sample:
+        temperature, top_k, top_p = None, None, None
+    return Sampling(do_sample, temperature, top_k, top_p, penalty, request.max_tokens, eos_ids)
+
+
 def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
@@ -80,19 +154,15 @@ def check_template(tokenizer: Any, raw: bool, system: str | None) -> None:
         raise UsageError(f"--system needs the chat template ({why})")
 
 
-def encode_prompt(tokenizer: Any, request: TextRequest) -> dict[str, Any]:
-    """input_ids and attention_mask: the chat template unless raw or the model has none."""
+def encode_prompt(tokenizer: Any, request: TextRequest) -> list[int]:
+    """The prompt's token ids: the chat template unless raw or the model has none (engines.tokenizer)."""
     check_template(tokenizer, request.raw, request.system)
     if request.raw or not has_chat_template(tokenizer):
-        return dict(tokenizer(request.prompt, return_tensors="pt"))
+        return tokenizer.encode(request.prompt)
     messages = [{"role": "user", "content": request.prompt}]
     if request.system is not None:
         messages.insert(0, {"role": "system", "content": request.system})
-    return dict(
-        tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-    )
+    return tokenizer.encode_chat(messages)
 
 
 def fit_to_context(engine: TextEngine, request: TextRequest) -> tuple[TextRequest, int]:
@@ -100,7 +170,7 @@ def fit_to_context(engine: TextEngine, request: TextRequest) -> tuple[TextReques
     the prompt's length in tokens. Every backend agrees: a prompt that fills the context is refused
     (UsageError, exit 2) rather than cut or failing mid-way (GPT-2's position table ends there; a RoPE
     model would run on past what it was trained for)."""
-    prompt_tokens = int(encode_prompt(engine.tokenizer, request)["input_ids"].shape[-1])
+    prompt_tokens = len(encode_prompt(engine.tokenizer, request))
     limit = engine.context_length
     if not limit:
         return request, prompt_tokens
@@ -112,35 +182,6 @@ def fit_to_context(engine: TextEngine, request: TextRequest) -> tuple[TextReques
     if request.max_tokens > limit - prompt_tokens:
         request = replace(request, max_tokens=limit - prompt_tokens)
     return request, prompt_tokens
-
-
-def generation_config(base: Any, request: TextRequest) -> Any:
-    """The model's GenerationConfig (`base`) with the request's settings on top."""
-    import copy
-
-    config = copy.deepcopy(base)
-    config.max_new_tokens = request.max_tokens
-    config.max_length = None
-    if request.temperature is not None:
-        config.do_sample = request.temperature > 0
-        if request.temperature > 0:
-            config.temperature = request.temperature
-    for name in ("top_k", "top_p", "repetition_penalty"):
-        value = getattr(request, name)
-        if value is not None:
-            setattr(config, name, value)
-    if not config.do_sample:
-        # Greedy: sampling knobs do not apply; clearing them keeps transformers from warning.
-        config.temperature, config.top_k, config.top_p = None, None, None
-    if config.pad_token_id is None and config.eos_token_id is not None:
-        eos = config.eos_token_id
-        config.pad_token_id = eos[0] if isinstance(eos, list) else eos
-    return config
-
-
-def sampling_settings(config: Any) -> dict[str, Any]:
-    keys = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens")
-    return {key: getattr(config, key, None) for key in keys}
 
 
 def _safe_end(text: str, stops: tuple[str, ...]) -> int:
@@ -169,7 +210,7 @@ class IncrementalDecoder:
         self.read_offset = 0
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self.tokenizer.decode(ids)
 
     def add(self, ids: list[int]) -> str:
         self.ids.extend(ids)
@@ -202,10 +243,9 @@ def stream_text(engine: TextEngine, request: TextRequest) -> Iterator[TextChunk]
     string, a closed pipe, Ctrl-C) stops generation at the next token.
     """
     tokenizer = engine.tokenizer
-    inputs = encode_prompt(tokenizer, request)
-    config = generation_config(engine.base_config, request)
-    eos = config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    prompt_ids = encode_prompt(tokenizer, request)
+    settings = sampling(engine.generation_defaults, request)
+    eos_ids = set(settings.eos_token_ids)
     started = time.perf_counter()
     first_at = last_at = started
     decoder = IncrementalDecoder(tokenizer)
@@ -213,7 +253,7 @@ def stream_text(engine: TextEngine, request: TextRequest) -> Iterator[TextChunk]
     shown = 0
     text = ""
     finish_reason = "length"
-    tokens = engine.tokens(inputs, config, request.seed)
+    tokens = engine.tokens(prompt_ids, settings, request.seed)
     try:
         for item in tokens:
             last_at = time.perf_counter()
@@ -241,7 +281,7 @@ def stream_text(engine: TextEngine, request: TextRequest) -> Iterator[TextChunk]
     completion = Completion(
         text=text,
         finish_reason=finish_reason,
-        prompt_tokens=int(inputs["input_ids"].shape[-1]),
+        prompt_tokens=len(prompt_ids),
         completion_tokens=len(generated),
         seed=request.seed,
         time_to_first_token=round(first_at - started, 4),
@@ -249,7 +289,7 @@ def stream_text(engine: TextEngine, request: TextRequest) -> Iterator[TextChunk]
         if len(generated) > 1 and decode_time
         else 0.0,
         seconds=round(last_at - started, 4),
-        settings=sampling_settings(config),
+        settings=settings.as_dict(),
     )
     yield TextChunk(text[shown:], completion)
 

@@ -14,19 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from .base import EngineKey
+from .text import Sampling
 
 
 class OnnxTextEngine:
     backend = "onnx"
     device = "cpu"
 
-    def __init__(self, export: Path, tokenizer: Any, base_config: Any, precision: str) -> None:
+    def __init__(
+        self, export: Path, tokenizer: Any, generation_defaults: dict[str, Any], precision: str
+    ) -> None:
         import onnxruntime_genai as og
 
         self.og = og
         self.model = og.Model(str(export))
         self.tokenizer = tokenizer
-        self.base_config = base_config
+        self.generation_defaults = generation_defaults
         # One vocabulary with the torch engine: the numbers the weights run in.
         self.precision = "float32" if precision == "fp32" else precision
         self.dtype = "float32" if precision == "fp32" else precision
@@ -35,22 +38,25 @@ class OnnxTextEngine:
 
     @classmethod
     def load(cls, key: EngineKey) -> OnnxTextEngine:
-        """key.options: export (the folder onnx_export.exported made), precision (fp32 or int4)."""
-        from transformers import GenerationConfig
+        """key.options: export (the folder onnx_export.exported made), precision (fp32 or int4).
 
-        from ..loading import load_tokenizer
+        Neither torch nor transformers is imported: the tokenizer is the `tokenizers` library with the
+        chat template rendered as transformers renders it (engines.tokenizer), and the generation defaults
+        are read from generation_config.json."""
+        from .text import generation_defaults
+        from .tokenizer import FastTokenizer
 
         folder = Path(key.folder)
-        tokenizer = load_tokenizer(folder, bool(key.option("trust_remote_code")))
-        try:
-            base = GenerationConfig.from_pretrained(folder)
-        except OSError:  # no generation_config.json: the model config's defaults, as transformers does
-            base = GenerationConfig.from_model_config(json.loads((folder / "config.json").read_text()))
-        return cls(Path(key.option("export")), tokenizer, base, key.option("precision", "fp32"))
+        return cls(
+            Path(key.option("export")),
+            FastTokenizer(folder),
+            generation_defaults(folder),
+            key.option("precision", "fp32"),
+        )
 
-    def tokens(self, inputs: dict[str, Any], config: Any, seed: int) -> Iterator[list[int]]:
+    def tokens(self, prompt_ids: list[int], config: Sampling, seed: int) -> Iterator[list[int]]:
         """New token ids one at a time; stopping early is just not asking for the next one."""
-        ids = inputs["input_ids"][0].tolist()
+        ids = prompt_ids
         options: dict[str, Any] = {
             "max_length": len(ids) + config.max_new_tokens,
             "do_sample": bool(config.do_sample),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 from collections.abc import Iterator
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import EngineKey
+from .text import Sampling
 
 
 class _QueueStreamer:
@@ -52,11 +54,16 @@ class TorchTextEngine:
 
     def __init__(self, model: Any, tokenizer: Any, device: str) -> None:
         from ..device import dtype_name
+        from .tokenizer import TransformersTokenizer
 
         self.model = model
-        self.tokenizer = tokenizer
+        self.tokenizer = TransformersTokenizer(tokenizer)
         self.device = device
-        self.base_config = model.generation_config
+        own = model.generation_config
+        self.generation_defaults = {
+            key: getattr(own, key, None)
+            for key in ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "eos_token_id")
+        }
         self.dtype = self.precision = dtype_name(model.dtype)
         config = model.config
         self.context_length = getattr(config, "max_position_embeddings", None) or getattr(
@@ -73,12 +80,29 @@ class TorchTextEngine:
         )
         return cls(model, tokenizer, key.device)
 
-    def tokens(self, inputs: dict[str, Any], config: Any, seed: int) -> Iterator[list[int]]:
+    def generation_config(self, settings: Sampling) -> Any:
+        """The model's own GenerationConfig with the settings that run on top."""
+        config = copy.deepcopy(self.model.generation_config)
+        config.max_new_tokens = settings.max_new_tokens
+        config.max_length = None
+        config.do_sample = settings.do_sample
+        # Greedy clears temperature, top_k and top_p (None): they do not apply, and transformers warns.
+        config.temperature, config.top_k, config.top_p = settings.temperature, settings.top_k, settings.top_p
+        config.repetition_penalty = settings.repetition_penalty
+        if config.pad_token_id is None and config.eos_token_id is not None:
+            eos = config.eos_token_id
+            config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+        return config
+
+    def tokens(self, prompt_ids: list[int], settings: Sampling, seed: int) -> Iterator[list[int]]:
         """New token ids as they come. Closing the iterator stops generation at the next token."""
+        import torch
         import transformers
         from transformers import StoppingCriteriaList
 
-        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        input_ids = torch.tensor([prompt_ids], device=self.model.device)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        config = self.generation_config(settings)
         sink: queue.Queue = queue.Queue()
         finished = threading.Event()
 
