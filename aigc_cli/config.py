@@ -32,6 +32,31 @@ def settings() -> Settings:
     )
 
 
+def home_problem() -> str | None:
+    """What keeps aigc from keeping files in AIGC_HOME (a file in its place, no permission), or None."""
+    import os as _os
+
+    home = settings().home
+    existing = next((p for p in (home, *home.parents) if p.exists()), None)
+    if existing is None:
+        return None
+    if not existing.is_dir():
+        return f"AIGC_HOME ({home}) is not a folder: {existing} is a file; point AIGC_HOME at a folder"
+    if not _os.access(existing, _os.W_OK | _os.X_OK):
+        return f"AIGC_HOME ({home}) cannot be written: no permission on {existing}"
+    return None
+
+
+def ensure_home(path: Path) -> None:
+    """Make `path` (a folder under AIGC_HOME), or raise UsageError (exit 2) saying what is wrong."""
+    from .errors import UsageError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(home_problem() or f"Cannot make {path}: {exc.strerror or exc}") from exc
+
+
 def is_offline() -> bool:
     """HF_HUB_OFFLINE (set by --offline too): never touch the network."""
     return _flag("HF_HUB_OFFLINE") or _flag("TRANSFORMERS_OFFLINE")
@@ -76,8 +101,10 @@ def _parse_config(path: Path, mtime_ns: int, size: int) -> dict[str, dict[str, o
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"Cannot read {path}: {exc}") from exc
     for section, values in data.items():
-        if section not in SCHEMAS or not isinstance(values, dict):
+        if section not in SCHEMAS:
             raise UsageError(f"{path}: unknown section [{section}] (use [text], [image] or [speech])")
+        if not isinstance(values, dict):
+            raise UsageError(f"{path}: {section} must be a table, [{section}], with settings under it")
         known = config_keys(section)
         for key in values:
             if key not in known:
@@ -105,6 +132,6 @@ def write_default_model(modality: str, name: str) -> Path:
             lines.insert(header + 1, line)
         else:
             lines[found] = line
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_home(path.parent)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

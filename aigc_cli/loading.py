@@ -114,14 +114,14 @@ def locate(ref: ModelRef, modality: str | None, console: Console, trust_remote_c
         check_modality(folder, modality, ref.name)
         if modality == "text":
             check_remote_code(folder, trust_remote_code)
-        check_weights(folder, ref.name)
+        check_weights(folder, ref.name, local=ref.folder is not None)
     return folder
 
 
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.onnx", "*.gguf", "*.safetensors.index.json")
 
 
-def check_weights(folder: Path, name: str) -> None:
+def check_weights(folder: Path, name: str, local: bool = False) -> None:
     """A model folder whose weights are missing fails here, naming what is missing (exit 3), not deep in a
     library. A diffusers pipeline needs weights in each model component's folder."""
     index = folder / "model_index.json"
@@ -140,9 +140,13 @@ def check_weights(folder: Path, name: str) -> None:
     for place in places:
         if not any(any(place.glob(pattern)) for pattern in WEIGHT_FILES):
             where = place.relative_to(folder) if place != folder else folder
+            remedy = (
+                "copy the model's weights there again"
+                if local
+                else f"pull it again with `aigc models pull {name}`, or check the folder"
+            )
             raise ModelUnavailableError(
-                f"'{name}' has no weights in {where} (a download that did not finish?): "
-                f"pull it again with `aigc models pull {name}`, or check the folder"
+                f"'{name}' has no weights in {where} (a copy or download that did not finish?): {remedy}"
             )
 
 
@@ -184,7 +188,9 @@ def embedded_folder(spec: ModelSpec, console: Console) -> Path | None:
 
     def announce(why: str | None) -> None:
         if why is None:
-            console.info(f"Converting the embedded {spec.name} model once into {target} (about 20 s)...")
+            console.info(
+                f"aigc: converting the embedded {spec.name} model once into {target} (about 20 s)..."
+            )
         else:
             console.warn(f"the converted {spec.name} model is damaged ({why}): converting it again")
 
@@ -274,6 +280,12 @@ def load_image_pipeline(folder: Path, device: str, dtype: Any, offload: bool = F
         pipe.enable_model_cpu_offload()
         return pipe
     return pipe.to(device)
+
+
+def source_of(ref: ModelRef, folder: Path) -> str:
+    """What a record names as the model's source: the Hub repo for a model from the Hugging Face cache,
+    else the folder (the user's, or an embedded model's)."""
+    return ref.repo if ref.repo and "snapshots" in folder.parts else str(folder)
 
 
 def is_piper_voice(folder: Path) -> bool:

@@ -33,7 +33,9 @@ def make_once(
         return target
     from filelock import FileLock
 
-    target.parent.mkdir(parents=True, exist_ok=True)
+    from .config import ensure_home
+
+    ensure_home(target.parent)
     with FileLock(str(target) + ".lock"):
         why = wrong()
         if why is None:  # another process made it while we waited

@@ -27,6 +27,8 @@ from .registry import DEFAULT_MODELS, lookup
 
 DEVICE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$")
 SEED_MAX = 2**32 - 1
+TRUTH = {"1", "true", "yes", "on"}
+FALSEHOOD = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ def _size_knob(side: str) -> Any:
         f"{side.capitalize()}, a multiple of 8.",
         int,
         flag=f"--{side}",
+        high=8192,
         unit="pixels",
         check=_multiple_of_8,
         in_record=True,
@@ -113,9 +116,9 @@ def _size_knob(side: str) -> Any:
     )
 
 
-def _seed_knob() -> Any:
+def _seed_knob(count: bool = True) -> Any:
     return knob(
-        "Seed; item i of -n uses seed+i.",
+        "Seed; item i of -n uses seed+i." if count else "Seed: the same seed gives the same audio.",
         int,
         flag="--seed",
         low=0,
@@ -256,17 +259,18 @@ class SpeechSettings:
     model: str | None = _model_knob("speech")
     voice: str | None = knob("Piper speaker id or name; SpeechT5 x-vector .npy.", str, flag="--voice")
     speed: float | None = knob(
-        "Above 1 speaks faster.", float, flag="--speed", low=0.0, low_open=True, default_text="1.0"
+        "Above 1 speaks faster.", float, flag="--speed", low=0.0, low_open=True, high=10.0, default_text="1.0"
     )
     sentence_silence: float | None = knob(
         "Silence after each sentence.",
         float,
         flag="--sentence-silence",
         low=0.0,
+        high=60.0,
         unit="seconds",
         default_text="0",
     )
-    seed: int | None = _seed_knob()
+    seed: int | None = _seed_knob(count=False)
     device: str | None = _device_knob()
     dtype: str | None = _dtype_knob()
 
@@ -313,8 +317,10 @@ def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def check_value(name: str, knob_: Knob, value: Any, subject: str) -> Any:
-    """The value converted, normalized and checked; UsageError (exit 2) naming `subject` otherwise."""
+def check_value(name: str, knob_: Knob, value: Any, subject: str, coerce: bool = False) -> Any:
+    """The value normalized and checked; UsageError (exit 2) naming `subject` otherwise. Strings are
+    converted to numbers and booleans only when `coerce` (an environment variable is always a string;
+    config.toml, records and API bodies have types of their own)."""
     kind = knob_.kind
     if kind is list:
         if isinstance(value, str):
@@ -323,22 +329,13 @@ def check_value(name: str, knob_: Knob, value: Any, subject: str) -> Any:
             raise UsageError(f"{subject} must be a list of strings (got {value!r})")
         return [v for v in value if v]
     if kind is bool:
-        if isinstance(value, str) and value.strip().lower() in {
-            "1",
-            "true",
-            "yes",
-            "on",
-            "0",
-            "false",
-            "no",
-            "off",
-        }:
-            value = value.strip().lower() in {"1", "true", "yes", "on"}
+        if coerce and isinstance(value, str) and value.strip().lower() in TRUTH | FALSEHOOD:
+            value = value.strip().lower() in TRUTH
         if not isinstance(value, bool):
             raise UsageError(f"{subject} must be true or false (got {value!r})")
         return value
     if kind in (int, float):
-        if isinstance(value, str):
+        if isinstance(value, str) and coerce:
             try:
                 value = kind(value.strip())
             except ValueError:
@@ -354,8 +351,8 @@ def check_value(name: str, knob_: Knob, value: Any, subject: str) -> Any:
                 f"{subject} must be {'an integer' if kind is int else 'a number'} (got {value!r})"
             )
         value = kind(value)
-        if value != value:  # NaN
-            raise UsageError(f"{subject} must be a number (got nan)")
+        if value != value or value in (float("inf"), float("-inf")):  # NaN, infinity
+            raise UsageError(f"{subject} must be a finite number (got {value})")
         if knob_.low is not None and (value < knob_.low or (knob_.low_open and value == knob_.low)):
             bound = "above" if knob_.low_open else "at least"
             raise UsageError(f"{subject} must be {bound} {_number(knob_.low)} (got {_number(value)})")
@@ -410,7 +407,12 @@ def resolve_settings(
         # Every value present is checked, the overridden ones too: a bad line in config.toml is found
         # the first time, not the day the flag that hid it is left out.
         checked = [
-            (check_value(name, k, value, _subject(name, k, source, modality)), source)
+            (
+                check_value(
+                    name, k, value, _subject(name, k, source, modality), source.startswith(("flag", "env"))
+                ),
+                source,
+            )
             for value, source in candidates
             if value is not None
         ]

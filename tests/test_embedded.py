@@ -49,7 +49,7 @@ def test_concurrent_first_use_converts_once(converted):
     folders = sorted(p.name for p in (home / "embedded").iterdir() if not p.name.endswith(".lock"))
     assert len(folders) == 1 and not folders[0].startswith(".converting-")
     notes = [err.decode() for (_, err), _ in results]
-    assert sum("Converting the embedded smollm2 model once" in n for n in notes) == 1
+    assert sum("aigc: converting the embedded smollm2 model once" in n for n in notes) == 1
 
 
 def test_real_text_offline_and_equal_to_raw_transformers(converted):

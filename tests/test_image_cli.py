@@ -254,7 +254,7 @@ def test_terminal_gets_new_auto_named_files(pipes, tmp_path):
         (["-n", "2", "-o", "-"], "-o - writes one PNG to stdout"),
         (["-n", "2"], "Several images cannot go to one stream"),
         (["--strength", "0.5"], "--strength needs --init-image"),
-        (["--init-image", "missing.png"], "Cannot read the init image missing.png"),
+        (["--init-image", "missing.png"], "No such file: missing.png (--init-image)"),
     ],
 )
 def test_usage_errors_exit_2(aigc, pipes, args, message):

@@ -57,22 +57,30 @@ def find_model(
     dtype: str | None,
     console: Console,
     trust_remote_code: bool = False,
+    source: str = "",
 ) -> Target:
     """Resolve the name, find (or fetch) its folder with its modality and weights checked, pick device
     and dtype. Raises ModelUnavailableError (exit 3) or UsageError (exit 2)."""
-    ref, folder = find_folder(modality, name, console, trust_remote_code)
+    ref, folder = find_folder(modality, name, console, trust_remote_code, source)
     choice = pick_device(device or "auto")
     chosen, _ = pick_dtype(choice.device, dtype or "auto")
     return Target(ref, folder, choice, chosen)
 
 
 def find_folder(
-    modality: str, name: str, console: Console, trust_remote_code: bool = False
+    modality: str, name: str, console: Console, trust_remote_code: bool = False, source: str = ""
 ) -> tuple[ModelRef, Path]:
-    """The model's registry entry and local folder, checked (see loading.locate); Hub errors name it."""
-    ref = resolve(name, modality)
-    with model_errors(name):
-        return ref, locate(ref, modality, console, trust_remote_code)
+    """The model's registry entry and local folder, checked (see loading.locate); Hub errors name it.
+    `source` (the resolver's, for the model setting) is named in the error when the name came from the
+    environment or config.toml, where the user may not think to look."""
+    try:
+        ref = resolve(name, modality)
+        with model_errors(name):
+            return ref, locate(ref, modality, console, trust_remote_code)
+    except AigcError as exc:
+        if source.startswith(("environment", "config file")):
+            exc.message = f"{exc.message} [the model comes from the {source}]"
+        raise
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..config import config_path, is_offline, settings
+from ..config import config_path, home_problem, is_offline, settings
 from ..device import available_devices, dtype_name, pick_device, pick_dtype
 from ..errors import AigcError
 from ..output import write_json_line, write_text
@@ -79,6 +79,8 @@ def collect(device_flag: str) -> dict[str, Any]:
     report["piper_tts"] = _version("piper-tts")
     report["text_backend"] = _text_backend(report.get("device", {}).get("chosen") or "cpu")
     report["settings"], report["problems"] = settings_in_force()
+    if (problem := home_problem()) is not None:
+        report["problems"].append(problem)
     report["config_file"] = str(config_path())
     return report
 
@@ -141,6 +143,10 @@ def _text_backend(device: str) -> dict[str, Any]:
 
 
 def run_doctor(device_flag: str | None, as_json: bool) -> None:
+    if device_flag is not None:  # a bad flag is a usage error; a bad AIGC_DEVICE is reported below
+        from ..settings import TextSettings, check_value, knobs
+
+        device_flag = check_value("device", knobs(TextSettings)["device"], device_flag, "--device")
     report = collect(device_flag or os.environ.get("AIGC_DEVICE") or "auto")
     if as_json:
         write_json_line(report)
@@ -175,9 +181,9 @@ def run_doctor(device_flag: str | None, as_json: bool) -> None:
     piper = report["piper_tts"] or "not installed: no Piper voices (pip install piper-tts; GPL-3.0-or-later)"
     lines.append(f"piper-tts   {piper}")
     text_backend = report["text_backend"]
-    lines.append(
-        f"text        {text_backend['model']}: backend {text_backend['backend']} ({text_backend['reason']})"
-    )
+    if text_backend["model"] is not None:
+        chosen = f"backend {text_backend['backend']} ({text_backend['reason']})"
+        lines.append(f"text        {text_backend['model']}: {chosen}")
     lines.append(f"config      {report['config_file']}")
     for key, entry in report["settings"].items():
         lines.append(f"setting     {key} = {entry['value']!r}  ({entry['source']})")

@@ -11,6 +11,7 @@ from .. import __version__
 from ..console import Console, StepBar
 from ..engines import EngineKey
 from ..errors import UsageError
+from ..loading import source_of
 from ..output import OutputPlan, plan_output, write_atomic, write_binary, write_json_line
 from ..pool import default_pool
 from ..settings import resolve_settings
@@ -31,6 +32,8 @@ def _load_init_image(source: str, width: int | None, height: int | None):
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if source != "-" and not Path(source).is_file():
+        raise UsageError(f"No such file: {source} (--init-image)")
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
         # Upright as a viewer shows it (a phone photo's EXIF orientation), as diffusers' load_image does.
@@ -71,7 +74,7 @@ def run_image(
     prompt = prompt_arg if init_image == "-" else read_prompt(prompt_arg)
     if not prompt or not prompt.strip():
         raise UsageError("The prompt is empty: give it as an argument, or pipe it in on stdin")
-    target = find_model("image", s.model, s.device, s.dtype, console)
+    target = find_model("image", s.model, s.device, s.dtype, console, source=resolved.sources["model"])
     label = target.ref.label
     init = _load_init_image(init_image, s.width, s.height) if init_image is not None else None
     quiet_libraries(console, diffusers=True)
@@ -112,7 +115,7 @@ def run_image(
         "prompt": request.prompt,
         "negative": request.negative,
         "model": label,
-        "source": target.ref.repo or str(target.folder),
+        "source": source_of(target.ref, target.folder),
         "steps": request.steps,
         "guidance": request.guidance,
         "width": request.width,

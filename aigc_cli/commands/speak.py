@@ -13,7 +13,7 @@ from .. import __version__
 from ..console import Console, StepBar
 from ..engines import EngineKey
 from ..errors import GenerationError, UsageError
-from ..loading import locate
+from ..loading import locate, source_of
 from ..output import (
     encode_audio,
     pcm16,
@@ -74,17 +74,22 @@ def run_speak(
 ) -> None:
     from ..engines.speech import SpeechRequest, synthesize
 
-    s = resolve_settings("speech", flags).values
+    resolved = resolve_settings("speech", flags)
+    s = resolved.values
     plan = plan_output("audio", out, 1, as_json, audio_format, play)
     if plan.format == "raw" and play:
         raise UsageError("--play needs a file format (wav, flac or ogg), not raw")
     text = read_prompt(prompt_arg)
     from ..loading import is_piper_voice
 
-    ref, folder = find_folder("speech", s.model, console)
+    ref, folder = find_folder("speech", s.model, console, source=resolved.sources["model"])
     label = ref.label
     if is_piper_voice(folder):  # onnxruntime on the CPU: no torch to import, no device to pick
         key = EngineKey("speech", str(folder), "cpu", "float32", "piper")
+        if s.device not in (None, "auto", "cpu") or s.dtype not in (None, "auto", "float32"):
+            console.warn(
+                "Piper voices run on onnxruntime's CPU provider in float32: --device/--dtype do not apply"
+            )
     else:
         target = find_model("speech", s.model, s.device, s.dtype, console)
         key = speech_engine_key(folder, target.device.device, target.dtype, _vocoder(ref, console))
@@ -118,7 +123,7 @@ def run_speak(
         "kind": "speech",
         "text": text,
         "model": label,
-        "source": ref.repo or str(folder),
+        "source": source_of(ref, folder),
         "voice": s.voice,
         "speed": request.speed,
         "sentence_silence": request.sentence_silence,

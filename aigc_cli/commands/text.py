@@ -25,6 +25,7 @@ def run_text(
         check_template,
         fit_to_context,
         generate_text,
+        has_chat_template,
         stream_text,
     )
     from ..engines.text import (
@@ -44,7 +45,9 @@ def run_text(
     check_seeds(s.seed, count)
     prompt = read_prompt(prompt_arg)
     # A missing model fails here, before torch is imported.
-    target = find_model("text", s.model, s.device, s.dtype, console, bool(s.trust_remote_code))
+    target = find_model(
+        "text", s.model, s.device, s.dtype, console, bool(s.trust_remote_code), resolved.sources["model"]
+    )
     label = target.ref.label
     key = text_engine_key(target, s, console)
     if key.backend == "torch":  # the onnx path imports neither transformers nor torch
@@ -54,6 +57,15 @@ def run_text(
     console.note(
         f"{label} on {engine.device} ({engine.dtype}) with the {engine.backend} backend, from {target.folder}"
     )
+    if (
+        system is not None
+        and not has_chat_template(engine.tokenizer)
+        and "flag" not in resolved.sources["system"]
+    ):
+        console.note(
+            f"the system message ({resolved.sources['system']}) does not apply: {label} has no chat template"
+        )
+        system = None
     check_template(engine.tokenizer, bool(s.raw), system)
     base = TextRequest(
         prompt=prompt,
