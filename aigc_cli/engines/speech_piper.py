@@ -3,8 +3,9 @@ into sentences itself.
 
 Piper's noise comes from random ops inside the ONNX graph, seeded from onnxruntime's global seed when a
 session is created, and advancing with every run. So each request gets a session of its own, created
-right after `onnxruntime.set_seed(seed)` from the model bytes held in memory: the same seed gives the
-same samples whatever ran before, equal to Piper's API with the seed set before `PiperVoice.load`.
+right after `onnxruntime.set_seed(seed)` from the model file (as `PiperVoice.load` makes it): the same
+seed gives the same samples whatever ran before, equal to Piper's API with the seed set before
+`PiperVoice.load`.
 A session costs about 0.3 s for a medium voice on this project's 2-core CPU: a warm server pays it per
 request.
 """
@@ -39,7 +40,7 @@ class PiperEngine:
         # one-shot run still creates one session, as `PiperVoice.load` would.
         config = json.loads(model.with_suffix(".onnx.json").read_text(encoding="utf-8"))
         self.voice = PiperVoice(session=None, config=PiperConfig.from_dict(config))
-        self.model_bytes = model.read_bytes()
+        self.model_path = str(model)
         self.sample_rate = self.voice.config.sample_rate
         self.name = model.stem
 
@@ -72,7 +73,7 @@ class PiperEngine:
         with _SEEDING:
             onnxruntime.set_seed(seed)
             session = onnxruntime.InferenceSession(
-                self.model_bytes,
+                self.model_path,
                 sess_options=onnxruntime.SessionOptions(),
                 providers=["CPUExecutionProvider"],
             )

@@ -17,6 +17,20 @@ from .base import EngineKey
 from .text import Sampling
 
 
+def session_config(og: Any, export: Path) -> Any:
+    """The export's config with onnxruntime's threads set for this machine: one per core the process may
+    use, without spin-waiting. onnxruntime-genai's default ran one core here (22 tok/s on SmolLM2-135M
+    fp32, 2 cores); these settings ran 35-38 tok/s on an idle machine and kept that rate when another
+    process wanted a core, where spinning threads fell to 9 (benchmarks/, README). Same greedy tokens."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    options = {"intra_op_num_threads": cores, "session.intra_op.allow_spinning": "0"}
+    config = og.Config(str(export))
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": options}}}))
+    return config
+
+
 class OnnxTextEngine:
     backend = "onnx"
     device = "cpu"
@@ -27,7 +41,7 @@ class OnnxTextEngine:
         import onnxruntime_genai as og
 
         self.og = og
-        self.model = og.Model(str(export))
+        self.model = og.Model(session_config(og, export))
         self.tokenizer = tokenizer
         self.generation_defaults = generation_defaults
         # One vocabulary with the torch engine: the numbers the weights run in.
