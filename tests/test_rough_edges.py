@@ -39,10 +39,13 @@ def test_install_follows_the_variables(tmp_path):
     (venv / "bin" / "python").chmod(0o755)
 
     def make(*args: str) -> str:
+        # A make of its own, not a sub-make of `make test` (which would say "make[1]:" and pass its flags).
+        outer = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")
         result = subprocess.run(
             ["make", "-C", str(ROOT), "--no-print-directory", *args, f"VENV={venv}"],
             capture_output=True,
             text=True,
+            env={k: v for k, v in os.environ.items() if k not in outer},
         )
         assert result.returncode == 0, result.stderr
         return result.stdout
