@@ -71,22 +71,27 @@ def aigc():
 
 HEAVY_PROBE = """
 import sys
-sys.argv = ["aigc", *sys.argv[1:]]
+modules = sys.argv[1].split(",")
+sys.argv = ["aigc", *sys.argv[2:]]
 from aigc_cli.cli import main
 try:
     main()
 except SystemExit:
     pass
-heavy = [m for m in ("torch", "transformers", "diffusers") if m in sys.modules]
+heavy = [m for m in modules if m in sys.modules]
 print("HEAVY", heavy, file=sys.stderr)
 """
 
 
-def heavy_imports(*args: str, env: dict[str, str] | None = None):
-    """Run aigc's main() with these arguments in a fresh interpreter: (heavy modules it imported, the
+def heavy_imports(
+    *args: str,
+    env: dict[str, str] | None = None,
+    modules: tuple[str, ...] = ("torch", "transformers", "diffusers"),
+):
+    """Run aigc's main() with these arguments in a fresh interpreter: (which of `modules` it imported, the
     completed process)."""
     result = subprocess.run(
-        [sys.executable, "-c", HEAVY_PROBE, *args],
+        [sys.executable, "-c", HEAVY_PROBE, ",".join(modules), *args],
         capture_output=True,
         stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import pty
+import select
 import subprocess
-import sys
+import time
 
 import pytest
-from conftest import AIGC
+from conftest import AIGC, heavy_imports
 
 
 def test_pipeline_text_into_text(tiny):
@@ -53,13 +54,17 @@ def test_closed_pipe_in_a_shell(tiny):
     assert b"Traceback" not in result.stderr and result.stderr == b""
 
 
-def run_in_pty(args: list[str], expect: int = 0) -> str:
-    """Run with stdin, stdout and stderr on a terminal; return what the terminal showed."""
+def run_in_pty(args: list[str], expect: int = 0, answer: tuple[bytes, bytes] | None = None) -> str:
+    """Run with stdin, stdout and stderr on a terminal; return what the terminal showed. With `answer`
+    (prompt, reply), type the reply once the prompt shows."""
     leader, follower = pty.openpty()
     process = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
     os.close(follower)
-    chunks = []
-    while True:
+    chunks, deadline = [], time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 1)
+        if not ready:
+            continue
         try:
             data = os.read(leader, 4096)
         except OSError:  # EIO: the child closed the terminal
@@ -67,9 +72,13 @@ def run_in_pty(args: list[str], expect: int = 0) -> str:
         if not data:
             break
         chunks.append(data)
+        if answer is not None and answer[0] in b"".join(chunks):
+            os.write(leader, answer[1])
+            answer = None
     os.close(leader)
-    assert process.wait(timeout=120) == expect
-    return b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n")
+    shown = b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n")
+    assert process.wait(timeout=120) == expect, shown
+    return shown
 
 
 def test_terminal_shows_text_notes_and_the_drawn_seed(tiny):
@@ -99,25 +108,14 @@ def test_terminal_shows_text_notes_and_the_drawn_seed(tiny):
     assert piped.stdout.decode().strip() in shown
 
 
-PROBE = """
-import sys
-sys.argv = ["aigc", *sys.argv[1:]]
-from aigc_cli.cli import main
-try:
-    main()
-except SystemExit:
-    pass
-heavy = [m for m in ("torch", "transformers", "diffusers", "numpy", "huggingface_hub") if m in sys.modules]
-print("HEAVY", heavy, file=sys.stderr)
-"""
-
-
 @pytest.mark.parametrize(
     "args", [["--help"], ["text", "--help"], ["models", "--help"], ["doctor", "--help"], ["--version"]]
 )
 def test_help_imports_nothing_heavy(args):
-    result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True)
-    assert result.stderr.decode().splitlines()[-1] == "HEAVY []"
+    heavy, result = heavy_imports(
+        *args, modules=("torch", "transformers", "diffusers", "numpy", "huggingface_hub")
+    )
+    assert heavy == []
     assert b"Usage" in result.stdout or b"aigc 0." in result.stdout
 
 

@@ -7,16 +7,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import pty
-import select
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from conftest import AIGC
 from fake_hub import FakeHub
+from test_pipes_and_terminals import run_in_pty
 
 from aigc_cli.errors import UsageError
 from aigc_cli.metadata import image_metadata, read_image_record, read_metadata
@@ -262,42 +260,16 @@ def test_models_list_counts_what_the_embedded_model_takes(aigc, isolated):
     assert f" {human_size(gguf + 3 * 1024 * 1024)}  " in smollm2
 
 
-def run_in_pty_answering(args: list[str], prompt: bytes, answer: bytes) -> tuple[int, str]:
-    """Run with stdin, stdout and stderr on a terminal; type `answer` once `prompt` shows."""
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
-    os.close(follower)
-    shown, answered, deadline = b"", False, time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 1)
-        if not ready:
-            continue
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        shown += data
-        if not answered and prompt in shown:
-            os.write(leader, answer)
-            answered = True
-    os.close(leader)
-    return process.wait(timeout=60), shown.decode("utf-8", errors="replace").replace("\r\n", "\n")
-
-
 def test_rm_answered_no_removes_nothing_and_succeeds(isolated):
     folders = made_from_smollm2(isolated / "aigc-home")
-    code, shown = run_in_pty_answering([AIGC, "models", "rm", "smollm2"], b"[y/N]", b"n\n")
-    assert code == 0, shown
+    shown = run_in_pty([AIGC, "models", "rm", "smollm2"], answer=(b"[y/N]", b"n\n"))
     assert "Remove smollm2 (3.0 MB): " in shown
     # The terminal echoes the answer where it types it: compare the lines without their spaces.
     asked, said = shown.splitlines()[-2:]
     assert asked.replace(" ", "").endswith("-fp32?[y/N]:n") and said.strip() == "Nothing removed", shown
     assert "error" not in shown
     assert all(folder.is_dir() for folder in folders.values())
-    code, shown = run_in_pty_answering([AIGC, "models", "rm", "smollm2"], b"[y/N]", b"y\n")
-    assert code == 0, shown
+    shown = run_in_pty([AIGC, "models", "rm", "smollm2"], answer=(b"[y/N]", b"y\n"))
     assert shown.splitlines()[-1].strip() == "removed smollm2 (3.0 MB)", shown
     assert [f.is_dir() for f in folders.values()] == [False, False, True]
 
