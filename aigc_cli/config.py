@@ -92,7 +92,7 @@ def _parse_config(path: Path, mtime_ns: int, size: int) -> dict[str, dict[str, o
     import tomllib
 
     from .errors import UsageError
-    from .settings import SCHEMAS, config_keys
+    from .settings import SCHEMAS, check_value, config_keys, knobs
 
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -106,11 +106,13 @@ def _parse_config(path: Path, mtime_ns: int, size: int) -> dict[str, dict[str, o
         if not isinstance(values, dict):
             raise UsageError(f"{path}: {section} must be a table, [{section}], with settings under it")
         known = config_keys(section)
-        for key in values:
+        for key, value in values.items():
             if key not in known:
                 raise UsageError(
                     f"{path}: unknown setting '{key}' in [{section}] (known: {', '.join(known)})"
                 )
+            # Every line is checked whichever command runs: a bad [image] width fails `aigc text` too.
+            check_value(key, knobs(SCHEMAS[section])[key], value, f"[{section}] {key} in {path}")
     return data
 
 

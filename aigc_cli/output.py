@@ -93,6 +93,11 @@ def check_writable(path: Path) -> None:
         raise OutputError(f"Cannot write {path}: No such file or directory")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(f"Cannot write {path}: Permission denied")
+    try:  # what os.access cannot tell (root in a read-only or special file system such as /proc)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutputError(f"Cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _umask() -> int:

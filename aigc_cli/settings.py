@@ -24,6 +24,7 @@ from .engines import backends
 from .engines.image import SCHEDULERS
 from .errors import UsageError
 from .registry import DEFAULT_MODELS, lookup
+from .streams import as_text
 
 DEVICE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$")
 SEED_MAX = 2**32 - 1
@@ -67,6 +68,9 @@ class Knob:
     """What happens when nobody sets it, for --help."""
     noun: str = ""
     """What a wrong choice is called in "Unknown device 'x'" (the field's name by default)."""
+    path: bool = False
+    """A file or folder name, kept byte for byte; other text from argv with bytes that are not UTF-8
+    has each bad byte turned into U+FFFD, as the prompt does."""
 
 
 def knob(help: str, kind: type, **kwargs: Any) -> Any:
@@ -100,6 +104,7 @@ def _model_knob(modality: str) -> Any:
         env=knob_env(modality),
         in_record=modality == "image",
         default_text=f"{knob_env(modality)}, else config.toml, else {DEFAULT_MODELS[modality]}",
+        path=True,
     )
 
 
@@ -165,7 +170,14 @@ class TextSettings:
     model: str | None = _model_knob("text")
     system: str | None = knob("System message (chat models).", str, flag="--system")
     raw: bool | None = knob("Send the prompt as it is, without the chat template.", bool, flag="--raw")
-    max_tokens: int | None = knob("Most new tokens.", int, flag="--max-tokens", low=1, unit="tokens")
+    max_tokens: int | None = knob(
+        "Most new tokens; capped to what the context leaves.",
+        int,
+        flag="--max-tokens",
+        low=1,
+        unit="tokens",
+        default_text="the alias's, else 256",
+    )
     temperature: float | None = knob(
         "0 means greedy.", float, flag="--temperature", low=0.0, default_text="the model's"
     )
@@ -244,7 +256,7 @@ class ImageSettings:
         default_text="0.75",
     )
     low_memory: bool | None = knob(
-        "Attention slicing, VAE tiling, model offload on a GPU.", bool, flag="--low-memory"
+        "Attention slicing, VAE tiling, model offload on a GPU.", bool, flag="--low-memory", in_record=True
     )
     count: int | None = _count_knob()
     seed: int | None = _seed_knob()
@@ -257,7 +269,9 @@ class SpeechSettings:
     """Every knob of `aigc speak`."""
 
     model: str | None = _model_knob("speech")
-    voice: str | None = knob("Piper speaker id or name; SpeechT5 x-vector .npy.", str, flag="--voice")
+    voice: str | None = knob(
+        "Piper speaker id or name; SpeechT5 x-vector .npy.", str, flag="--voice", path=True
+    )
     speed: float | None = knob(
         "Above 1 speaks faster.", float, flag="--speed", low=0.0, low_open=True, high=10.0, default_text="1.0"
     )
@@ -322,6 +336,11 @@ def check_value(name: str, knob_: Knob, value: Any, subject: str, coerce: bool =
     converted to numbers and booleans only when `coerce` (an environment variable is always a string;
     config.toml, records and API bodies have types of their own)."""
     kind = knob_.kind
+    if coerce and not knob_.path:  # argv and the environment may hold bytes that are not UTF-8
+        if isinstance(value, str):
+            value = as_text(value)
+        elif isinstance(value, list):
+            value = [as_text(v) if isinstance(v, str) else v for v in value]
     if kind is list:
         if isinstance(value, str):
             value = [value]

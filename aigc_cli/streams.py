@@ -24,14 +24,14 @@ def read_prompt(argument: str | None) -> str:
     if reads_stdin:
         parts.append(_read_stdin())
     if argument is not None and argument != "-":
-        parts.append(_as_text(argument))
+        parts.append(as_text(argument))
     prompt = "\n".join(p for p in parts if p.strip())
     if not prompt.strip():
         raise UsageError("The prompt is empty: give it as an argument, or pipe it in on stdin")
     return prompt
 
 
-def _as_text(argument: str) -> str:
+def as_text(argument: str) -> str:
     """An argument with bytes that are not UTF-8 (Python keeps them as lone surrogates) decoded as stdin
     is: each bad byte becomes U+FFFD."""
     return argument.encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")

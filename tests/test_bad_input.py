@@ -144,11 +144,14 @@ def test_a_prompt_longer_than_clip_reads_is_said(aigc, pipes):
     result = aigc("image", prompt, "-m", str(pipes["sd"]), *SMALL, "--seed", "1", "-o", "-")
     assert result.returncode == 0
     warning = result.stderr.decode().splitlines()[0]
-    assert re.fullmatch(
+    match = re.fullmatch(
         rf"aigc: warning: the prompt is \d+ tokens and {re.escape(str(pipes['sd']))}'s text encoder reads 75: "
-        r'this part is dropped: "in the snow a red fox .*in the snow"',
+        r'about this much is dropped: "(.*)"',
         warning,
-    ), warning
+    )
+    assert match is not None, warning
+    dropped = match.group(1).removesuffix(" ...")
+    assert dropped and (" " + prompt.strip()).find(" " + dropped) > 0  # whole words, as the user wrote them
     with Image.open(io.BytesIO(result.stdout)) as image:
         assert json.loads(image.text["aigc"])["prompt"] == prompt  # the record keeps all of it
 
@@ -173,3 +176,64 @@ def test_shell_completion_is_offered():
         [AIGC, "--help"], capture_output=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
     )
     assert "--install-completion" in shown.stdout.decode()
+
+
+# --- the second trial as a new user ------------------------------------------------------------------------
+
+
+def test_non_utf8_bytes_in_other_text_flags(tiny):
+    for flag, value in (("--system", b"x\xff"), ("--stop", b"caf\xe9")):
+        result = subprocess.run(
+            [
+                AIGC.encode(),
+                b"text",
+                b"hi",
+                b"-m",
+                str(tiny["llama"]).encode(),
+                b"--max-tokens",
+                b"3",
+                flag.encode(),
+                value,
+            ],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode == 0 and result.stderr == b"", result.stderr
+
+
+@pytest.mark.parametrize(("scheduler", "steps"), [("pndm", "1"), ("pndm", "3"), ("lms", "2")])
+def test_every_listed_scheduler_runs_with_few_steps(aigc, pipes, scheduler, steps):
+    result = aigc("image", "a cat", "-m", str(pipes["sd"]), "--steps", steps, "--width", "64", "--height", "64",
+                  "--scheduler", scheduler, "--seed", "1", "-o", "x.png")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_from_takes_low_memory_from_the_record(aigc, pipes, tmp_path):
+    args = ["image", "a cat", "-m", str(pipes["sd"]), *SMALL, "--seed", "2"]
+    assert aigc(*args, "--low-memory", "-o", "lm.png").returncode == 0
+    again = json.loads(aigc("image", "--from", "lm.png", "-o", "again.png", "--json").stdout)
+    assert again["low_memory"] is True
+    with Image.open(tmp_path / "lm.png") as a, Image.open(tmp_path / "again.png") as b:
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_bad_line_in_another_section_fails_every_command(aigc, isolated, tiny):
+    path = isolated / "aigc-home" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("[image]\nwidth = 65\n")
+    assert one_error(aigc("text", "hi", "-m", str(tiny["gpt2"])), 2) == (
+        f"[image] width in {path} must be a positive multiple of 8 (got 65)"
+    )
+
+
+def test_an_init_image_that_is_not_an_image(aigc, pipes, tmp_path):
+    (tmp_path / "notes.md").write_text("# notes\n")
+    message = one_error(
+        aigc("image", "a cat", "-m", str(pipes["sd"]), "--init-image", "notes.md", "-o", "x.png"), 2
+    )
+    assert message == "The init image (notes.md) is not an image Pillow can read: give a PNG, JPEG or WebP"
+
+
+def test_an_output_folder_that_refuses_files_fails_before_generating(aigc, pipes):
+    result = aigc("image", "a cat", "-m", str(pipes["sd"]), *SMALL, "-o", "/proc/x.png")
+    assert one_error(result, 4) == "Cannot write /proc/x.png: No such file or directory"  # no seed was drawn

@@ -100,6 +100,38 @@ def test_ctrl_c_exits_130_without_traceback(converted, backend):
     assert len(out) < 400  # it stopped: 400 tokens are well over 400 bytes
 
 
+@pytest.mark.parametrize("delay", [0.05, 0.3, 1.0])
+def test_ctrl_c_while_starting_or_loading_exits_130(converted, delay):
+    """Before generation (imports, settings, loading weights) SIGINT ends the process at once: no traceback,
+    no abort from a C++ callback, no interrupt swallowed by a library's __del__ (seen before this fix)."""
+    import time
+
+    _, env, _ = converted
+    process = subprocess.Popen(
+        [
+            AIGC,
+            "text",
+            "Tell me a long story about the sea",
+            "--max-tokens",
+            "400",
+            "--seed",
+            "1",
+            "--backend",
+            "torch",
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(delay)  # any moment: each one must end the same way
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, err.decode()) == (130, "aigc: error: interrupted\n")
+    assert len(out) < 400
+
+
 def test_a_damaged_conversion_is_made_again(converted, tmp_path):
     """A truncated model.safetensors under AIGC_HOME/embedded (a full disk, a killed copy) is found by its
     header, said on stderr, and converted again under the lock: the run still prints the same text."""

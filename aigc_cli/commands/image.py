@@ -11,6 +11,7 @@ from .. import __version__
 from ..console import Console, StepBar
 from ..engines import EngineKey
 from ..errors import UsageError
+from ..interrupts import raising
 from ..loading import source_of
 from ..output import OutputPlan, plan_output, write_atomic, write_binary, write_json_line
 from ..pool import default_pool
@@ -39,7 +40,10 @@ def _load_init_image(source: str, width: int | None, height: int | None):
         # Upright as a viewer shows it (a phone photo's EXIF orientation), as diffusers' load_image does.
         image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
-        raise UsageError(f"Cannot read the init image {source}: {exc.__class__.__name__}") from exc
+        what = "stdin" if source == "-" else source
+        raise UsageError(
+            f"The init image ({what}) is not an image Pillow can read: give a PNG, JPEG or WebP"
+        ) from exc
     target = (width or image.width // 8 * 8, height or image.height // 8 * 8)
     return image if image.size == target else image.resize(target, Image.Resampling.LANCZOS)
 
@@ -91,9 +95,10 @@ def run_image(
     for what, text in (("prompt", prompt), ("negative prompt", s.negative)):
         if text and (cut := engine.truncation(text)) is not None:
             total, read, dropped = cut
+            shown = dropped if len(dropped) <= 200 else dropped[:200].rsplit(" ", 1)[0] + " ..."
             console.warn(
                 f"the {what} is {total} tokens and {label}'s text encoder reads {read}: "
-                f'this part is dropped: "{dropped}"'
+                f'about this much is dropped: "{shown}"'
             )
     seed = pick_seed(s.seed, console, count)
     request = ImageRequest(
@@ -129,7 +134,11 @@ def run_image(
         "dtype": key.dtype,
         "aigc_version": __version__,
     }
-    with StepBar(console, request.steps * request.count, "denoising") as progress, model_errors(label):
+    with (
+        StepBar(console, request.steps * request.count, "denoising") as progress,
+        model_errors(label),
+        raising(),
+    ):
         for result in engine.generate(request, progress.advance):
             if result.vae_retried:
                 console.warn("the VAE gave NaNs (a black image); decoded again in float32")

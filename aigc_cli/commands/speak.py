@@ -13,6 +13,7 @@ from .. import __version__
 from ..console import Console, StepBar
 from ..engines import EngineKey
 from ..errors import GenerationError, UsageError
+from ..interrupts import raising
 from ..loading import locate, source_of
 from ..output import (
     encode_audio,
@@ -108,7 +109,11 @@ def run_speak(
     if plan.format == "raw":
         console.info(f"aigc: raw PCM: {voice.sample_rate} Hz, 16-bit signed little-endian (S16_LE), mono")
     chunks, compute = [], 0.0
-    with StepBar(console, len(voice.sentences(text)), "sentences") as progress, model_errors(label):
+    with (
+        StepBar(console, len(voice.sentences(text)), "sentences") as progress,
+        model_errors(label),
+        raising(),
+    ):
         for chunk in synthesize(voice, request):
             compute += chunk.seconds
             progress.advance()
@@ -133,20 +138,43 @@ def run_speak(
         "dtype": key.dtype,
         "aigc_version": __version__,
     }
+    with raising():
+        path, data = _write(plan, samples, voice.sample_rate, record, text, seed)
+    if player is not None:
+        _play(player, path, data, plan.format)
+    _report(plan, samples, voice.sample_rate, record, path, compute, as_json, progress)
+
+
+def _write(
+    plan: Any, samples: Any, rate: int, record: dict[str, Any], text: str, seed: int
+) -> tuple[Path | None, bytes]:
+    """Write the audio where the plan says; (the path written or None, the encoded bytes)."""
     path = plan.path(0, text, seed)
     data = b""
     if plan.format == "raw":
         if path is not None:
             write_atomic(path, pcm16(samples))
     else:
-        data = encode_audio(samples, voice.sample_rate, plan.format, record)
+        data = encode_audio(samples, rate, plan.format, record)
         if plan.to_stdout:
             write_binary(data)
         elif path is not None:
             write_atomic(path, data)
-    if player is not None:
-        _play(player, path, data, plan.format)
-    duration = len(samples) / voice.sample_rate if not (plan.format == "raw" and plan.to_stdout) else None
+    return path, data
+
+
+def _report(
+    plan: Any,
+    samples: Any,
+    rate: int,
+    record: dict[str, Any],
+    path: Path | None,
+    compute: float,
+    as_json: bool,
+    progress: StepBar,
+) -> None:
+    """The --json line, or the path written on a terminal."""
+    duration = len(samples) / rate if not (plan.format == "raw" and plan.to_stdout) else None
     if as_json:
         total = duration if duration is not None else 0.0
         write_json_line(

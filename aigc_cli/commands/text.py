@@ -10,6 +10,7 @@ from typing import Any
 from ..console import Console
 from ..engines import EngineKey
 from ..errors import UsageError
+from ..interrupts import raising
 from ..output import check_stdout, end_text, write_json_line, write_text
 from ..pool import default_pool
 from ..settings import resolve_settings
@@ -88,7 +89,7 @@ def run_text(
     # Greedy decoding ignores the seed: draw and report one only when sampling (--json says null).
     sampling = settings_for(engine.generation_defaults, base).do_sample
     seed = pick_seed(s.seed, console if sampling else Console(quiet=True), count)
-    with model_errors(label):
+    with model_errors(label), raising():
         for index in range(count):
             request = replace(base, seed=seed + index)
             if as_json:

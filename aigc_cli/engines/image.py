@@ -15,7 +15,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any], str]] = {
     "dpm++-karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}, "DPM++ 2M Karras"),
     "dpm++-sde": ("DPMSolverSinglestepScheduler", {}, "DPM++ SDE"),
     "ddim": ("DDIMScheduler", {}, "DDIM"),
-    "pndm": ("PNDMScheduler", {}, "PLMS"),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}, "PLMS"),  # PLMS as SD runs it; any step count
     "unipc": ("UniPCMultistepScheduler", {}, "UniPC"),
     "lcm": ("LCMScheduler", {}, "LCM"),
 }

@@ -63,9 +63,9 @@ class DiffusersEngine:
         return SAMPLER_BY_CLASS.get(cls, cls)
 
     def truncation(self, text: str) -> tuple[int, int, str] | None:
-        """What the text encoder will not read of `text`: (tokens in the text, tokens it reads, the
-        words dropped), or None when all of it fits. CLIP reads 77 tokens (start and end included);
-        diffusers cuts the rest, as this reports, the words taken as diffusers' own warning takes them."""
+        """What the text encoder will not read of `text`: (tokens in the text, tokens it reads, the words
+        dropped, as written), or None when all of it fits. CLIP reads 77 tokens (start and end included);
+        diffusers cuts the rest."""
         tokenizer = getattr(self.pipe, "tokenizer", None) or getattr(self.pipe, "tokenizer_2", None)
         if tokenizer is None or not text:
             return None
@@ -73,7 +73,10 @@ class DiffusersEngine:
         limit = tokenizer.model_max_length
         if len(ids) <= limit:
             return None
-        dropped = tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True)
+        # Name the dropped words as the user wrote them: the text encoder keeps about as many words as
+        # its tokens decode to (its tokenizer lower-cases and splits punctuation, so quote whole words).
+        kept = len(tokenizer.decode(ids[1 : limit - 1], skip_special_tokens=True).split())
+        dropped = " ".join(text.split()[kept:])
         return len(ids) - 2, limit - 2, dropped
 
     def _pipeline(self, request: ImageRequest) -> Any:
