@@ -182,7 +182,11 @@ class TextSettings:
         "0 means greedy.", float, flag="--temperature", low=0.0, default_text="the model's"
     )
     top_k: int | None = knob(
-        "Sample from the k likeliest tokens; 0 turns it off.", int, flag="--top-k", low=0
+        "Sample from the k likeliest tokens; 0 turns it off.",
+        int,
+        flag="--top-k",
+        low=0,
+        default_text="the alias's, else the model's",
     )
     top_p: float | None = knob(
         "Nucleus sampling: the smallest set of tokens whose probability adds up to this.",
@@ -191,9 +195,15 @@ class TextSettings:
         low=0.0,
         low_open=True,
         high=1.0,
+        default_text="the alias's, else the model's",
     )
     repetition_penalty: float | None = knob(
-        "Above 1.0 discourages repeats.", float, flag="--repetition-penalty", low=0.0, low_open=True
+        "Above 1.0 discourages repeats.",
+        float,
+        flag="--repetition-penalty",
+        low=0.0,
+        low_open=True,
+        default_text="the alias's, else the model's",
     )
     stop: list[str] | None = knob("End before this string (repeatable).", list, flag="--stop")  # noqa: RUF009
     count: int | None = _count_knob()
@@ -231,9 +241,21 @@ class ImageSettings:
 
     model: str | None = _model_knob("image")
     negative: str | None = knob("What the image should not show.", str, flag="--negative", in_record=True)
-    steps: int | None = knob("Denoising steps.", int, flag="--steps", low=1, in_record=True)
+    steps: int | None = knob(
+        "Denoising steps.",
+        int,
+        flag="--steps",
+        low=1,
+        in_record=True,
+        default_text="the alias's, else the model's",
+    )
     guidance: float | None = knob(
-        "Classifier-free guidance scale; 0 turns it off.", float, flag="--guidance", low=0.0, in_record=True
+        "Classifier-free guidance scale; 0 turns it off.",
+        float,
+        flag="--guidance",
+        low=0.0,
+        in_record=True,
+        default_text="the alias's, else the model's",
     )
     width: int | None = _size_knob("width")
     height: int | None = _size_knob("height")
