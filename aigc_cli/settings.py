@@ -28,6 +28,7 @@ from .streams import as_text
 
 DEVICE = re.compile(r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$")
 SEED_MAX = 2**32 - 1
+ALIAS_THEN_MODEL = "the alias's, else the model's"
 TRUTH = {"1", "true", "yes", "on"}
 FALSEHOOD = {"0", "false", "no", "off"}
 
@@ -186,7 +187,7 @@ class TextSettings:
         int,
         flag="--top-k",
         low=0,
-        default_text="the alias's, else the model's",
+        default_text=ALIAS_THEN_MODEL,
     )
     top_p: float | None = knob(
         "Nucleus sampling: the smallest set of tokens whose probability adds up to this.",
@@ -195,7 +196,7 @@ class TextSettings:
         low=0.0,
         low_open=True,
         high=1.0,
-        default_text="the alias's, else the model's",
+        default_text=ALIAS_THEN_MODEL,
     )
     repetition_penalty: float | None = knob(
         "Above 1.0 discourages repeats.",
@@ -203,7 +204,7 @@ class TextSettings:
         flag="--repetition-penalty",
         low=0.0,
         low_open=True,
-        default_text="the alias's, else the model's",
+        default_text=ALIAS_THEN_MODEL,
     )
     stop: list[str] | None = knob("End before this string (repeatable).", list, flag="--stop")  # noqa: RUF009
     count: int | None = _count_knob()
@@ -247,7 +248,7 @@ class ImageSettings:
         flag="--steps",
         low=1,
         in_record=True,
-        default_text="the alias's, else the model's",
+        default_text=ALIAS_THEN_MODEL,
     )
     guidance: float | None = knob(
         "Classifier-free guidance scale; 0 turns it off.",
@@ -255,7 +256,7 @@ class ImageSettings:
         flag="--guidance",
         low=0.0,
         in_record=True,
-        default_text="the alias's, else the model's",
+        default_text=ALIAS_THEN_MODEL,
     )
     width: int | None = _size_knob("width")
     height: int | None = _size_knob("height")

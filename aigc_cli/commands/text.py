@@ -38,10 +38,9 @@ def run_text(
     resolved = resolve_settings("text", flags)
     s = resolved.values
     system = s.system
-    if s.raw and system is not None:
-        if resolved.sources["system"].startswith("flag"):
-            raise UsageError("--system needs the chat template, and --raw turns it off: use one or the other")
-        system = None  # a configured system message does not apply to a raw prompt
+    system_flagged = resolved.sources.get("system", "").startswith("flag")
+    if s.raw and system_flagged:  # fails before anything loads
+        raise UsageError("--system needs the chat template, and --raw turns it off: use one or the other")
     count = s.count or 1
     check_seeds(s.seed, count)
     prompt = read_prompt(prompt_arg)
@@ -58,14 +57,10 @@ def run_text(
     console.note(
         f"{label} on {engine.device} ({engine.dtype}) with the {engine.backend} backend, from {target.folder}"
     )
-    if (
-        system is not None
-        and not has_chat_template(engine.tokenizer)
-        and "flag" not in resolved.sources["system"]
-    ):
-        console.note(
-            f"the system message ({resolved.sources['system']}) does not apply: {label} has no chat template"
-        )
+    if system is not None and not system_flagged and (s.raw or not has_chat_template(engine.tokenizer)):
+        # A configured system message applies where the chat template does: not to a raw prompt, nor
+        # to a model without a template.
+        console.note(f"the system message ({resolved.sources['system']}) does not apply to this prompt")
         system = None
     check_template(engine.tokenizer, bool(s.raw), system)
     base = TextRequest(
