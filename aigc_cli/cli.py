@@ -63,6 +63,12 @@ OfflineOpt = Annotated[
     bool, typer.Option("--offline", help="Never touch the network (same as HF_HUB_OFFLINE=1).")
 ]
 PromptArg = Annotated[str | None, typer.Argument(help="The prompt; '-' or a piped stdin is read first.")]
+LocalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--local", help="Run in this process even when a server runs (AIGC_HOST, or `aigc serve` here)."
+    ),
+]
 
 
 def _option(name: str, knob: Knob) -> inspect.Parameter:
@@ -125,13 +131,14 @@ def text(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     offline: OfflineOpt = False,
+    local: LocalOpt = False,
 ) -> None:
     """Generate text with a causal language model; tokens stream to stdout."""
     from .commands.text import run_text
 
     if offline:
         go_offline()
-    run_text(prompt, flags or {}, stream, json_out, Console(quiet=quiet, verbose=verbose))
+    run_text(prompt, flags or {}, stream, json_out, Console(quiet=quiet, verbose=verbose), local)
 
 
 @app.command()
@@ -153,15 +160,15 @@ def image(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     offline: OfflineOpt = False,
+    local: LocalOpt = False,
 ) -> None:
     """Generate images with a Stable Diffusion pipeline; every image records how it was made."""
     from .commands.image import run_image
 
     if offline:
         go_offline()
-    run_image(
-        prompt, flags or {}, out, init_image, from_file, json_out, Console(quiet=quiet, verbose=verbose)
-    )
+    console = Console(quiet=quiet, verbose=verbose)
+    run_image(prompt, flags or {}, out, init_image, from_file, json_out, console, local)
 
 
 @app.command()
@@ -185,13 +192,65 @@ def speak(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     offline: OfflineOpt = False,
+    local: LocalOpt = False,
 ) -> None:
     """Speak text with a Piper voice or a transformers TTS model; long text is read sentence by sentence."""
     from .commands.speak import run_speak
 
     if offline:
         go_offline()
-    run_speak(prompt, flags or {}, out, audio_format, play, json_out, Console(quiet=quiet, verbose=verbose))
+    console = Console(quiet=quiet, verbose=verbose)
+    run_speak(prompt, flags or {}, out, audio_format, play, json_out, console, local)
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on; other than loopback needs --api-key.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", help="TCP port; 0 picks a free one.", min=0, max=65535)
+    ] = 8765,
+    keep_alive: Annotated[
+        str,
+        typer.Option(
+            "--keep-alive",
+            help="How long an idle model stays loaded: 5m, 30s, 1h; 0 unloads at once, -1 never.",
+        ),
+    ] = "5m",
+    preload: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--preload", help="Load this model at start (repeatable); the only local folders served."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", help="Require `Authorization: Bearer KEY` (default: AIGC_API_KEY)."),
+    ] = None,
+    allow_pull: Annotated[
+        bool, typer.Option("--allow-pull", help="Let requests download models they name (off: offline).")
+    ] = False,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin", help="A web origin allowed to call the API from a browser (repeatable)."
+        ),
+    ] = None,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve text, images and speech over an OpenAI-compatible HTTP API, models kept warm (URL on stdout)."""
+    from .server.serve import run_server
+
+    run_server(host, port, keep_alive, preload or [], api_key, allow_pull, cors_origin or [], verbose)
+
+
+@app.command()
+def ps(json_out: JsonOpt = False) -> None:
+    """List the models a running `aigc serve` holds: modality, device, memory, idle time."""
+    from .commands.ps import run_ps
+
+    run_ps(json_out)
 
 
 @app.command()

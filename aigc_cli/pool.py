@@ -89,6 +89,12 @@ class EnginePool:
                 entry.users -= 1
                 entry.last_used = time.monotonic()
 
+    def peek(self, key: EngineKey) -> Any:
+        """The engine for `key` if it is loaded, else None (loads nothing, changes no idle time)."""
+        with self._lock:
+            entry = self._entries.get(key)
+        return entry.engine if entry is not None and entry.loaded.is_set() else None
+
     def entries(self) -> list[PoolEntry]:
         now = time.monotonic()
         with self._lock:

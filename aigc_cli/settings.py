@@ -347,6 +347,8 @@ def _subject(name: str, knob_: Knob, source: str, modality: str) -> str:
         return f"[{modality}] {name} in {source.removeprefix('config file (').removesuffix(')')}"
     if source.startswith("record"):
         return f"{name} in {source.removeprefix('record ')}"
+    if source.startswith("request"):
+        return f"field '{name}'"
     return name
 
 
@@ -422,10 +424,12 @@ def resolve_settings(
     record: Mapping[str, Any] | None = None,
     record_name: str = "",
     alias_defaults: Callable[[str], tuple[str, Mapping[str, Any]]] | None = None,
+    given_in: str = "flag",
 ) -> Resolved:
     """Each setting from the first source that sets it, checked, with its source.
 
-    flags: field name -> value from the command line (None: not given). record: a file's aigc record
+    flags: field name -> value from the command line (None: not given), or from an API request body when
+    given_in is "request" (typed as JSON types them: not coerced from strings). record: a file's aigc record
     (`--from`; only fields with in_record). alias_defaults(model name) -> (alias, defaults) gives the
     registry defaults of the model once it is known (the registry's by default). Raises UsageError
     (exit 2) naming the flag, variable, file key or record field that holds a bad value.
@@ -439,7 +443,8 @@ def resolve_settings(
     sources: dict[str, str] = {}
     schema = knobs(cls)
     for name, k in schema.items():
-        candidates: list[tuple[Any, str]] = [(flags.get(name), f"flag {k.flag}")]
+        given = f"flag {k.flag}" if given_in == "flag" else f"request field {name}"
+        candidates: list[tuple[Any, str]] = [(flags.get(name), given)]
         if record is not None and k.in_record:
             candidates.append((record.get(name), f"record {record_name}"))
         if k.env:

@@ -4,8 +4,10 @@ the pool -> files or stdout, each image with its record."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..console import Console, StepBar
@@ -14,10 +16,14 @@ from ..errors import UsageError
 from ..interrupts import raising
 from ..loading import source_of
 from ..output import OutputPlan, plan_output, write_atomic, write_binary, write_json_line
-from ..pool import default_pool
-from ..settings import resolve_settings
+from ..pool import EnginePool, default_pool
+from ..server.discovery import find_server
+from ..settings import Resolved, resolve_settings
 from ..streams import read_prompt
 from .common import check_seeds, find_model, model_errors, pick_seed
+
+if TYPE_CHECKING:
+    from ..engines.image import ImageRequest
 
 
 def _read_record(from_file: str | None) -> dict[str, Any] | None:
@@ -31,16 +37,24 @@ def _read_record(from_file: str | None) -> dict[str, Any] | None:
 def _load_init_image(source: str, width: int | None, height: int | None):
     import sys
 
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if source != "-" and not Path(source).is_file():
         raise UsageError(f"No such file: {source} (--init-image)")
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-        # Upright as a viewer shows it (a phone photo's EXIF orientation), as diffusers' load_image does.
+    except OSError as exc:
+        raise UsageError(f"Cannot read {source} (--init-image): {exc.strerror or exc}") from exc
+    return decode_init_image(data, "stdin" if source == "-" else source, width, height)
+
+
+def decode_init_image(data: bytes, what: str, width: int | None, height: int | None) -> Any:
+    """An init image from a file's bytes, as a PIL RGB image: upright as a viewer shows it (a phone
+    photo's EXIF orientation, as diffusers' load_image does), resized (Lanczos) to width x height, else to
+    its size rounded down to multiples of 8. `what` names the source in the UsageError for non-images."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
         image = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
-        what = "stdin" if source == "-" else source
         raise UsageError(
             f"The init image ({what}) is not an image Pillow can read: give a PNG, JPEG or WebP"
         ) from exc
@@ -48,44 +62,46 @@ def _load_init_image(source: str, width: int | None, height: int | None):
     return image if image.size == target else image.resize(target, Image.Resampling.LANCZOS)
 
 
-def run_image(
-    prompt_arg: str | None,
-    flags: dict[str, Any],
-    out: str | None,
-    init_image: str | None,
-    from_file: str | None,
-    as_json: bool,
+@dataclass(frozen=True)
+class ImageJob:
+    """An image request ready to run on its engine (loaded, in the pool), and what its files record."""
+
+    key: EngineKey
+    label: str
+    request: ImageRequest
+    record: dict[str, Any]
+    """What each image records, but its seed (engines.image: image i uses request.seed + i)."""
+
+
+def prepare_image(
+    resolved: Resolved,
+    prompt: str,
+    load_init: Callable[[], Any] | None,
+    init_name: str | None,
     console: Console,
-) -> None:
+    pool: EnginePool,
+) -> ImageJob:
+    """Find and load the model of `resolved` (settings from any source), check the request against it
+    (steps left by --strength, prompts the text encoder cuts), draw the seed, and build request and
+    record. load_init() gives the init image (PIL, sized) once the model is found, or is None;
+    init_name: what the record names it. The CLI and the server come through here. Raises UsageError,
+    ModelUnavailableError."""
     from ..engines.image import ImageRequest
     from ..loading import quiet_libraries
 
-    record = _read_record(from_file)
-    if record is not None:
-        if prompt_arg is None:
-            prompt_arg = record.get("prompt")
-        if record.get("init_image") and init_image is None:
-            raise UsageError(f"{from_file} was made from an init image: give it again with --init-image")
-    resolved = resolve_settings("image", flags, record, from_file or "")
     s = resolved.values
     count = s.count or 1
     check_seeds(s.seed, count)
-    if s.strength is not None and init_image is None:
+    if s.strength is not None and load_init is None:
         raise UsageError("--strength needs --init-image")
-    plan = plan_output("image", out, count, as_json)
-    if init_image == "-" and prompt_arg in (None, "-"):
-        raise UsageError("With --init-image -, stdin holds the image: give the prompt as an argument")
-    prompt = prompt_arg if init_image == "-" else read_prompt(prompt_arg)
-    if not prompt or not prompt.strip():
-        raise UsageError("The prompt is empty: give it as an argument, or pipe it in on stdin")
     target = find_model("image", s.model, s.device, s.dtype, console, source=resolved.sources["model"])
     label = target.ref.label
-    init = _load_init_image(init_image, s.width, s.height) if init_image is not None else None
+    init = load_init() if load_init is not None else None
     quiet_libraries(console, diffusers=True)
     offload = (("offload", True),) if s.low_memory and target.device.device.startswith("cuda") else ()
     key = EngineKey("image", str(target.folder), target.device.device, target.dtype, "diffusers", offload)
     with console.status(f"Loading {label} on {key.device} ({key.dtype})"), model_errors(label):
-        engine = default_pool().get(key)
+        engine = pool.get(key)
     console.note(f"{label} on {key.device} ({key.dtype}), from {target.folder}")
     own = engine.defaults()  # unset settings: the alias's defaults (resolved), else the pipeline's own
     steps = s.steps or own["steps"]
@@ -115,7 +131,7 @@ def run_image(
         scheduler=s.scheduler,
         low_memory=bool(s.low_memory),
     )
-    record_base = {
+    record = {
         "kind": "image",
         "prompt": request.prompt,
         "negative": request.negative,
@@ -128,45 +144,104 @@ def run_image(
         "scheduler": s.scheduler,
         "sampler": engine.sampler_name(s.scheduler),
         "strength": request.strength if init is not None else None,
-        "init_image": Path(init_image).name if init_image not in (None, "-") else init_image,
+        "init_image": init_name,
         "low_memory": bool(s.low_memory),
         "device": key.device,
         "dtype": key.dtype,
         "aigc_version": __version__,
     }
+    return ImageJob(key, label, request, record)
+
+
+def run_image(
+    prompt_arg: str | None,
+    flags: dict[str, Any],
+    out: str | None,
+    init_image: str | None,
+    from_file: str | None,
+    as_json: bool,
+    console: Console,
+    local: bool = False,
+) -> None:
+    record = _read_record(from_file)
+    if record is not None:
+        if prompt_arg is None:
+            prompt_arg = record.get("prompt")
+        if record.get("init_image") and init_image is None:
+            raise UsageError(f"{from_file} was made from an init image: give it again with --init-image")
+    resolved = resolve_settings("image", flags, record, from_file or "")
+    s = resolved.values
+    check_seeds(s.seed, s.count or 1)
+    if s.strength is not None and init_image is None:
+        raise UsageError("--strength needs --init-image")
+    plan = plan_output("image", out, s.count or 1, as_json)
+    if init_image == "-" and prompt_arg in (None, "-"):
+        raise UsageError("With --init-image -, stdin holds the image: give the prompt as an argument")
+    prompt = prompt_arg if init_image == "-" else read_prompt(prompt_arg)
+    if not prompt or not prompt.strip():
+        raise UsageError("The prompt is empty: give it as an argument, or pipe it in on stdin")
+    init_name = Path(init_image).name if init_image not in (None, "-") else init_image
+    init: list[Any] = []  # read once (stdin cannot be read twice), whether the server takes it or not
+
+    def load_init() -> Any:
+        if not init:
+            init.append(_load_init_image(init_image, s.width, s.height))
+        return init[0]
+
+    server = None if local else find_server()
+    if server is not None:
+        from ..server.client import remote_image
+
+        loader = load_init if init_image is not None else None
+        if remote_image(server, resolved, prompt, loader, init_name, plan, as_json, console):
+            return
+    pool = default_pool()
+    job = prepare_image(
+        resolved, prompt, load_init if init_image is not None else None, init_name, console, pool
+    )
+    engine = pool.get(job.key)
+    request = job.request
     with (
         StepBar(console, request.steps * request.count, "denoising") as progress,
-        model_errors(label),
+        model_errors(job.label),
         raising(),
     ):
         for result in engine.generate(request, progress.advance):
             if result.vae_retried:
                 console.warn("the VAE gave NaNs (a black image); decoded again in float32")
-            record = {**record_base, "seed": result.seed}
-            path = _write(result, record, plan)
-            if as_json:
-                timings = {"seconds": result.seconds, "step_seconds": result.step_seconds}
-                write_json_line(
-                    {"path": str(path), **record, **timings, "decode_seconds": result.decode_seconds}
-                )
-            elif path is not None and plan.print_paths:
-                progress.print_line(str(path))
+            record = {**job.record, "seed": result.seed}
+            timings = {"seconds": result.seconds, "step_seconds": result.step_seconds}
+            timings["decode_seconds"] = result.decode_seconds
+            write_image(result.image, result.index, record, plan, as_json, timings, progress)
 
 
-def _write(result: Any, record: dict[str, Any], plan: OutputPlan) -> Path | None:
+def write_image(
+    image: Any,
+    index: int,
+    record: dict[str, Any],
+    plan: OutputPlan,
+    as_json: bool,
+    timings: dict[str, Any],
+    progress: StepBar,
+) -> None:
+    """Write one image where the plan says, with its record; then its --json line or its path."""
     from ..metadata import image_metadata
 
+    path = None
     if plan.to_stdout:
-        write_binary(_encode(result.image, "PNG", image_metadata("PNG", record)))
-        return None
-    path = plan.path(result.index, record["prompt"], result.seed)
-    assert path is not None
-    fmt = plan.format
-    write_atomic(path, _encode(result.image, fmt, image_metadata(fmt, record)))
-    return path
+        write_binary(encode_image(image, "PNG", image_metadata("PNG", record)))
+    else:
+        path = plan.path(index, record["prompt"], record["seed"])
+        assert path is not None
+        write_atomic(path, encode_image(image, plan.format, image_metadata(plan.format, record)))
+    if as_json:
+        write_json_line({"path": str(path) if path else None, **record, **timings})
+    elif path is not None and plan.print_paths:
+        progress.print_line(str(path))
 
 
-def _encode(image: Any, fmt: str, metadata: dict[str, Any]) -> bytes:
+def encode_image(image: Any, fmt: str, metadata: dict[str, Any]) -> bytes:
+    """The image file's bytes in `fmt` (PNG, JPEG, WEBP), with its record (metadata.image_metadata)."""
     buffer = io.BytesIO()
     extra = {"quality": 95} if fmt in {"JPEG", "WEBP"} else {}
     image.save(buffer, format=fmt, **metadata, **extra)

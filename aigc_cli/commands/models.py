@@ -211,6 +211,12 @@ def _rows(modality: str | None) -> list[dict[str, Any]]:
     return rows
 
 
+def available_models() -> list[tuple[str, str | None]]:
+    """(name, modality) of every model here without the network: aliases that are embedded or cached,
+    then the other models in the Hugging Face cache (what the server lists in /v1/models)."""
+    return [(row["name"], row["modality"]) for row in _rows(None) if row["offline"]]
+
+
 def run_list(modality: str | None, as_json: bool) -> None:
     _check_modality(modality)
     rows = _rows(modality)
@@ -243,12 +249,23 @@ def run_list(modality: str | None, as_json: bool) -> None:
         )
 
 
-def _modality_of(name: str) -> str:
+def modality_of(name: str) -> str:
+    """The modality of an alias, a local folder or a cached repo (from its config files); "text" when
+    nothing tells (a repo not downloaded yet)."""
+    from ..hub import cached_snapshot
+    from ..loading import detect_modality
+    from ..registry import REPO_ID
+
     spec = lookup(name)
     if spec is not None:
         return spec.modality
-    if PIPER_NAME.match(name) and not Path(name).exists():  # a Piper voice by its name: en_GB-alan-low
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return detect_modality(path)[0] or "text"
+    if PIPER_NAME.match(name) and not path.exists():  # a Piper voice by its name: en_GB-alan-low
         return "speech"
+    if REPO_ID.match(name) and (snapshot := cached_snapshot(name)) is not None:
+        return detect_modality(snapshot)[0] or "text"
     return "text"
 
 
@@ -262,7 +279,7 @@ def run_pull(names: list[str], console: Console) -> None:
 
         huggingface_hub.utils.disable_progress_bars()
     for name in names:
-        ref = resolve(name, _modality_of(name))
+        ref = resolve(name, modality_of(name))
         if ref.folder is not None:
             raise UsageError(f"'{name}' is a local folder: nothing to pull")
         assert ref.repo is not None
@@ -289,7 +306,7 @@ def run_pull(names: list[str], console: Console) -> None:
 def run_path(name: str) -> None:
     from ..loading import locate
 
-    ref = resolve(name, _modality_of(name))
+    ref = resolve(name, modality_of(name))
     write_text(f"{locate(ref, None, Console(quiet=True))}\n")
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..console import Console, StepBar
@@ -22,12 +23,17 @@ from ..output import (
     write_atomic,
     write_binary,
     write_json_line,
+    write_text,
 )
-from ..pool import default_pool
+from ..pool import EnginePool, default_pool
 from ..registry import ModelRef, resolve
-from ..settings import resolve_settings
+from ..server.discovery import find_server
+from ..settings import Resolved, resolve_settings
 from ..streams import read_prompt
 from .common import find_folder, find_model, model_errors, pick_seed, report_seed
+
+if TYPE_CHECKING:
+    from ..engines.speech import SpeechRequest
 
 PLAYERS = {
     "ffplay": ["-nodisp", "-autoexit", "-loglevel", "quiet"],
@@ -64,25 +70,33 @@ def speech_engine_key(folder: Path, device: str, dtype: str, vocoder: Path | Non
     return EngineKey("speech", str(folder), device, dtype, backend, options)
 
 
-def run_speak(
-    prompt_arg: str | None,
-    flags: dict[str, Any],
-    out: str | None,
-    audio_format: str | None,
-    play: bool,
-    as_json: bool,
-    console: Console,
-) -> None:
-    from ..engines.speech import SpeechRequest, synthesize
+@dataclass(frozen=True)
+class SpeechJob:
+    """A speech request ready to run on its engine (loaded, in the pool), and what its file records."""
 
-    resolved = resolve_settings("speech", flags)
-    s = resolved.values
-    plan = plan_output("audio", out, 1, as_json, audio_format, play)
-    if plan.format == "raw" and play:
-        raise UsageError("--play needs a file format (wav, flac or ogg), not raw")
-    text = read_prompt(prompt_arg)
+    key: EngineKey
+    label: str
+    request: SpeechRequest
+    record: dict[str, Any]
+    seed_drawn: bool
+    """No seed was given: request.seed was drawn at random (report it)."""
+
+
+def prepare_speech(
+    resolved: Resolved,
+    text: str,
+    console: Console,
+    pool: EnginePool,
+    fallback_voices: frozenset[str] = frozenset(),
+) -> SpeechJob:
+    """Find and load the voice of `resolved` (settings from any source), draw the seed, and check the
+    request against the voice (speaker, speed) before any work. A voice in `fallback_voices` (OpenAI's
+    names, which API clients must send) that the model does not have speaks with its default speaker. The
+    CLI and the server come through here. Raises UsageError, ModelUnavailableError."""
+    from ..engines.speech import SpeechRequest
     from ..loading import is_piper_voice
 
+    s = resolved.values
     ref, folder = find_folder("speech", s.model, console, source=resolved.sources["model"])
     label = ref.label
     if is_piper_voice(folder):  # onnxruntime on the CPU: no torch to import, no device to pick
@@ -94,27 +108,79 @@ def run_speak(
     else:
         target = find_model("speech", s.model, s.device, s.dtype, console)
         key = speech_engine_key(folder, target.device.device, target.dtype, _vocoder(ref, console))
-    player = find_player() if play else None
     if key.backend != "piper":
         from ..loading import quiet_libraries
 
         quiet_libraries(console)
     with console.status(f"Loading {label}"), model_errors(label):
-        voice = default_pool().get(key)
+        voice = pool.get(key)
     seed = pick_seed(s.seed, Console(quiet=True)) if s.seed is None else s.seed
     request = SpeechRequest(text, seed, s.voice, s.speed or 1.0, s.sentence_silence or 0.0)
+    if s.voice in fallback_voices:
+        try:
+            voice.check(request)
+        except UsageError:
+            request = replace(request, voice=None)
     voice.check(request)
-    if s.seed is None:  # reported once the request checks out
-        report_seed(seed, console)
+    record = {
+        "kind": "speech",
+        "text": text,
+        "model": label,
+        "source": source_of(ref, folder),
+        "voice": request.voice,
+        "speed": request.speed,
+        "sentence_silence": request.sentence_silence,
+        "seed": seed,
+        "sample_rate": voice.sample_rate,
+        "device": key.device,
+        "dtype": key.dtype,
+        "aigc_version": __version__,
+    }
+    return SpeechJob(key, label, request, record, s.seed is None)
+
+
+def run_speak(
+    prompt_arg: str | None,
+    flags: dict[str, Any],
+    out: str | None,
+    audio_format: str | None,
+    play: bool,
+    as_json: bool,
+    console: Console,
+    local: bool = False,
+) -> None:
+    from ..engines.speech import synthesize
+
+    resolved = resolve_settings("speech", flags)
+    plan = plan_output("audio", out, 1, as_json, audio_format, play)
+    if plan.format == "raw" and play:
+        raise UsageError("--play needs a file format (wav, flac or ogg), not raw")
+    text = read_prompt(prompt_arg)
+    player = find_player() if play else None
+    server = None if local else find_server()
+    if server is not None:
+        from ..server.client import remote_speech
+
+        done = remote_speech(server, resolved, text, plan, as_json, console)
+        if done is not None:
+            path, data = done
+            if player is not None:
+                _play(player, path, data, plan.format)
+            return
+    pool = default_pool()
+    job = prepare_speech(resolved, text, console, pool)
+    voice = pool.get(job.key)
+    if job.seed_drawn:  # reported once the request checks out
+        report_seed(job.request.seed, console)
     if plan.format == "raw":
         console.info(f"aigc: raw PCM: {voice.sample_rate} Hz, 16-bit signed little-endian (S16_LE), mono")
     chunks, compute = [], 0.0
     with (
         StepBar(console, len(voice.sentences(text)), "sentences") as progress,
-        model_errors(label),
+        model_errors(job.label),
         raising(),
     ):
-        for chunk in synthesize(voice, request):
+        for chunk in synthesize(voice, job.request):
             compute += chunk.seconds
             progress.advance()
             if plan.format == "raw" and plan.to_stdout:
@@ -124,25 +190,12 @@ def run_speak(
     import numpy as np
 
     samples = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-    record = {
-        "kind": "speech",
-        "text": text,
-        "model": label,
-        "source": source_of(ref, folder),
-        "voice": s.voice,
-        "speed": request.speed,
-        "sentence_silence": request.sentence_silence,
-        "seed": seed,
-        "sample_rate": voice.sample_rate,
-        "device": key.device,
-        "dtype": key.dtype,
-        "aigc_version": __version__,
-    }
     with raising():
-        path, data = _write(plan, samples, voice.sample_rate, record, text, seed)
+        path, data = _write(plan, samples, voice.sample_rate, job.record, text, job.request.seed)
     if player is not None:
         _play(player, path, data, plan.format)
-    _report(plan, samples, voice.sample_rate, record, path, compute, as_json, progress)
+    duration = len(samples) / voice.sample_rate if not (plan.format == "raw" and plan.to_stdout) else None
+    report_audio(plan, duration, job.record, path, compute, as_json, progress)
 
 
 def _write(
@@ -163,18 +216,17 @@ def _write(
     return path, data
 
 
-def _report(
+def report_audio(
     plan: Any,
-    samples: Any,
-    rate: int,
+    duration: float | None,
     record: dict[str, Any],
     path: Path | None,
-    compute: float,
+    compute: float | None,
     as_json: bool,
-    progress: StepBar,
+    progress: StepBar | None,
 ) -> None:
-    """The --json line, or the path written on a terminal."""
-    duration = len(samples) / rate if not (plan.format == "raw" and plan.to_stdout) else None
+    """The --json line, or the path written on a terminal. duration: seconds of audio (None: streamed);
+    compute: seconds spent synthesizing (None: not known)."""
     if as_json:
         total = duration if duration is not None else 0.0
         write_json_line(
@@ -183,11 +235,14 @@ def _report(
                 "path": str(path) if path else None,
                 "format": plan.format,
                 "duration": round(total, 3),
-                "real_time_factor": round(compute / total, 4) if total else None,
+                "real_time_factor": round(compute / total, 4) if total and compute is not None else None,
             }
         )
     elif path is not None and plan.print_paths:
-        progress.print_line(str(path))
+        if progress is not None:
+            progress.print_line(str(path))
+        else:
+            write_text(f"{path}\n")
 
 
 def _play(player: list[str], path: Path | None, data: bytes, fmt: str) -> None:

@@ -4,46 +4,60 @@ from __future__ import annotations
 
 import json
 from contextlib import closing
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..console import Console
 from ..engines import EngineKey
 from ..errors import UsageError
 from ..interrupts import raising
 from ..output import check_stdout, end_text, write_json_line, write_text
-from ..pool import default_pool
-from ..settings import resolve_settings
+from ..pool import EnginePool, default_pool
+from ..server.discovery import find_server
+from ..settings import Resolved, resolve_settings
 from ..streams import read_prompt
 from .common import Target, check_seeds, find_model, model_errors, pick_seed
 
+if TYPE_CHECKING:
+    from ..engines.text import Completion, TextRequest
 
-def run_text(
-    prompt_arg: str | None, flags: dict[str, Any], stream: bool, as_json: bool, console: Console
-) -> None:
-    from ..engines.text import (
-        TextRequest,
-        check_template,
-        fit_to_context,
-        generate_text,
-        has_chat_template,
-        stream_text,
-    )
-    from ..engines.text import (
-        sampling as settings_for,
-    )
+
+@dataclass(frozen=True)
+class TextJob:
+    """A text request ready to run: its engine (loaded, in the pool) and the request with seed 0."""
+
+    key: EngineKey
+    label: str
+    """The model's name as the user knows it (the alias, else what was given)."""
+    folder: Path
+    request: TextRequest
+    count: int
+    """How many completions; completion i uses seed + i."""
+    sampling: bool
+    """Whether the settings sample (a seed matters) or decode greedily."""
+    prompt_tokens: int
+
+
+def prepare_text(
+    resolved: Resolved,
+    prompt: str,
+    console: Console,
+    pool: EnginePool,
+    messages: tuple[tuple[str, str], ...] = (),
+) -> TextJob:
+    """Find and load the model of `resolved` (settings from any source), and build its request: the
+    system rule, the chat template check, max_tokens capped to the context (with a warning). The CLI,
+    the server and batch jobs all come through here. Raises UsageError, ModelUnavailableError."""
+    from ..engines.text import TextRequest, check_template, fit_to_context, has_chat_template
+    from ..engines.text import sampling as settings_for
     from ..loading import quiet_libraries
 
-    check_stdout()  # a closed stdout fails before anything loads
-    resolved = resolve_settings("text", flags)
     s = resolved.values
     system = s.system
-    system_flagged = resolved.sources.get("system", "").startswith("flag")
-    if s.raw and system_flagged:  # fails before anything loads
+    system_given = resolved.sources.get("system", "").startswith(("flag", "request"))
+    if s.raw and system_given:  # fails before anything loads
         raise UsageError("--system needs the chat template, and --raw turns it off: use one or the other")
-    count = s.count or 1
-    check_seeds(s.seed, count)
-    prompt = read_prompt(prompt_arg)
     # A missing model fails here, before torch is imported.
     target = find_model(
         "text", s.model, s.device, s.dtype, console, bool(s.trust_remote_code), resolved.sources["model"]
@@ -53,20 +67,21 @@ def run_text(
     if key.backend == "torch":  # the onnx path imports neither transformers nor torch
         quiet_libraries(console)
     with console.status(f"Loading {label} on {target.device.device}"), model_errors(label):
-        engine = default_pool().get(key)
+        engine = pool.get(key)
     console.note(
         f"{label} on {engine.device} ({engine.dtype}) with the {engine.backend} backend, from {target.folder}"
     )
-    if system is not None and not system_flagged and (s.raw or not has_chat_template(engine.tokenizer)):
+    if system is not None and not system_given and (s.raw or not has_chat_template(engine.tokenizer)):
         # A configured system message applies where the chat template does: not to a raw prompt, nor
         # to a model without a template.
         console.note(f"the system message ({resolved.sources['system']}) does not apply to this prompt")
         system = None
     check_template(engine.tokenizer, bool(s.raw), system)
+    wanted = s.max_tokens or 256
     base = TextRequest(
         prompt=prompt,
         seed=0,
-        max_tokens=s.max_tokens or 256,
+        max_tokens=wanted,
         temperature=s.temperature,
         top_k=s.top_k,
         top_p=s.top_p,
@@ -74,41 +89,75 @@ def run_text(
         stop=tuple(s.stop or ()),
         system=system,
         raw=bool(s.raw),
+        messages=messages,
     )
-    base, prompt_tokens = fit_to_context(engine, base)
-    if base.max_tokens < (s.max_tokens or 256) and s.max_tokens is not None:
+    with model_errors(label):
+        base, prompt_tokens = fit_to_context(engine, base)
+    if base.max_tokens < wanted and s.max_tokens is not None:
         console.warn(
             f"--max-tokens {s.max_tokens} capped to {base.max_tokens}: {label} reads "
             f"{engine.context_length} tokens in all and the prompt is {prompt_tokens}"
         )
-    # Greedy decoding ignores the seed: draw and report one only when sampling (--json says null).
     sampling = settings_for(engine.generation_defaults, base).do_sample
-    seed = pick_seed(s.seed, console if sampling else Console(quiet=True), count)
-    with model_errors(label), raising():
+    return TextJob(key, label, target.folder, base, s.count or 1, sampling, prompt_tokens)
+
+
+def completion_record(completion: Completion, job: TextJob, engine: Any) -> dict[str, Any]:
+    """What --json prints of a completion (and the server returns as `aigc`)."""
+    return {
+        "text": completion.text,
+        "model": job.label,
+        "backend": engine.backend,
+        "precision": engine.precision,
+        "device": engine.device,
+        "dtype": engine.dtype,
+        # onnxruntime-genai samples with its own generator: same seed, other text than torch.
+        "sampling_matches_reference": engine.backend == "torch" or not job.sampling,
+        "seed": completion.seed if job.sampling else None,
+        "finish_reason": completion.finish_reason,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.completion_tokens,
+        "time_to_first_token": completion.time_to_first_token,
+        "tokens_per_second": completion.tokens_per_second,
+        "seconds": completion.seconds,
+        **completion.settings,
+    }
+
+
+def run_text(
+    prompt_arg: str | None,
+    flags: dict[str, Any],
+    stream: bool,
+    as_json: bool,
+    console: Console,
+    local: bool = False,
+) -> None:
+    from ..engines.text import generate_text, stream_text
+
+    check_stdout()  # a closed stdout fails before anything loads
+    resolved = resolve_settings("text", flags)
+    s = resolved.values
+    if s.raw and resolved.sources.get("system", "").startswith("flag"):
+        raise UsageError("--system needs the chat template, and --raw turns it off: use one or the other")
+    count = s.count or 1
+    check_seeds(s.seed, count)
+    prompt = read_prompt(prompt_arg)
+    server = None if local else find_server()
+    if server is not None:
+        from ..server.client import remote_text
+
+        if remote_text(server, resolved, prompt, stream, as_json, console):
+            return
+    pool = default_pool()
+    job = prepare_text(resolved, prompt, console, pool)
+    engine = pool.get(job.key)
+    # Greedy decoding ignores the seed: draw and report one only when sampling (--json says null).
+    seed = pick_seed(s.seed, console if job.sampling else Console(quiet=True), count)
+    with model_errors(job.label), raising():
         for index in range(count):
-            request = replace(base, seed=seed + index)
+            request = replace(job.request, seed=seed + index)
             if as_json:
-                completion = generate_text(engine, request)
-                write_json_line(
-                    {
-                        "text": completion.text,
-                        "model": label,
-                        "backend": engine.backend,
-                        "precision": engine.precision,
-                        "device": engine.device,
-                        "dtype": engine.dtype,
-                        # onnxruntime-genai samples with its own generator: same seed, other text than torch.
-                        "sampling_matches_reference": engine.backend == "torch" or not sampling,
-                        "seed": completion.seed if sampling else None,
-                        "finish_reason": completion.finish_reason,
-                        "prompt_tokens": completion.prompt_tokens,
-                        "completion_tokens": completion.completion_tokens,
-                        "time_to_first_token": completion.time_to_first_token,
-                        "tokens_per_second": completion.tokens_per_second,
-                        "seconds": completion.seconds,
-                        **completion.settings,
-                    }
-                )
+                write_json_line(completion_record(generate_text(engine, request), job, engine))
                 continue
             if index > 0:
                 write_text("\n")

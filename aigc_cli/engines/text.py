@@ -40,6 +40,9 @@ class TextRequest:
     """A system message, for models with a chat template."""
     raw: bool = False
     """Send the prompt as it is, without the chat template."""
+    messages: tuple[tuple[str, str], ...] = ()
+    """A conversation of (role, content) pairs (roles: system, user, assistant) to encode with the chat
+    template instead of `prompt`; `system`, when set, goes first."""
 
 
 @dataclass(frozen=True)
@@ -157,9 +160,14 @@ def check_template(tokenizer: Any, raw: bool, system: str | None) -> None:
 def encode_prompt(tokenizer: Any, request: TextRequest) -> list[int]:
     """The prompt's token ids: the chat template unless raw or the model has none (engines.tokenizer)."""
     check_template(tokenizer, request.raw, request.system)
+    turns = request.messages or (("user", request.prompt),)
     if request.raw or not has_chat_template(tokenizer):
-        return tokenizer.encode(request.prompt)
-    messages = [{"role": "user", "content": request.prompt}]
+        if len(turns) > 1 or turns[0][0] != "user":
+            raise UsageError(
+                "This model has no chat template: send one user message, or the raw prompt (/v1/completions)"
+            )
+        return tokenizer.encode(turns[0][1])
+    messages = [{"role": role, "content": content} for role, content in turns]
     if request.system is not None:
         messages.insert(0, {"role": "system", "content": request.system})
     return tokenizer.encode_chat(messages)

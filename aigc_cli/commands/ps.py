@@ -1,0 +1,63 @@
+"""`aigc ps`: what a running server holds, as `ollama ps` shows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import GenerationError
+from ..output import write_json_line, write_text
+from ..server.discovery import find_server
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return "-"
+
+
+def _until(row: dict[str, Any]) -> str:
+    if row["in_use"]:
+        return "in use"
+    if row["unloads_in"] is None:
+        return "never"
+    return f"in {row['unloads_in']:g} s"
+
+
+def run_ps(as_json: bool) -> None:
+    from ..server.client import Unreachable, get_json
+
+    server = find_server()
+    if server is None:
+        raise GenerationError(
+            "No aigc server is running here (start one with `aigc serve`, or set AIGC_HOST)"
+        )
+    try:
+        rows = get_json(server, "/api/ps")["models"]
+    except Unreachable as exc:
+        raise GenerationError(f"The server at {server.url} does not answer ({exc})") from None
+    if as_json:
+        for row in rows:
+            write_json_line(row)
+        return
+    lines = [("NAME", "MODALITY", "BACKEND", "DEVICE", "DTYPE", "SIZE", "IDLE", "UNLOADS")]
+    for row in rows:
+        idle = "-" if row["in_use"] else f"{row['idle_seconds']:.0f} s"
+        lines.append(
+            (
+                row["model"],
+                row["modality"],
+                row["backend"],
+                row["device"],
+                row["dtype"],
+                _size(row["memory_bytes"]),
+                idle,
+                _until(row),
+            )
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        write_text("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")

@@ -1,0 +1,516 @@
+"""The FastAPI app: OpenAI-compatible routes over the core.
+
+Each route reads its body into aigc's settings (api.py), finds and loads the engine through the same
+`prepare_*` step the CLI runs (commands/), leases the engine for one generation at a time (pool.py), and
+answers in OpenAI's shapes with aigc's record added (`aigc`). Generation runs in worker threads, so that
+/health, /v1/models and /api/ps answer while it runs; a client that goes away mid-stream stops its
+generation at the next token or sentence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import json
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import closing
+from dataclasses import replace
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..console import Console
+from ..errors import AigcError, GenerationError, map_exception
+from .api import (
+    MAX_BODY_BYTES,
+    OPENAI_VOICES,
+    BodyError,
+    error_body,
+    error_json,
+    parse_chat,
+    parse_completion,
+    parse_image,
+    parse_speech,
+)
+from .state import ServerState
+
+MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "pcm": "audio/pcm"}
+
+
+class ServerConsole(Console):
+    """The server's stderr: plain lines (safe from many threads), no spinners or bars; notes with -v."""
+
+    def _write(self, text: str, style: str | None = None) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    @property
+    def chatty(self) -> bool:
+        return self.verbose
+
+    def status(self, text: str):  # type: ignore[override]
+        from contextlib import nullcontext
+
+        self.note(text)
+        return nullcontext()
+
+
+def _json_error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class Guard:
+    """ASGI middleware in front of every route: the Host header (DNS rebinding), the API key (401,
+    compared in constant time), and the declared body size (413)."""
+
+    def __init__(self, app: Any, api_key: str | None, hosts: set[str] | None) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.hosts = hosts
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        problem = self.problem(headers)
+        if problem is not None:
+            status, message, kind = problem
+            extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            await _json_error(status, error_json(message, kind, "usage"), extra)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def problem(self, headers: dict[str, str]) -> tuple[int, str, str] | None:
+        if self.hosts is not None:
+            host = _hostname(headers.get("host", ""))
+            if host not in self.hosts:
+                return (
+                    403,
+                    f"Host '{headers.get('host', '')}' is not a name this server is bound to "
+                    f"(it answers to {', '.join(sorted(self.hosts))})",
+                    "permission_error",
+                )
+        if self.api_key is not None:
+            scheme, _, token = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), self.api_key.encode()
+            ):
+                return (
+                    401,
+                    "This server needs an API key: send `Authorization: Bearer KEY` (the CLI: AIGC_API_KEY)",
+                    "authentication_error",
+                )
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return (413, f"The request body is over {MAX_BODY_BYTES // 2**20} MB", "invalid_request_error")
+        return None
+
+
+def _hostname(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def read_body(request: Request) -> dict[str, Any]:
+    """The JSON object of the body; 413 past MAX_BODY_BYTES even without a Content-Length."""
+    from .api import parse_json
+
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _TooLarge()
+        chunks.append(chunk)
+    if not size:
+        raise BodyError("The request body is empty: send a JSON object")
+    return parse_json(b"".join(chunks))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+_END = object()
+
+
+async def from_thread(request: Request, produce: Callable[[Callable[[Any], None], threading.Event], None]):
+    """Items `produce(emit, cancelled)` emits from a worker thread, as an async iterator. When the client
+    goes away (the iterator is closed or cancelled), `cancelled` is set: produce stops at its next item."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    cancelled = threading.Event()
+
+    def put(item: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone (the server is stopping)
+            cancelled.set()
+
+    def run() -> None:
+        try:
+            produce(put, cancelled)
+        except BaseException as exc:
+            put(exc)
+        finally:
+            put(_END)
+
+    threading.Thread(target=run, name="aigc-generation", daemon=True).start()
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(queue.get(), timeout=0.5)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return
+                continue
+            if item is _END:
+                return
+            yield item
+    finally:
+        cancelled.set()
+
+
+def _failure(exc: BaseException, model: str | None) -> AigcError:
+    if isinstance(exc, AigcError):
+        return exc
+    mapped = map_exception(exc, model)
+    if mapped is not None:
+        return mapped
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return GenerationError(f"{type(exc).__name__}: {first}", model)
+
+
+def create_app(
+    state: ServerState,
+    api_key: str | None = None,
+    hosts: set[str] | None = None,
+    cors_origins: list[str] | None = None,
+) -> FastAPI:
+    """The app over `state`. hosts: the Host names accepted (None: any); cors_origins: origins a browser
+    page may call from (none by default: no Access-Control-Allow-Origin is sent)."""
+    app = FastAPI(title="aigc", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(AigcError)
+    async def aigc_error(request: Request, exc: AigcError) -> JSONResponse:
+        status, body = error_body(exc)
+        return _json_error(status, body)
+
+    @app.exception_handler(_TooLarge)
+    async def too_large(request: Request, exc: _TooLarge) -> JSONResponse:
+        message = f"The request body is over {MAX_BODY_BYTES // 2**20} MB"
+        return _json_error(413, error_json(message, "invalid_request_error", "usage"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        path = request.url.path
+        message = {404: f"No route {path}", 405: f"{request.method} is not allowed on {path}"}
+        body = error_json(message.get(exc.status_code, str(exc.detail)), "invalid_request_error", "usage")
+        return _json_error(exc.status_code, body)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error = _failure(exc, None)
+        state.console.info(f"aigc: error: {error.message}")
+        status, body = error_body(error)
+        return _json_error(status, body)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": await run_in_threadpool(_model_list, state)}
+
+    @app.get("/api/ps")
+    async def ps() -> dict[str, Any]:
+        return {"models": state.loaded(), "keep_alive": state.keep_alive}
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await _text(state, request, parse_chat(await read_body(request)), chat=True)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await _text(state, request, parse_completion(await read_body(request)), chat=False)
+
+    @app.post("/v1/images/generations")
+    async def images(request: Request) -> Response:
+        call = parse_image(await read_body(request))
+        state.check_model(call.resolved)
+        try:
+            return JSONResponse(await run_in_threadpool(_images, state, call))
+        finally:
+            state.after_request()
+
+    @app.post("/v1/audio/speech")
+    async def speech(request: Request) -> Response:
+        return await _speech(state, request, parse_speech(await read_body(request)))
+
+    if cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(Guard, api_key=api_key, hosts=hosts)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    else:
+        app.add_middleware(Guard, api_key=api_key, hosts=hosts)
+    return app
+
+
+def _model_list(state: ServerState) -> list[dict[str, Any]]:
+    """Loaded models, what --preload named, and every alias whose files are here (embedded or cached)."""
+    from ..commands.models import available_models
+
+    seen: dict[str, dict[str, Any]] = {}
+    for row in state.loaded():
+        seen.setdefault(row["model"], {"modality": row["modality"], "loaded": True})
+    for name in state.preload_names:
+        seen.setdefault(name, {"modality": None, "loaded": False})
+    for name, modality in available_models():
+        seen.setdefault(name, {"modality": modality, "loaded": False})
+    created = int(time.time())
+    return [
+        {"id": name, "object": "model", "created": created, "owned_by": "aigc", **facts}
+        for name, facts in seen.items()
+    ]
+
+
+# --- text ---------------------------------------------------------------------------------------------------
+
+
+async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> Response:
+    from ..commands.common import check_seeds, pick_seed
+    from ..commands.text import completion_record, prepare_text
+
+    state.check_model(call.resolved)
+    job = await run_in_threadpool(
+        prepare_text, call.resolved, call.prompt, state.console, state.pool, call.messages
+    )
+    state.labels[job.key] = job.label
+    check_seeds(call.resolved.values.seed, job.count)
+    seed = pick_seed(call.resolved.values.seed, Console(quiet=True), job.count)
+    requests = [replace(job.request, seed=seed + i) for i in range(job.count)]
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    created = int(time.time())
+    base = {"id": ident, "created": created, "model": job.label, "system_fingerprint": f"aigc-{__version__}"}
+
+    if not call.stream:
+
+        def run_all() -> list[tuple[Any, dict[str, Any]]]:
+            from ..commands.common import model_errors
+            from ..engines.text import generate_text
+
+            with state.pool.lease(job.key) as engine, model_errors(job.label):
+                done = [generate_text(engine, r) for r in requests]
+                return [(c, completion_record(c, job, engine)) for c in done]
+
+        try:
+            results = await run_in_threadpool(run_all)
+        finally:
+            state.after_request()
+        choices = [
+            {
+                "index": i,
+                **({"message": {"role": "assistant", "content": c.text}} if chat else {"text": c.text}),
+                "finish_reason": c.finish_reason,
+                "logprobs": None,
+                "aigc": record,
+            }
+            for i, (c, record) in enumerate(results)
+        ]
+        return JSONResponse(
+            {
+                **base,
+                "object": "chat.completion" if chat else "text_completion",
+                "choices": choices,
+                "usage": _usage(c for c, _ in results),
+            }
+        )
+
+    def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
+        from ..commands.common import model_errors
+        from ..engines.text import stream_text
+
+        try:
+            with state.pool.lease(job.key) as engine, model_errors(job.label):
+                for index, one in enumerate(requests):
+                    with closing(stream_text(engine, one)) as chunks:
+                        for chunk in chunks:
+                            if cancelled.is_set():
+                                return
+                            record = None
+                            if chunk.completion is not None:
+                                record = completion_record(chunk.completion, job, engine)
+                            emit((index, chunk, record))
+        finally:
+            state.after_request()
+
+    kind = "chat.completion.chunk" if chat else "text_completion"
+
+    async def events() -> AsyncIterator[bytes]:
+        done = []
+        if chat:
+            for index in range(len(requests)):
+                delta = {"role": "assistant", "content": ""}
+                yield _sse({**base, "object": kind, "choices": [_choice(index, delta, None, chat)]})
+        async for item in from_thread(request, produce):
+            if isinstance(item, BaseException):
+                error = _failure(item, job.label)
+                state.console.info(f"aigc: error: {error.message}")
+                yield _sse(error_body(error)[1])
+                break
+            index, chunk, record = item
+            if chunk.text:
+                delta = {"content": chunk.text} if chat else chunk.text
+                yield _sse({**base, "object": kind, "choices": [_choice(index, delta, None, chat)]})
+            if chunk.completion is not None:
+                done.append(chunk.completion)
+                empty = {} if chat else ""
+                last = _choice(index, empty, chunk.completion.finish_reason, chat)
+                yield _sse({**base, "object": kind, "choices": [{**last, "aigc": record}]})
+        else:
+            if call.include_usage:
+                yield _sse({**base, "object": kind, "choices": [], "usage": _usage(done)})
+            yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _choice(index: int, delta: Any, finish: str | None, chat: bool) -> dict[str, Any]:
+    if chat:
+        return {"index": index, "delta": delta, "finish_reason": finish, "logprobs": None}
+    return {"index": index, "text": delta, "finish_reason": finish, "logprobs": None}
+
+
+def _usage(completions: Any) -> dict[str, int]:
+    done = list(completions)
+    prompt = sum(c.prompt_tokens for c in done)
+    generated = sum(c.completion_tokens for c in done)
+    return {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated}
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+# --- images -------------------------------------------------------------------------------------------------
+
+
+def _images(state: ServerState, call: Any) -> dict[str, Any]:
+    from ..commands.common import model_errors
+    from ..commands.image import decode_init_image, encode_image, prepare_image
+    from ..metadata import image_metadata
+
+    s = call.resolved.values
+    loader = None
+    if call.init_png is not None:
+
+        def loader() -> Any:
+            return decode_init_image(call.init_png, "field 'init_image'", s.width, s.height)
+
+    job = prepare_image(call.resolved, call.prompt, loader, "request", state.console, state.pool)
+    state.labels[job.key] = job.label
+    data = []
+    with state.pool.lease(job.key) as engine, model_errors(job.label):
+        for result in engine.generate(job.request):
+            record = {**job.record, "seed": result.seed}
+            png = encode_image(result.image, "PNG", image_metadata("PNG", record))
+            timings = {
+                "seconds": result.seconds,
+                "step_seconds": result.step_seconds,
+                "decode_seconds": result.decode_seconds,
+                "vae_retried": result.vae_retried,
+            }
+            data.append(
+                {
+                    "b64_json": base64.b64encode(png).decode("ascii"),
+                    "revised_prompt": None,
+                    "aigc": {**record, **timings},
+                }
+            )
+    return {"created": int(time.time()), "data": data}
+
+
+# --- speech -------------------------------------------------------------------------------------------------
+
+
+async def _speech(state: ServerState, request: Request, call: Any) -> Response:
+    from ..commands.speak import prepare_speech
+
+    state.check_model(call.resolved)
+    job = await run_in_threadpool(
+        prepare_speech, call.resolved, call.text, state.console, state.pool, OPENAI_VOICES
+    )
+    state.labels[job.key] = job.label
+    # The record rides in a header without the text (the client has it; a header is no place for a book).
+    headers = {
+        "x-aigc-record": json.dumps({k: v for k, v in job.record.items() if k != "text"}, ensure_ascii=True),
+        "x-aigc-sample-rate": str(job.record["sample_rate"]),
+    }
+
+    if call.response_format == "pcm":
+
+        def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
+            from ..commands.common import model_errors
+            from ..engines.speech import synthesize
+            from ..output import pcm16
+
+            try:
+                with (
+                    state.pool.lease(job.key) as voice,
+                    model_errors(job.label),
+                    closing(synthesize(voice, job.request)) as chunks,
+                ):
+                    for chunk in chunks:
+                        if cancelled.is_set():
+                            return
+                        emit(pcm16(chunk.samples))
+            finally:
+                state.after_request()
+
+        async def audio() -> AsyncIterator[bytes]:
+            async for item in from_thread(request, produce):
+                if isinstance(item, BaseException):
+                    # Mid-stream there is no status to send: end the stream short, and say why in the log.
+                    state.console.info(f"aigc: error: {_failure(item, job.label).message}")
+                    return
+                yield item
+
+        return StreamingResponse(audio(), media_type=MEDIA_TYPES["pcm"], headers=headers)
+
+    def run() -> tuple[bytes, float, float]:
+        from ..commands.common import model_errors
+        from ..engines.speech import synthesize_all
+        from ..output import encode_audio
+
+        with state.pool.lease(job.key) as voice, model_errors(job.label):
+            samples, compute = synthesize_all(voice, job.request)
+        return (
+            encode_audio(samples, voice.sample_rate, call.response_format, job.record),
+            compute,
+            len(samples) / voice.sample_rate,
+        )
+
+    try:
+        data, compute, duration = await run_in_threadpool(run)
+    finally:
+        state.after_request()
+    headers["x-aigc-compute-seconds"] = f"{compute:.4f}"
+    headers["x-aigc-duration"] = f"{duration:.4f}"
+    return Response(data, media_type=MEDIA_TYPES[call.response_format], headers=headers)

@@ -1,0 +1,168 @@
+"""`aigc serve`: check the options, listen, preload, record the server in AIGC_HOME, run uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import signal
+import socket
+import sys
+from typing import Any
+
+from ..console import Console
+from ..errors import AigcError, UsageError
+from .discovery import connect_host, remove_record, write_record
+
+DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def parse_keep_alive(value: str) -> float | None:
+    """Seconds from `5m`, `30s`, `1h`, `250ms` or a number of seconds; 0 unloads after each request,
+    any negative value (`-1`) never unloads (None). UsageError otherwise."""
+    match = DURATION.match(value)
+    if match is None:
+        raise UsageError(f"--keep-alive takes a duration such as 5m, 30s, 1h, 0 or -1 (got {value!r})")
+    seconds = float(match.group(1)) * UNITS[match.group(2)]
+    return None if seconds < 0 else seconds
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, api_key: str | None) -> None:
+    """A server other machines can reach needs an API key."""
+    if not is_loopback(host) and not api_key:
+        raise UsageError(
+            f"--host {host} lets other machines reach the server: give it a key with --api-key KEY "
+            "or AIGC_API_KEY (clients send `Authorization: Bearer KEY`)"
+        )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: not an address this machine has ({exc.strerror})") from exc
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise AigcError(
+            f"Cannot listen on {host}:{port}: {exc.strerror or exc} (another server there? use --port)"
+        ) from exc
+    return sock
+
+
+def preload(state: Any, names: list[str], console: Console) -> None:
+    """Load each model now, through the path its first request takes; local folders become servable."""
+    from pathlib import Path
+
+    from ..commands.image import prepare_image
+    from ..commands.models import modality_of
+    from ..commands.speak import prepare_speech
+    from ..commands.text import prepare_text
+    from ..settings import resolve_settings
+
+    for name in names:
+        modality = modality_of(name)
+        resolved = resolve_settings(modality, {"model": name})
+        if modality == "text":
+            job = prepare_text(resolved, "Hello", console, state.pool)
+        elif modality == "image":
+            job = prepare_image(resolved, "Hello", None, None, console, state.pool)
+        else:
+            job = prepare_speech(resolved, "Hello.", console, state.pool)
+        state.labels[job.key] = job.label
+        folder = Path(name).expanduser()
+        if folder.is_dir():
+            state.allow_folder(folder)
+        console.info(f"aigc: loaded {job.label} ({modality}) on {job.key.device}")
+
+
+def run_server(
+    host: str,
+    port: int,
+    keep_alive: str,
+    preload_names: list[str],
+    api_key: str | None,
+    allow_pull: bool,
+    cors_origins: list[str],
+    verbose: bool,
+) -> None:
+    """Serve until Ctrl-C or SIGTERM. Prints the URL on stdout once it listens (and the models are
+    loaded); notes, loads and (with -v) each request on stderr."""
+    try:
+        import uvicorn
+
+        from .app import ServerConsole, create_app
+    except ImportError as exc:
+        raise AigcError(
+            f"aigc serve needs FastAPI and uvicorn ({exc.name} is missing): pip install 'aigc[serve]'"
+        ) from None
+    from ..config import go_offline
+    from .state import ServerState
+
+    api_key = api_key or os.environ.get("AIGC_API_KEY") or None
+    check_exposure(host, api_key)
+    seconds = parse_keep_alive(keep_alive)
+    if not allow_pull:
+        go_offline()  # requests never download: only what is cached or embedded is served
+    sock = listen(host, port)
+    bound = sock.getsockname()[1]
+    console = ServerConsole(verbose=verbose)
+    state = ServerState(seconds, preload_names, console)
+    preload(state, preload_names, console)
+    hosts = LOOPBACK_NAMES if is_loopback(host) else None
+    app = create_app(state, api_key=api_key, hosts=hosts, cors_origins=cors_origins)
+    config = uvicorn.Config(
+        app,
+        log_level="info" if verbose else "warning",
+        access_log=verbose,
+        timeout_graceful_shutdown=3,
+    )
+    server = uvicorn.Server(config)
+    shown = connect_host(host)
+    url = f"http://[{shown}]:{bound}" if ":" in shown else f"http://{shown}:{bound}"
+    write_record(host, bound, api_key is not None)
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again once it is done: end here
+    # (the record removed), not in the handler that ends a one-shot command at once.
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        state.start_reaper()
+        print(url, flush=True)
+        kept = "for ever" if seconds is None else f"{seconds:g} s"
+        console.info(f"aigc: serving on {url} (idle models stay loaded {kept}; Ctrl-C stops)")
+        server.run(sockets=[sock])
+    except _Stopped:
+        pass
+    finally:
+        state.stop()
+        remove_record()
+        sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    console.info("aigc: server stopped")
+    sys.stdout.flush()
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped()

@@ -1,0 +1,144 @@
+"""What a running server holds: the engine pool with its keep-alive, the models a client may name, and
+what `aigc ps` reports of each loaded engine."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..console import Console
+from ..engines import EngineKey
+from ..pool import EnginePool
+from ..settings import Resolved
+from .api import RefusedError
+
+
+class ServerState:
+    """The pool and the rules of one `aigc serve` process.
+
+    keep_alive: seconds an idle engine stays loaded (0: unloaded after each request; None: for ever).
+    preload: model names loaded at start; local folders among them are the only ones clients may name.
+    """
+
+    def __init__(self, keep_alive: float | None, preload: list[str], console: Console) -> None:
+        self.pool = EnginePool(keep_alive)
+        self.keep_alive = keep_alive
+        self.preload_names = list(preload)
+        self.console = console
+        self.allowed_folders: set[Path] = set()
+        self.labels: dict[EngineKey, str] = {}
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
+
+    # --- which models a request may name ---------------------------------------------------------------
+
+    def check_model(self, resolved: Resolved) -> None:
+        """Refuse (RefusedError, HTTP 403) a model the request names by a local path the server was not
+        started with. Aliases, Hub repo ids (from the cache, or pulled with --allow-pull) and what the
+        server's own config names are fine."""
+        if not resolved.sources.get("model", "").startswith("request"):
+            return
+        name = resolved.values.model
+        if name in self.preload_names:
+            return
+        from ..registry import lookup
+
+        if lookup(name) is not None:
+            return
+        path = Path(name).expanduser()
+        if path.is_absolute() or name.startswith((".", "~")) or path.exists():
+            if path.exists() and path.resolve() in self.allowed_folders:
+                return
+            raise RefusedError(
+                f"'{name}' is a local path: this server loads only the folders it was started with "
+                "(aigc serve --preload PATH)"
+            )
+
+    def allow_folder(self, folder: Path) -> None:
+        self.allowed_folders.add(folder.resolve())
+
+    # --- keep-alive ---------------------------------------------------------------------------------------
+
+    def start_reaper(self) -> None:
+        """Unload idle engines in the background, checking a few times per keep-alive (at most every
+        second)."""
+        if self.keep_alive is None or self._reaper is not None:
+            return
+        interval = min(1.0, max(0.05, self.keep_alive / 4))
+
+        def reap() -> None:
+            while not self._stop.wait(interval):
+                self.unload_idle()
+
+        self._reaper = threading.Thread(target=reap, name="aigc-keep-alive", daemon=True)
+        self._reaper.start()
+
+    def unload_idle(self) -> None:
+        for key in self.pool.unload_idle():
+            self.console.info(f"aigc: unloaded {self.labels.pop(key, key.folder)} (idle past the keep-alive)")
+
+    def after_request(self) -> None:
+        if self.keep_alive == 0:
+            self.unload_idle()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # --- aigc ps --------------------------------------------------------------------------------------------
+
+    def loaded(self) -> list[dict[str, Any]]:
+        """One row per loaded engine: model, modality, backend, device, dtype, memory (bytes), idle seconds,
+        seconds until unloaded (None: never)."""
+        rows = []
+        for entry in self.pool.entries():
+            key = entry.key
+            engine = self.pool.peek(key)
+            until = None
+            if self.keep_alive is not None:
+                until = 0.0 if entry.in_use else max(0.0, round(self.keep_alive - entry.idle_seconds, 1))
+            rows.append(
+                {
+                    "model": self.labels.get(key, Path(key.folder).name),
+                    "modality": key.modality,
+                    "backend": key.backend,
+                    "device": key.device,
+                    "dtype": key.dtype,
+                    "memory_bytes": engine_bytes(engine, key) if engine is not None else None,
+                    "in_use": entry.in_use,
+                    "idle_seconds": entry.idle_seconds,
+                    "unloads_in": None if entry.in_use else until,
+                    "folder": key.folder,
+                }
+            )
+        return rows
+
+
+def engine_bytes(engine: Any, key: EngineKey) -> int:
+    """Bytes the engine's weights take: parameters and buffers of its torch modules (a diffusers pipeline's
+    components too), else the size of its weight files (ONNX exports, Piper voices)."""
+    seen: set[int] = set()
+    total = 0
+
+    def add_module(module: Any) -> None:
+        nonlocal total
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if id(tensor) not in seen:
+                seen.add(id(tensor))
+                total += tensor.numel() * tensor.element_size()
+
+    for value in vars(engine).values():
+        if hasattr(value, "parameters") and hasattr(value, "buffers"):
+            add_module(value)
+        components = getattr(value, "components", None)
+        if isinstance(components, dict):
+            for part in components.values():
+                if hasattr(part, "parameters") and hasattr(part, "buffers"):
+                    add_module(part)
+        inner = getattr(value, "model", None)  # a transformers pipeline
+        if inner is not None and hasattr(inner, "parameters") and not isinstance(value, type):
+            add_module(inner)
+    if total:
+        return total
+    folder = Path(key.option("export") or key.folder)
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.suffix in {".onnx", ".data", ".bin"})
