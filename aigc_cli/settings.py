@@ -136,7 +136,10 @@ def _seed_knob(count: bool = True) -> Any:
 
 
 def _count_knob() -> Any:
-    return knob("How many results.", int, flag="--count", short="-n", low=1, in_config=False)
+    # Item i uses seed + i: more results than seeds cannot be made.
+    return knob(
+        "How many results.", int, flag="--count", short="-n", low=1, high=SEED_MAX + 1, in_config=False
+    )
 
 
 def _device_knob() -> Any:

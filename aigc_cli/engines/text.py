@@ -71,6 +71,8 @@ class TextChunk:
     """New text since the previous chunk (may be empty on the last chunk)."""
     completion: Completion | None = None
     """Set on the last chunk only."""
+    tokens: int = 0
+    """Tokens generated so far."""
 
 
 @dataclass(frozen=True)
@@ -276,7 +278,7 @@ def stream_text(engine: TextEngine, request: TextRequest) -> Iterator[TextChunk]
                 break
             end = _safe_end(text, request.stop)
             if end > shown:
-                yield TextChunk(text[shown:end])
+                yield TextChunk(text[shown:end], tokens=len(generated))
                 shown = end
         else:  # the end: what the decoder still holds (a character the last tokens left unfinished)
             text += decoder.flush()
@@ -299,7 +301,7 @@ def stream_text(engine: TextEngine, request: TextRequest) -> Iterator[TextChunk]
         seconds=round(last_at - started, 4),
         settings=settings.as_dict(),
     )
-    yield TextChunk(text[shown:], completion)
+    yield TextChunk(text[shown:], completion, len(generated))
 
 
 def generate_text(engine: TextEngine, request: TextRequest) -> Completion:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AigcError, ExitCode, ModelUnavailableError, UsageError
-from ..settings import SCHEMAS, Resolved, check_value, knobs, resolve_settings
+from ..settings import SCHEMAS, SEED_MAX, Resolved, check_value, knobs, resolve_settings
 
 MAX_BODY_BYTES = 20 * 1024 * 1024
 """Largest request body (an init image in base64 fits); larger is HTTP 413."""
@@ -99,6 +99,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BodyError(f"The request body is not valid JSON ({exc}): send a JSON object") from None
+    except RecursionError:
+        raise BodyError(
+            "The request body nests arrays or objects too deeply: send a flat JSON object"
+        ) from None
     if not isinstance(data, dict):
         raise BodyError(f"The request body must be a JSON object (got {type(data).__name__})")
     return data
@@ -160,6 +164,10 @@ def _common_text(body: _Body) -> tuple[dict[str, Any], bool, bool]:
     flags["model"] = body.take("model", str, "a string")
     tokens = body.take("max_completion_tokens")
     legacy = body.take("max_tokens")
+    if tokens is not None:  # checked under the name the client sent
+        tokens = check_value(
+            "max_tokens", knobs(SCHEMAS["text"])["max_tokens"], tokens, "field 'max_completion_tokens'"
+        )
     if tokens is not None and legacy is not None and tokens != legacy:
         raise UsageError("fields 'max_tokens' and 'max_completion_tokens' disagree: give one")
     flags["max_tokens"] = tokens if tokens is not None else legacy
@@ -175,6 +183,19 @@ def _common_text(body: _Body) -> tuple[dict[str, Any], bool, bool]:
     _only_default(body, "logprobs", False)
     _only_default(body, "logit_bias", {})
     return flags, stream, include_usage
+
+
+def _check_seeds(resolved: Resolved) -> None:
+    """Item i of `n` uses seed + i: refuse, before any model loads, an `n` whose seeds would run past the
+    largest (the libraries take 0..2**32-1), naming the fields as the client sent them."""
+    count, seed = resolved.values.count or 1, resolved.values.seed
+    if count > SEED_MAX + 1:
+        raise UsageError(f"field 'n' must be at most {SEED_MAX + 1} (got {count})")
+    if seed is not None and seed + count - 1 > SEED_MAX:
+        raise UsageError(
+            f"fields 'seed' {seed} and 'n' {count} need seeds up to {seed + count - 1}, past the largest "
+            f"({SEED_MAX}): send a seed of {SEED_MAX - count + 1} or lower"
+        )
 
 
 def _content(message: dict[str, Any], index: int) -> str:
@@ -216,6 +237,7 @@ def parse_chat(data: dict[str, Any]) -> TextCall:
     _only_default(body, "response_format", {"type": "text"})
     _check_unknown(body, "/v1/chat/completions")
     resolved = resolve_settings("text", flags, given_in="request")
+    _check_seeds(resolved)
     return TextCall(resolved, turns[-1][1], tuple(turns), stream, include_usage)
 
 
@@ -236,6 +258,7 @@ def parse_completion(data: dict[str, Any]) -> TextCall:
         raise UsageError("field 'system' needs the chat template: use /v1/chat/completions")
     flags["raw"] = True
     resolved = resolve_settings("text", flags, given_in="request")
+    _check_seeds(resolved)
     return TextCall(resolved, prompt, (), stream, include_usage)
 
 
@@ -265,7 +288,7 @@ def parse_image(data: dict[str, Any]) -> ImageCall:
         for name, value in zip(("width", "height"), map(int, match.groups()), strict=True):
             if flags.get(name) is not None and flags[name] != value:
                 raise UsageError(f"fields 'size' and '{name}' disagree: give one")
-            flags[name] = value
+            flags[name] = check_value(name, knobs(SCHEMAS["image"])[name], value, "field 'size'")
     response_format = body.take("response_format", str, "a string") or "b64_json"
     if response_format != "b64_json":
         raise UsageError("field 'response_format' must be b64_json: this server does not host image URLs")
@@ -282,6 +305,7 @@ def parse_image(data: dict[str, Any]) -> ImageCall:
         except (binascii.Error, ValueError):
             raise UsageError("field 'init_image' must be base64 (an image file's bytes)") from None
     resolved = resolve_settings("image", flags, given_in="request")
+    _check_seeds(resolved)
     if resolved.values.strength is not None and init_png is None:
         raise UsageError("field 'strength' needs 'init_image'")
     return ImageCall(resolved, prompt, init_png)

@@ -84,6 +84,8 @@ class Guard:
         problem = self.problem(headers)
         if problem is not None:
             status, message, kind = problem
+            if "100-continue" not in headers.get("expect", "").lower():  # else the body is not on its way
+                await _drop_body(receive, _declared(headers))
             extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
             await _json_error(status, error_json(message, kind, "usage"), extra)(scope, receive, send)
             return
@@ -115,6 +117,32 @@ class Guard:
         return None
 
 
+DROP_BYTES = 4 * MAX_BODY_BYTES
+"""A refused body up to this size is read and dropped before the answer: a client that sends the whole body
+before it reads (urllib; any with `Connection: close`) then gets the error, not a connection reset (closing
+a socket with unread bytes resets it). A larger one is not read: the connection is closed."""
+
+
+def _declared(headers: dict[str, str]) -> int:
+    """The body's declared size: Content-Length, or 0 when there is none (a chunked body)."""
+    length = headers.get("content-length", "")
+    return int(length) if length.isdigit() else 0
+
+
+async def _drop_body(receive: Any, declared: int) -> None:
+    """Read and drop the request body, up to DROP_BYTES (none if it declares more)."""
+    if declared > DROP_BYTES:
+        return
+    size = 0
+    while size <= DROP_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 def _hostname(host: str) -> str:
     host = host.strip().lower()
     if host.startswith("["):
@@ -129,9 +157,12 @@ async def read_body(request: Request) -> dict[str, Any]:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _TooLarge()
-        chunks.append(chunk)
+        if size > DROP_BYTES:
+            break
+        if size <= MAX_BODY_BYTES:
+            chunks.append(chunk)
+    if size > MAX_BODY_BYTES:  # the rest was read and dropped (see DROP_BYTES)
+        raise _TooLarge()
     if not size:
         raise BodyError("The request body is empty: send a JSON object")
     return parse_json(b"".join(chunks))
@@ -216,7 +247,7 @@ def create_app(
         path = request.url.path
         message = {404: f"No route {path}", 405: f"{request.method} is not allowed on {path}"}
         body = error_json(message.get(exc.status_code, str(exc.detail)), "invalid_request_error", "usage")
-        return _json_error(exc.status_code, body)
+        return _json_error(exc.status_code, body, exc.headers)  # 405: Allow, the methods the route takes
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -351,9 +382,14 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
             with state.pool.lease(job.key) as engine, model_errors(job.label):
                 for index, one in enumerate(requests):
                     with closing(stream_text(engine, one)) as chunks:
+                        made = 0
                         for chunk in chunks:
                             if cancelled.is_set():
+                                state.console.info(
+                                    f"aigc: the client went away: stopped {job.label} after {made} tokens"
+                                )
                                 return
+                            made = chunk.tokens
                             record = None
                             if chunk.completion is not None:
                                 record = completion_record(chunk.completion, job, engine)
@@ -424,7 +460,8 @@ def _images(state: ServerState, call: Any) -> dict[str, Any]:
         def loader() -> Any:
             return decode_init_image(call.init_png, "field 'init_image'", s.width, s.height)
 
-    job = prepare_image(call.resolved, call.prompt, loader, "request", state.console, state.pool)
+    init_name = "request body" if call.init_png is not None else None
+    job = prepare_image(call.resolved, call.prompt, loader, init_name, state.console, state.pool)
     state.labels[job.key] = job.label
     data = []
     with state.pool.lease(job.key) as engine, model_errors(job.label):
