@@ -188,6 +188,49 @@ class _ScriptedEngine:
             yield [i]
 
 
+@pytest.mark.parametrize("model", ["llama", "gpt2"])
+def test_batched_rows_equal_solo_runs(tiny, model):
+    """The server's batching (engines.text_torch.tokens_batch, left-padded): each row's greedy text equals
+    its solo run, prompts of different lengths, rows of different max_tokens, one row read only in part."""
+    import threading
+
+    from aigc_cli.server.batching import BatchedView, TextBatcher
+
+    folder = tiny[model]
+    pool = EnginePool()
+    key = EngineKey("text", str(folder), "cpu", "float32", "torch")
+    engine = pool.get(key)
+    prompts = ["Hi", "Tell me a long story about the sea", FOX, "What now?"]
+    requests = [
+        TextRequest(p, seed=0, max_tokens=8 + 4 * i, temperature=0, raw=model == "gpt2")
+        for i, p in enumerate(prompts)
+    ]
+    solo = [generate_text(engine, r).text for r in requests]
+    batcher = TextBatcher(pool, key)
+    view = BatchedView(engine, batcher)
+    results: dict[int, str] = {}
+    gate = threading.Barrier(len(requests) + 1)
+
+    def run(index: int) -> None:
+        gate.wait()
+        if index == 3:  # a reader that goes away after a few tokens: the others are not disturbed
+            chunks = stream_text(view, requests[index])
+            results[index] = next(chunks).text
+            chunks.close()
+            return
+        results[index] = generate_text(view, requests[index]).text
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    gate.wait()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [results[i] for i in range(3)] == solo[:3]
+    assert solo[3].startswith(results[3])
+    assert max(batcher.batches) > 1
+
+
 def test_incremental_decoding_is_linear(tiny):
     """Each token costs a short decode (about 3 ids), not a decode of all the text so far (N * N / 2 ids)."""
     engine = text_engine(tiny["gpt2"])

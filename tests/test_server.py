@@ -358,6 +358,7 @@ def test_eight_concurrent_clients_each_get_their_solo_result(server, client, tin
         return reply.choices[0].message.content
 
     solo = [ask(p) for p in prompts]
+    before = json.loads(http(f"{server.url}/api/ps")[2])["batches"][llama]
     results: dict[int, str] = {}
     threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, ask(prompts[i]))) for i in range(8)]
     for thread in threads:
@@ -365,6 +366,9 @@ def test_eight_concurrent_clients_each_get_their_solo_result(server, client, tin
     for thread in threads:
         thread.join(timeout=120)
     assert [results[i] for i in range(8)] == solo
+    # Greedy requests that arrived together ran in batches (server/batching.py), and still equal solo runs.
+    sizes = json.loads(http(f"{server.url}/api/ps")[2])["batches"][llama][len(before) :]
+    assert max(sizes) > 1 and sum(sizes) == 8
 
 
 def test_health_answers_while_a_generation_runs_and_a_gone_client_stops_it(server, tiny):

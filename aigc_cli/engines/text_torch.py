@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,21 @@ class _StopWhen:
         return torch.full(
             (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
         )
+
+
+class _StopRows:
+    """A stopping criterion per row: a row ends once its consumer no longer wants it; all rows end once
+    the consumer of the whole batch is done."""
+
+    def __init__(self, wanted: Callable[[], list[bool]], event: threading.Event) -> None:
+        self.wanted = wanted
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        rows = [not w or self.event.is_set() for w in self.wanted()]
+        return torch.tensor(rows, dtype=torch.bool, device=input_ids.device)
 
 
 _DONE = object()
@@ -97,14 +112,49 @@ class TorchTextEngine:
     def tokens(self, prompt_ids: list[int], settings: Sampling, seed: int) -> Iterator[list[int]]:
         """New token ids as they come. Closing the iterator stops generation at the next token."""
         import torch
+
+        input_ids = torch.tensor([prompt_ids], device=self.model.device)
+        finished = threading.Event()
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        return self._stream(inputs, settings, seed, _StopWhen(finished), finished)
+
+    def tokens_batch(
+        self, prompts: list[list[int]], settings: Sampling, wanted: Callable[[], list[bool]]
+    ) -> Iterator[list[int]]:
+        """Greedy decoding of several prompts in one batch: per step, one new token id per row.
+
+        The prompts are left-padded with the pad token and masked out (transformers derives each row's
+        positions from its attention mask), so that each row's greedy tokens equal its solo run's (tested).
+        Only for greedy settings without a repetition penalty (the penalty would count the pad tokens).
+        A row runs on, padded, after its end-of-sequence token; `wanted()` tells, per row, whether its
+        consumer still reads it: a row no longer wanted stops, and generation ends when no row is wanted.
+        """
+        import torch
+
+        if settings.do_sample or settings.repetition_penalty not in (None, 1.0):
+            raise ValueError("tokens_batch runs greedy settings without a repetition penalty only")
+        config = self.generation_config(settings)
+        longest = max(len(p) for p in prompts)
+        pad = config.pad_token_id if config.pad_token_id is not None else 0
+        ids = [[pad] * (longest - len(p)) + list(p) for p in prompts]
+        mask = [[0] * (longest - len(p)) + [1] * len(p) for p in prompts]
+        device = self.model.device
+        inputs = {
+            "input_ids": torch.tensor(ids, device=device),
+            "attention_mask": torch.tensor(mask, device=device),
+        }
+        finished = threading.Event()
+        return self._stream(inputs, settings, 0, _StopRows(wanted, finished), finished)
+
+    def _stream(
+        self, inputs: dict[str, Any], settings: Sampling, seed: int, stop: Any, finished: threading.Event
+    ) -> Iterator[list[int]]:
+        """Run generate in a worker thread; yield each step's new token ids (one per row) as they come."""
         import transformers
         from transformers import StoppingCriteriaList
 
-        input_ids = torch.tensor([prompt_ids], device=self.model.device)
-        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
         config = self.generation_config(settings)
         sink: queue.Queue = queue.Queue()
-        finished = threading.Event()
 
         def work() -> None:
             try:
@@ -113,7 +163,7 @@ class TorchTextEngine:
                     **inputs,
                     generation_config=config,
                     streamer=_QueueStreamer(sink),
-                    stopping_criteria=StoppingCriteriaList([_StopWhen(finished)]),
+                    stopping_criteria=StoppingCriteriaList([stop]),
                 )
                 sink.put(_DONE)
             except BaseException as exc:  # handed to the consumer, which raises it

@@ -266,7 +266,7 @@ def create_app(
 
     @app.get("/api/ps")
     async def ps() -> dict[str, Any]:
-        return {"models": state.loaded(), "keep_alive": state.keep_alive}
+        return {"models": state.loaded(), "keep_alive": state.keep_alive, "batches": state.batch_sizes()}
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -347,7 +347,7 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
             from ..commands.common import model_errors
             from ..engines.text import generate_text
 
-            with state.pool.lease(job.key) as engine, model_errors(job.label):
+            with state.text_engine(job.key, job.request) as engine, model_errors(job.label):
                 done = [generate_text(engine, r) for r in requests]
                 return [(c, completion_record(c, job, engine)) for c in done]
 
@@ -379,7 +379,7 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
         from ..engines.text import stream_text
 
         try:
-            with state.pool.lease(job.key) as engine, model_errors(job.label):
+            with state.text_engine(job.key, job.request) as engine, model_errors(job.label):
                 for index, one in enumerate(requests):
                     with closing(stream_text(engine, one)) as chunks:
                         made = 0

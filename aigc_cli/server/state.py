@@ -4,6 +4,8 @@ what `aigc ps` reports of each loaded engine."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,8 @@ class ServerState:
         self.labels: dict[EngineKey, str] = {}
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._batchers: dict[EngineKey, Any] = {}
+        self._batchers_lock = threading.Lock()
 
     # --- which models a request may name ---------------------------------------------------------------
 
@@ -57,6 +61,30 @@ class ServerState:
 
     def allow_folder(self, folder: Path) -> None:
         self.allowed_folders.add(folder.resolve())
+
+    # --- text engines, batched where the settings allow ---------------------------------------------------
+
+    @contextmanager
+    def text_engine(self, key: EngineKey, request: Any) -> Iterator[Any]:
+        """The engine to run `request` on: a view that batches it with others arriving together when its
+        settings allow (server/batching.py), else the engine itself, leased for this request alone."""
+        from ..engines.text import sampling
+        from .batching import BatchedView, TextBatcher, batchable
+
+        engine = self.pool.get(key)
+        if batchable(engine, sampling(engine.generation_defaults, request)):
+            with self._batchers_lock:
+                batcher = self._batchers.get(key)
+                if batcher is None:
+                    batcher = self._batchers[key] = TextBatcher(self.pool, key)
+            yield BatchedView(engine, batcher)
+            return
+        with self.pool.lease(key) as leased:
+            yield leased
+
+    def batch_sizes(self) -> dict[str, list[int]]:
+        """The size of every batch run so far, by model."""
+        return {self.labels.get(k, k.folder): list(b.batches) for k, b in self._batchers.items()}
 
     # --- keep-alive ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,147 @@
+"""Batching of text requests that arrive together for one engine (the server's; the CLI runs one request).
+
+A request that may be batched (greedy, no repetition penalty, an engine with `tokens_batch`: the torch
+reference) runs `stream_text` on a `BatchedView` of the engine: its `tokens()` hands the prompt to the
+engine's `TextBatcher`, whose thread takes every such request waiting (up to `max_batch`), leases the
+engine and runs them as one batch; each request reads its own row. Everything else of `stream_text` (the
+chat template, stop strings, incremental decoding, the Completion) is the same code as a solo run, and
+each row's tokens equal its solo run's (tests/test_server.py checks 8 concurrent clients against solo).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..engines import EngineKey
+from ..pool import EnginePool
+
+MAX_BATCH = 8
+"""Most rows in one batch."""
+GATHER_SECONDS = 0.01
+"""How long the batcher waits after the first request for others arriving with it."""
+
+
+def batchable(engine: Any, settings: Any) -> bool:
+    """Whether a request with these Sampling settings may share a batch on this engine."""
+    return (
+        hasattr(engine, "tokens_batch")
+        and not settings.do_sample
+        and settings.repetition_penalty in (None, 1.0)
+    )
+
+
+_END = object()
+
+
+@dataclass(eq=False)
+class _Row:
+    prompt_ids: list[int]
+    settings: Any
+    out: queue.Queue = field(default_factory=queue.Queue)
+    count: int = 0
+    done: bool = False
+    """The row ended (its end-of-sequence token, its max_new_tokens) or its reader went away."""
+
+    def finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self.out.put(_END)
+
+
+class TextBatcher:
+    """One thread per engine key that runs waiting batchable requests together."""
+
+    def __init__(self, pool: EnginePool, key: EngineKey, max_batch: int = MAX_BATCH) -> None:
+        self.pool = pool
+        self.key = key
+        self.max_batch = max_batch
+        self.waiting: queue.Queue[_Row] = queue.Queue()
+        self.batches: list[int] = []
+        """The size of each batch run (for tests and the log)."""
+        threading.Thread(target=self._run, name="aigc-batcher", daemon=True).start()
+
+    def submit(self, prompt_ids: list[int], settings: Any) -> Iterator[list[int]]:
+        """The row's new token ids (one per step), as the engine's `tokens` gives a solo run's. Closing the
+        iterator takes the row out of its batch."""
+        row = _Row(prompt_ids, settings)
+        self.waiting.put(row)
+        try:
+            while (item := row.out.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield [item]
+        finally:
+            row.done = True
+
+    def _take(self, first: _Row) -> list[_Row]:
+        """The first row and the compatible rows waiting now (others go back in line)."""
+        time.sleep(GATHER_SECONDS)
+        rows, others = [first], []
+        common = replace(first.settings, max_new_tokens=0)
+        while len(rows) < self.max_batch:
+            try:
+                row = self.waiting.get_nowait()
+            except queue.Empty:
+                break
+            same = replace(row.settings, max_new_tokens=0) == common
+            (rows if same else others).append(row)
+        for row in others:
+            self.waiting.put(row)
+        return [row for row in rows if not row.done]
+
+    def _run(self) -> None:
+        while True:
+            rows = self._take(self.waiting.get())
+            if not rows:
+                continue
+            try:
+                self._batch(rows)
+            except BaseException as exc:  # every reader of the batch raises it
+                for row in rows:
+                    if not row.done:
+                        row.out.put(exc)
+                        row.finish()
+            finally:
+                for row in rows:
+                    row.finish()
+
+    def _batch(self, rows: list[_Row]) -> None:
+        self.batches.append(len(rows))
+        settings = replace(rows[0].settings, max_new_tokens=max(r.settings.max_new_tokens for r in rows))
+        eos = set(settings.eos_token_ids)
+        with self.pool.lease(self.key) as engine:
+            steps = engine.tokens_batch(
+                [r.prompt_ids for r in rows], settings, lambda: [not r.done for r in rows]
+            )
+            try:
+                for step in steps:
+                    for row, token in zip(rows, step, strict=True):
+                        if row.done:
+                            continue
+                        row.count += 1
+                        row.out.put(token)
+                        if token in eos or row.count >= row.settings.max_new_tokens:
+                            row.finish()
+                    if all(row.done for row in rows):
+                        break
+            finally:
+                steps.close()
+
+
+class BatchedView:
+    """An engine whose `tokens()` goes through the batcher; every other attribute is the engine's."""
+
+    def __init__(self, engine: Any, batcher: TextBatcher) -> None:
+        self._engine = engine
+        self._batcher = batcher
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def tokens(self, prompt_ids: list[int], settings: Any, seed: int) -> Iterator[list[int]]:
+        return self._batcher.submit(prompt_ids, settings)
