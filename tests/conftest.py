@@ -24,7 +24,16 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # The text tests check the transformers reference; tests/test_onnx_backend.py checks the other engine.
     monkeypatch.setenv("AIGC_TEXT_BACKEND", "torch")
-    for name in ("AIGC_DEBUG", "AIGC_DEVICE", "AIGC_TEXT_MODEL", "HF_HUB_CACHE", "TRANSFORMERS_OFFLINE"):
+    # AIGC_HOST / AIGC_API_KEY: a server of the developer's own must not answer the tests.
+    for name in (
+        "AIGC_DEBUG",
+        "AIGC_DEVICE",
+        "AIGC_TEXT_MODEL",
+        "HF_HUB_CACHE",
+        "TRANSFORMERS_OFFLINE",
+        "AIGC_HOST",
+        "AIGC_API_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -219,8 +219,15 @@ def remote_text(
     def call() -> bool:
         response = request(server, "POST", path, body)
         texts: dict[int, str] = {}
-        shown = -1
         reported = False
+
+        def begin(index: int) -> None:
+            """Completions after the first start on a line of their own, as a local run prints them."""
+            if index not in texts:
+                texts[index] = ""
+                if index > 0 and not as_json:
+                    write_text("\n")
+
         with raising():
             for event in _events(server, response):
                 for choice in event.get("choices", []):
@@ -228,12 +235,10 @@ def remote_text(
                     piece = (
                         choice.get("delta", {}).get("content") if "delta" in choice else choice.get("text")
                     )
-                    if piece:
-                        texts[index] = texts.get(index, "") + piece
-                        if stream and not as_json:
-                            if index != shown and shown >= 0:
-                                write_text("\n")
-                            shown = index
+                    if piece and stream:
+                        begin(index)
+                        texts[index] += piece
+                        if not as_json:
                             write_text(piece)
                     record = choice.get("aigc")
                     if record is None:
@@ -245,14 +250,11 @@ def remote_text(
                         reported = True
                     if as_json:
                         write_json_line(record)
-                    elif stream:
-                        end_text(texts.get(index, ""))
-                        shown = -1
-                    else:
-                        if index > 0:
-                            write_text("\n")
+                        continue
+                    begin(index)
+                    if not stream:
                         write_text(record["text"])
-                        end_text(record["text"])
+                    end_text(record["text"])
         return True
 
     return bool(_run(server, console, call, s.model))
