@@ -94,9 +94,12 @@ def _option(name: str, knob: Knob) -> inspect.Parameter:
     )
 
 
-def with_settings(schema: type) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the schema's flags (after its first parameter, the prompt); the command receives
-    them as `flags`, a dict of field name -> value or None."""
+def with_settings(
+    *schemas: type, leave_out: tuple[str, ...] = ()
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the schemas' flags (after its first parameter, the prompt; a setting that several
+    schemas have once, with the first one's help); the command receives them as `flags`, a dict of field
+    name -> value or None."""
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
         hints = get_type_hints(command, include_extras=True)
@@ -105,7 +108,12 @@ def with_settings(schema: type) -> Callable[[Callable[..., None]], Callable[...,
             for p in inspect.signature(command).parameters.values()
             if p.name != "flags"
         ]
-        added = [_option(name, knob) for name, knob in knobs(schema).items()]
+        merged: dict[str, Knob] = {}
+        for schema in schemas:
+            for name, knob in knobs(schema).items():
+                if name not in leave_out:
+                    merged.setdefault(name, knob)
+        added = [_option(name, knob) for name, knob in merged.items()]
         names = {p.name for p in added}
 
         @functools.wraps(command)
@@ -201,6 +209,57 @@ def speak(
         go_offline()
     console = Console(quiet=quiet, verbose=verbose)
     run_speak(prompt, flags or {}, out, audio_format, play, json_out, console, local)
+
+
+@app.command()
+@with_settings(TextSettings, ImageSettings, SpeechSettings, leave_out=("count",))
+def batch(
+    jobs: Annotated[str, typer.Argument(help="The jobs: a JSONL file, one job per line; '-' for stdin.")],
+    flags: dict[str, Any] | None = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "-o", "--out", help="RESULTS: a JSONL file, one result per job (resumable). Default: stdout."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        str | None, typer.Option("--out-dir", help="Where image and audio files go. Default: here.")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="text, image or speech: for jobs that name no task.")
+    ] = None,
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="Run again the jobs RESULTS says failed.")
+    ] = False,
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (this process) or ray (Ray Data; the ray extra).")
+    ] = "local",
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Ray workers, each holding the engine. Default: 2.", min=1)
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="A Ray cluster to join (default: RAY_ADDRESS, else a local Ray)."),
+    ] = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    offline: OfflineOpt = False,
+) -> None:
+    """Run many jobs from a JSONL file, each model loaded once; RESULTS makes it resumable. The flags are
+    defaults for every job whose task has that setting; a job's own value wins."""
+    from .batch.local import run_batch
+
+    if offline:
+        go_offline()
+    if task is not None and task not in ("text", "image", "speech"):
+        raise typer.BadParameter(f"'{task}': use text, image or speech", param_hint="--task")
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"'{engine}': use local or ray", param_hint="--engine")
+    console = Console(quiet=quiet, verbose=verbose)
+    code = run_batch(
+        jobs, out, out_dir, task, flags or {}, retry_errors, engine, workers, ray_address, console
+    )
+    raise typer.Exit(code)
 
 
 @app.command()

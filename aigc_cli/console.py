@@ -83,6 +83,23 @@ class Console:
             yield
 
 
+class LogConsole(Console):
+    """Plain lines on stderr, safe from many threads and beside a progress bar: no spinners; notes only
+    with --verbose (a server's log, a batch's jobs)."""
+
+    def _write(self, text: str, style: str | None = None) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    @property
+    def chatty(self) -> bool:
+        return self.verbose
+
+    @contextmanager
+    def status(self, text: str):
+        self.note(text)
+        yield
+
+
 class StepBar:
     """A transient progress bar on stderr when it is a terminal (and not --quiet); nothing otherwise.
 

@@ -130,6 +130,8 @@ class OutputPlan:
     count: int
     print_paths: bool
     """Each written path is printed on stdout (it is a terminal, and no --json)."""
+    folder: Path | None = None
+    """Where auto-named files go (None: the current folder)."""
 
     @property
     def suffix(self) -> str:
@@ -140,7 +142,7 @@ class OutputPlan:
         if self.target is not None:
             return numbered(self.target, index, self.count)
         if self.auto_name:
-            return auto_path(prompt, seed, self.suffix)
+            return auto_path(prompt, seed, self.suffix, self.folder)
         return None
 
 
@@ -152,6 +154,22 @@ def _format_of(kind: str, path: Path) -> str | None:
     if kind == "image":
         return IMAGE_FORMATS.get(suffix)
     return suffix.lstrip(".") if suffix.lstrip(".") in AUDIO_FORMATS else None
+
+
+def plan_file(kind: str, out: str | None, folder: Path) -> OutputPlan:
+    """Where one result of a batch job goes: its `out` file (format by extension), else an auto-name in
+    `folder`. Raises UsageError for a name without a known extension, OutputError for a folder that cannot
+    be written."""
+    if out is None:
+        check_writable(folder / "probe")
+        return OutputPlan(kind, "PNG" if kind == "image" else "wav", False, None, True, 1, False, folder)
+    path = Path(out) if Path(out).is_absolute() else folder / out
+    found = _format_of(kind, path)
+    if found is None:
+        known = ".png, .jpg, .jpeg or .webp" if kind == "image" else ".wav, .flac or .ogg"
+        raise UsageError(f"Cannot tell the {kind} format of '{out}': use {known}")
+    check_writable(path)
+    return OutputPlan(kind, found, False, path, False, 1, False)
 
 
 def plan_output(

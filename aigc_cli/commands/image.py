@@ -34,15 +34,17 @@ def _read_record(from_file: str | None) -> dict[str, Any] | None:
     return read_image_record(Path(from_file))
 
 
-def _load_init_image(source: str, width: int | None, height: int | None):
+def read_init_image(source: str, width: int | None, height: int | None, what: str = "--init-image") -> Any:
+    """The init image from a file (or stdin for '-'), decoded and sized (decode_init_image). `what` names
+    where the path came from in the UsageError for a missing or unreadable file."""
     import sys
 
     if source != "-" and not Path(source).is_file():
-        raise UsageError(f"No such file: {source} (--init-image)")
+        raise UsageError(f"No such file: {source} ({what})")
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
-        raise UsageError(f"Cannot read {source} (--init-image): {exc.strerror or exc}") from exc
+        raise UsageError(f"Cannot read {source} ({what}): {exc.strerror or exc}") from exc
     return decode_init_image(data, "stdin" if source == "-" else source, width, height)
 
 
@@ -185,7 +187,7 @@ def run_image(
 
     def load_init() -> Any:
         if not init:
-            init.append(_load_init_image(init_image, s.width, s.height))
+            init.append(read_init_image(init_image, s.width, s.height))
         return init[0]
 
     server = None if local else find_server()
@@ -215,6 +217,19 @@ def run_image(
             write_image(result.image, result.index, record, plan, as_json, timings, progress)
 
 
+def save_image(image: Any, index: int, record: dict[str, Any], plan: OutputPlan) -> Path | None:
+    """Write one image (PIL) where the plan says, with its record: the path written, or None (stdout)."""
+    from ..metadata import image_metadata
+
+    if plan.to_stdout:
+        write_binary(encode_image(image, "PNG", image_metadata("PNG", record)))
+        return None
+    path = plan.path(index, record["prompt"], record["seed"])
+    assert path is not None
+    write_atomic(path, encode_image(image, plan.format, image_metadata(plan.format, record)))
+    return path
+
+
 def write_image(
     image: Any,
     index: int,
@@ -225,15 +240,7 @@ def write_image(
     progress: StepBar,
 ) -> None:
     """Write one image where the plan says, with its record; then its --json line or its path."""
-    from ..metadata import image_metadata
-
-    path = None
-    if plan.to_stdout:
-        write_binary(encode_image(image, "PNG", image_metadata("PNG", record)))
-    else:
-        path = plan.path(index, record["prompt"], record["seed"])
-        assert path is not None
-        write_atomic(path, encode_image(image, plan.format, image_metadata(plan.format, record)))
+    path = save_image(image, index, record, plan)
     if as_json:
         write_json_line({"path": str(path) if path else None, **record, **timings})
     elif path is not None and plan.print_paths:

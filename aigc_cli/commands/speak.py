@@ -216,6 +216,20 @@ def _write(
     return path, data
 
 
+def audio_json(
+    record: dict[str, Any], path: Path | None, fmt: str, duration: float | None, compute: float | None
+) -> dict[str, Any]:
+    """What --json prints of one audio result (and a batch job's result)."""
+    total = duration if duration is not None else 0.0
+    return {
+        **record,
+        "path": str(path) if path else None,
+        "format": fmt,
+        "duration": round(total, 3),
+        "real_time_factor": round(compute / total, 4) if total and compute is not None else None,
+    }
+
+
 def report_audio(
     plan: Any,
     duration: float | None,
@@ -228,16 +242,7 @@ def report_audio(
     """The --json line, or the path written on a terminal. duration: seconds of audio (None: streamed);
     compute: seconds spent synthesizing (None: not known)."""
     if as_json:
-        total = duration if duration is not None else 0.0
-        write_json_line(
-            {
-                **record,
-                "path": str(path) if path else None,
-                "format": plan.format,
-                "duration": round(total, 3),
-                "real_time_factor": round(compute / total, 4) if total and compute is not None else None,
-            }
-        )
+        write_json_line(audio_json(record, path, plan.format, duration, compute))
     elif path is not None and plan.print_paths:
         if progress is not None:
             progress.print_line(str(path))

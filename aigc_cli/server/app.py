@@ -13,7 +13,6 @@ import asyncio
 import base64
 import hmac
 import json
-import sys
 import threading
 import time
 import uuid
@@ -44,23 +43,6 @@ from .api import (
 from .state import ServerState
 
 MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "pcm": "audio/pcm"}
-
-
-class ServerConsole(Console):
-    """The server's stderr: plain lines (safe from many threads), no spinners or bars; notes with -v."""
-
-    def _write(self, text: str, style: str | None = None) -> None:
-        print(text, file=sys.stderr, flush=True)
-
-    @property
-    def chatty(self) -> bool:
-        return self.verbose
-
-    def status(self, text: str):  # type: ignore[override]
-        from contextlib import nullcontext
-
-        self.note(text)
-        return nullcontext()
 
 
 def _json_error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:

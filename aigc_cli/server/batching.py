@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -145,3 +146,34 @@ class BatchedView:
 
     def tokens(self, prompt_ids: list[int], settings: Any, seed: int) -> Iterator[list[int]]:
         return self._batcher.submit(prompt_ids, settings)
+
+
+class Batchers:
+    """A TextBatcher per engine key, made on first use; `engine()` picks the batcher or a plain lease."""
+
+    def __init__(self, pool: EnginePool) -> None:
+        self.pool = pool
+        self._batchers: dict[EngineKey, TextBatcher] = {}
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def engine(self, key: EngineKey, request: Any) -> Iterator[Any]:
+        """The engine to run the TextRequest `request` on: a view that batches it with others arriving
+        together when its settings allow, else the engine itself, leased for this request alone."""
+        from ..engines.text import sampling
+
+        engine = self.pool.get(key)
+        if batchable(engine, sampling(engine.generation_defaults, request)):
+            with self._lock:
+                batcher = self._batchers.get(key)
+                if batcher is None:
+                    batcher = self._batchers[key] = TextBatcher(self.pool, key)
+            yield BatchedView(engine, batcher)
+            return
+        with self.pool.lease(key) as leased:
+            yield leased
+
+    def sizes(self) -> dict[EngineKey, list[int]]:
+        """The size of every batch run so far, by engine key."""
+        with self._lock:
+            return {key: list(b.batches) for key, b in self._batchers.items()}

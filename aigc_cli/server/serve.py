@@ -10,7 +10,7 @@ import socket
 import sys
 from typing import Any
 
-from ..console import Console
+from ..console import Console, LogConsole
 from ..errors import AigcError, UsageError
 from .discovery import connect_host, remove_record, write_record
 
@@ -109,7 +109,7 @@ def run_server(
     try:
         import uvicorn
 
-        from .app import ServerConsole, create_app
+        from .app import create_app
     except ImportError as exc:
         raise AigcError(
             f"aigc serve needs FastAPI and uvicorn ({exc.name} is missing): pip install 'aigc[serve]'"
@@ -124,7 +124,7 @@ def run_server(
         go_offline()  # requests never download: only what is cached or embedded is served
     sock = listen(host, port)
     bound = sock.getsockname()[1]
-    console = ServerConsole(verbose=verbose)
+    console = LogConsole(verbose=verbose)
     state = ServerState(seconds, preload_names, console)
     preload(state, preload_names, console)
     hosts = LOOPBACK_NAMES if is_loopback(host) else None

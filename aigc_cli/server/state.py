@@ -4,8 +4,7 @@ what `aigc ps` reports of each loaded engine."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,9 @@ class ServerState:
         self.labels: dict[EngineKey, str] = {}
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
-        self._batchers: dict[EngineKey, Any] = {}
-        self._batchers_lock = threading.Lock()
+        from .batching import Batchers
+
+        self.batchers = Batchers(self.pool)
 
     # --- which models a request may name ---------------------------------------------------------------
 
@@ -64,27 +64,13 @@ class ServerState:
 
     # --- text engines, batched where the settings allow ---------------------------------------------------
 
-    @contextmanager
-    def text_engine(self, key: EngineKey, request: Any) -> Iterator[Any]:
-        """The engine to run `request` on: a view that batches it with others arriving together when its
-        settings allow (server/batching.py), else the engine itself, leased for this request alone."""
-        from ..engines.text import sampling
-        from .batching import BatchedView, TextBatcher, batchable
-
-        engine = self.pool.get(key)
-        if batchable(engine, sampling(engine.generation_defaults, request)):
-            with self._batchers_lock:
-                batcher = self._batchers.get(key)
-                if batcher is None:
-                    batcher = self._batchers[key] = TextBatcher(self.pool, key)
-            yield BatchedView(engine, batcher)
-            return
-        with self.pool.lease(key) as leased:
-            yield leased
+    def text_engine(self, key: EngineKey, request: Any) -> AbstractContextManager[Any]:
+        """The engine to run a TextRequest on, batched with others where its settings allow."""
+        return self.batchers.engine(key, request)
 
     def batch_sizes(self) -> dict[str, list[int]]:
         """The size of every batch run so far, by model."""
-        return {self.labels.get(k, k.folder): list(b.batches) for k, b in self._batchers.items()}
+        return {self.labels.get(k, k.folder): sizes for k, sizes in self.batchers.sizes().items()}
 
     # --- keep-alive ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,131 @@
+"""`aigc batch`: read the jobs, skip what RESULTS says is done, run the rest here (or on Ray), write a result
+line per job in job order, and say how it went."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+from ..console import Console, LogConsole, StepBar
+from ..errors import ExitCode, OutputError, UsageError
+from ..settings import SCHEMAS, knobs, resolve_settings
+from .jobs import Job, ResultsFile, check_ids, done_ids, parse_job, read_lines, resolve_job
+
+TEXT_THREADS = 8
+"""Text jobs of one model run this many at once, so that greedy ones share batches (server/batching.py)."""
+
+
+def read_jobs(source: str, task: str | None) -> list[Job]:
+    if source == "-":
+        return [parse_job(n, line, task) for n, line in read_lines(sys.stdin)]
+    path = Path(source)
+    if not path.is_file():
+        raise UsageError(f"No such file: {source} (the jobs, one JSON object per line)")
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return [parse_job(n, line, task) for n, line in read_lines(handle)]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from exc
+
+
+def check_flags(jobs: list[Job], flags: dict[str, Any]) -> None:
+    """The batch's flags, checked once for every task the jobs have (exit 2 before anything runs)."""
+    for task in sorted({job.task for job in jobs if job.task}):
+        schema = knobs(SCHEMAS[task])
+        resolve_settings(
+            task, {k: v for k, v in flags.items() if k in schema}, alias_defaults=lambda m: (m, {})
+        )
+
+
+def run_batch(
+    source: str,
+    results_path: str | None,
+    out_dir: str | None,
+    task: str | None,
+    flags: dict[str, Any],
+    retry_errors: bool,
+    engine: str,
+    workers: int | None,
+    ray_address: str | None,
+    console: Console,
+) -> int:
+    """Run the jobs of `source` (a JSONL file, or '-' for stdin); the exit code: 0 when every job ran, 1
+    when any failed (its result line says why). A batch that cannot start (bad flags, duplicate ids) raises
+    UsageError (exit 2) before anything runs."""
+    started = time.perf_counter()
+    jobs = read_jobs(source, task)
+    if not jobs:
+        raise UsageError(f"No jobs in {'stdin' if source == '-' else source}: one JSON object per line")
+    check_ids(jobs)
+    check_flags(jobs, flags)
+    results_file = Path(results_path) if results_path not in (None, "-") else None
+    done = done_ids(results_file, retry_errors)
+    todo = [job for job in jobs if job.id not in done]
+    for job in todo:
+        resolve_job(job, flags)
+    folder = Path(out_dir or ".")
+    if any(job.task in ("image", "speech") for job in todo):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"Cannot make --out-dir {folder}: {exc.strerror or exc}") from exc
+    results = ResultsFile(results_file, [job.id for job in todo])
+    statuses: Counter[str] = Counter()
+
+    def record(result: dict[str, Any]) -> None:
+        statuses[result["status"]] += 1
+        results.add(result)
+
+    try:
+        if engine == "ray":
+            from .ray_runner import run_on_ray
+
+            run_on_ray(todo, flags, folder.resolve(), record, workers or 2, ray_address, console)
+        else:
+            run_here(todo, folder, record, console)
+    finally:
+        results.flush_all()
+        results.close()
+    seconds = time.perf_counter() - started
+    parts = [f"{statuses['ok']} ok", f"{statuses['error']} failed"]
+    if done:
+        parts.append(f"{len(jobs) - len(todo)} skipped (done in {results_path})")
+    console.info(f"aigc: {len(jobs)} jobs: {', '.join(parts)}, in {seconds:.1f} s")
+    return ExitCode.FAILURE if statuses["error"] else ExitCode.OK
+
+
+def groups(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs by engine (task, model, device, dtype, backend), in the order each engine is first needed."""
+    by_key: dict[tuple[Any, ...], list[Job]] = {}
+    for job in jobs:
+        by_key.setdefault(job.key(), []).append(job)
+    return list(by_key.values())
+
+
+def run_here(jobs: list[Job], out_dir: Path, record: Any, console: Console) -> None:
+    """Each engine loads once and is unloaded when its jobs are done; text jobs of one model run together."""
+    from ..pool import EnginePool
+    from .run import JobRunner
+
+    pool = EnginePool()
+    runner = JobRunner(pool, out_dir, LogConsole(quiet=console.quiet, verbose=console.verbose))
+    with StepBar(console, len(jobs), "jobs") as progress:
+        for group in groups(jobs):
+            if group[0].task == "text" and len(group) > 1:
+                executor = ThreadPoolExecutor(TEXT_THREADS, thread_name_prefix="aigc-job")
+                try:
+                    for future in as_completed([executor.submit(runner.run, job) for job in group]):
+                        record(future.result())
+                        progress.advance()
+                finally:
+                    executor.shutdown(wait=False, cancel_futures=True)
+            else:
+                for job in group:
+                    record(runner.run(job))
+                    progress.advance()
+            for entry in pool.entries():
+                pool.unload(entry.key)
