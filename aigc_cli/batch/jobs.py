@@ -103,14 +103,19 @@ def _fill(job: Job, data: dict[str, Any], default_task: str | None) -> None:
     job.settings = {n: v for n, v in data.items() if n in schema}
 
 
-def resolve_job(job: Job, flags: dict[str, Any]) -> None:
+def resolve_job(job: Job, flags: dict[str, Any], default_task: str | None = None) -> None:
     """Resolve the job's settings over the batch's flags (checked already; each applies to the jobs whose
-    task has that setting); sets job.resolved or job.error."""
+    task has that setting, but for --model, which with --task applies to that task's jobs only: a text
+    model is no default for an image job); sets job.resolved or job.error."""
     if job.error is not None:
         return
     assert job.task is not None
     schema = knobs(SCHEMAS[job.task])
-    given = {**{k: v for k, v in flags.items() if v is not None and k in schema}, **job.settings}
+    other = default_task is not None and job.task != default_task
+    defaults = {
+        k: v for k, v in flags.items() if v is not None and k in schema and not (other and k == "model")
+    }
+    given = {**defaults, **job.settings}
     try:
         job.resolved = resolve_settings(job.task, given, given_in="request")
     except AigcError as exc:

@@ -66,7 +66,7 @@ def run_batch(
     done = done_ids(results_file, retry_errors)
     todo = [job for job in jobs if job.id not in done]
     for job in todo:
-        resolve_job(job, flags)
+        resolve_job(job, flags, task)
     folder = Path(out_dir or ".")
     if any(job.task in ("image", "speech") for job in todo):
         try:
@@ -84,7 +84,7 @@ def run_batch(
         if engine == "ray":
             from .ray_runner import run_on_ray
 
-            run_on_ray(todo, flags, folder.resolve(), record, workers or 2, ray_address, console)
+            run_on_ray(todo, flags, task, folder.resolve(), record, workers or 2, ray_address, console)
         else:
             run_here(todo, folder, record, console)
     finally:

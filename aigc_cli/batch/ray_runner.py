@@ -43,7 +43,7 @@ def _wire(job: Job) -> dict[str, Any]:
 class AigcWorker:
     """A Ray Data callable class: loads nothing until its first job, then keeps its engines for the next."""
 
-    def __init__(self, out_dir: str, flags: str, cwd: str, env: str) -> None:
+    def __init__(self, out_dir: str, flags: str, cwd: str, env: str, task: str | None) -> None:
         from ..pool import EnginePool
         from .run import JobRunner
 
@@ -53,6 +53,7 @@ class AigcWorker:
         os.chdir(cwd)
         self.runner = JobRunner(EnginePool(), Path(out_dir))
         self.flags = json.loads(flags)
+        self.task = task
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from concurrent.futures import ThreadPoolExecutor
@@ -70,7 +71,7 @@ class AigcWorker:
                 _text(batch["init_image"][i]),
                 json.loads(str(batch["settings"][i])),
             )
-            resolve_job(job, self.flags)
+            resolve_job(job, self.flags, self.task)
             jobs.append(job)
         with ThreadPoolExecutor(JOBS_PER_BATCH) as executor:  # greedy text jobs meet in the batcher
             results = list(executor.map(self.runner.run, jobs))
@@ -102,6 +103,7 @@ def _text(value: Any) -> str | None:
 def run_on_ray(
     jobs: list[Job],
     flags: dict[str, Any],
+    task: str | None,
     out_dir: Path,
     record: Any,
     workers: int,
@@ -109,7 +111,7 @@ def run_on_ray(
     console: Console,
 ) -> None:
     """Run the jobs on Ray Data with `workers` worker actors; record(result) for each, as it arrives.
-    flags: the batch's flags (defaults for every job), resolved again on the workers."""
+    flags: the batch's flags (defaults for every job), resolved again on the workers; task: --task."""
     try:
         import ray
         import ray.data
@@ -152,6 +154,7 @@ def run_on_ray(
             "flags": json.dumps(flags),
             "cwd": os.getcwd(),
             "env": json.dumps(env),
+            "task": task,
         },
         compute=ray.data.ActorPoolStrategy(size=workers),
         batch_size=JOBS_PER_BATCH,
