@@ -374,7 +374,7 @@ def bench_coldstart(home: Path, env: dict[str, str]) -> None:
 def main() -> None:
     home = Path(os.environ.get("BENCH_HOME") or tempfile.mkdtemp(prefix="aigc-bench-"))
     env = {**os.environ, "AIGC_HOME": str(home / "aigc"), "HF_HUB_OFFLINE": "1"}
-    parts = sys.argv[1:] or ["coldstart", "text", "backends", "server", "image", "speech"]
+    parts = sys.argv[1:] or ["coldstart", "text", "backends", "server", "batch", "image", "speech"]
     print(f"aigc benchmarks on {os.cpu_count()} CPU cores (ratios >= 1.0: aigc at least as fast as raw)\n")
     if "coldstart" in parts:
         bench_coldstart(home, env)
@@ -384,6 +384,10 @@ def main() -> None:
         from server import bench_server  # benchmarks/server.py
 
         bench_server(home, env)
+    if "batch" in parts:
+        from batch import bench_batch  # benchmarks/batch.py
+
+        bench_batch(home, env)
     if "speech" in parts:
         bench_speech(home, env)
     if "image" in parts:

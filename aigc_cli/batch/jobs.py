@@ -147,19 +147,25 @@ def error_result(job: Job, error: AigcError) -> dict[str, Any]:
 # --- the results file ----------------------------------------------------------------------------------
 
 
-def done_ids(path: Path | None, retry_errors: bool) -> set[str]:
-    """Ids that need not run again: those whose last result in RESULTS is ok (and, without --retry-errors,
-    those that failed). A line cut short by an interrupted write is ignored."""
+def last_statuses(path: Path | None) -> dict[str, str]:
+    """Each id's last status in RESULTS (ok or error). A line cut short by a crash is ignored."""
     if path is None or not path.is_file():
-        return set()
+        return {}
     last: dict[str, str] = {}
-    with path.open(encoding="utf-8") as results:
+    # errors="replace": a line cut inside a character (results are written with ensure_ascii=False)
+    with path.open(encoding="utf-8", errors="replace") as results:
         for line in results:
             try:
                 record = json.loads(line)
                 last[str(record["id"])] = str(record["status"])
             except (ValueError, KeyError, TypeError):
                 continue
+    return last
+
+
+def done_ids(last: dict[str, str], retry_errors: bool) -> set[str]:
+    """Ids that need not run again: those whose last result is ok, and, without --retry-errors, those
+    that failed."""
     return {i for i, status in last.items() if status == "ok" or (status == "error" and not retry_errors)}
 
 
@@ -174,9 +180,10 @@ class ResultsFile:
         self.waiting: dict[str, dict[str, Any]] = {}
         self.handle: IO[str] | None = None
         if path is not None:
-            if path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-                with path.open("a", encoding="utf-8") as repair:  # a line cut by a crash: end it
-                    repair.write("\n")
+            data = path.read_bytes() if path.is_file() else b""
+            if data and not data.endswith(b"\n"):  # a line cut by a crash: drop it (its job runs again)
+                with path.open("r+b") as repair:
+                    repair.truncate(data.rfind(b"\n") + 1)
             self.handle = path.open("a", encoding="utf-8")
 
     def add(self, result: dict[str, Any]) -> None:

@@ -12,8 +12,18 @@ from typing import Any
 
 from ..console import Console, LogConsole, StepBar
 from ..errors import ExitCode, OutputError, UsageError
+from ..interrupts import raising
 from ..settings import SCHEMAS, knobs, resolve_settings
-from .jobs import Job, ResultsFile, check_ids, done_ids, parse_job, read_lines, resolve_job
+from .jobs import (
+    Job,
+    ResultsFile,
+    check_ids,
+    done_ids,
+    last_statuses,
+    parse_job,
+    read_lines,
+    resolve_job,
+)
 
 TEXT_THREADS = 8
 """Text jobs of one model run this many at once, so that greedy ones share batches (server/batching.py)."""
@@ -63,8 +73,10 @@ def run_batch(
     check_ids(jobs)
     check_flags(jobs, flags)
     results_file = Path(results_path) if results_path not in (None, "-") else None
-    done = done_ids(results_file, retry_errors)
+    last = last_statuses(results_file)
+    done = done_ids(last, retry_errors)
     todo = [job for job in jobs if job.id not in done]
+    failed_before = sum(1 for job in jobs if job.id in done and last[job.id] == "error")
     for job in todo:
         resolve_job(job, flags, task)
     folder = Path(out_dir or ".")
@@ -80,22 +92,27 @@ def run_batch(
         statuses[result["status"]] += 1
         results.add(result)
 
+    # Ctrl-C raises KeyboardInterrupt for the whole run (not the one-shot commands' exit at once): the
+    # results finished so far are written as whole lines, and a file being written is removed.
     try:
-        if engine == "ray":
-            from .ray_runner import run_on_ray
+        with raising():
+            if engine == "ray":
+                from .ray_runner import run_on_ray
 
-            run_on_ray(todo, flags, task, folder.resolve(), record, workers or 2, ray_address, console)
-        else:
-            run_here(todo, folder, record, console)
+                run_on_ray(todo, flags, task, folder, record, workers or 2, ray_address, console)
+            else:
+                run_here(todo, folder, record, console)
     finally:
         results.flush_all()
         results.close()
     seconds = time.perf_counter() - started
     parts = [f"{statuses['ok']} ok", f"{statuses['error']} failed"]
     if done:
-        parts.append(f"{len(jobs) - len(todo)} skipped (done in {results_path})")
+        before = f", {failed_before} of them failed (--retry-errors runs them again)" if failed_before else ""
+        parts.append(f"{len(jobs) - len(todo)} skipped (done in {results_path}{before})")
     console.info(f"aigc: {len(jobs)} jobs: {', '.join(parts)}, in {seconds:.1f} s")
-    return ExitCode.FAILURE if statuses["error"] else ExitCode.OK
+    # Exit 1 while any job's last result is a failure, whether it failed now or in a run before.
+    return ExitCode.FAILURE if statuses["error"] or failed_before else ExitCode.OK
 
 
 def groups(jobs: list[Job]) -> list[list[Job]]:
@@ -104,6 +121,11 @@ def groups(jobs: list[Job]) -> list[list[Job]]:
     for job in jobs:
         by_key.setdefault(job.key(), []).append(job)
     return list(by_key.values())
+
+
+def _batches(pool: Any) -> bool:
+    """Whether the text engine loaded now batches (the torch reference); others run jobs one by one."""
+    return any(entry.key.backend == "torch" for entry in pool.entries())
 
 
 def run_here(jobs: list[Job], out_dir: Path, record: Any, console: Console) -> None:
@@ -116,6 +138,10 @@ def run_here(jobs: list[Job], out_dir: Path, record: Any, console: Console) -> N
     with StepBar(console, len(jobs), "jobs") as progress:
         for group in groups(jobs):
             if group[0].task == "text" and len(group) > 1:
+                record(runner.run(group[0]))  # loads the engine: does it batch?
+                progress.advance()
+                group = group[1:]
+            if group and group[0].task == "text" and _batches(pool):
                 executor = ThreadPoolExecutor(TEXT_THREADS, thread_name_prefix="aigc-job")
                 try:
                     for future in as_completed([executor.submit(runner.run, job) for job in group]):

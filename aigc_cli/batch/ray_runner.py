@@ -25,6 +25,10 @@ JOBS_PER_BATCH = 8
 PASSED_ENV = ("AIGC_HOME", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "AIGC_TEXT_BACKEND", "AIGC_DEVICE")
 """The driver's environment the workers get, so that a job resolves as it does here (config.toml, the
 cache, offline mode)."""
+THREADS_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+"""The driver's CPU threads, which the workers get too: Ray gives each worker one (OMP_NUM_THREADS=1), and on
+the CPU the thread count changes the order of torch's sums and so the bytes of an image: a worker computes
+with the threads a local run here would use."""
 
 
 def _wire(job: Job) -> dict[str, Any]:
@@ -49,7 +53,11 @@ class AigcWorker:
 
         # Jobs resolve as on the driver: its AIGC_HOME, cache and offline mode, and its folder for the paths
         # in jobs and flags (a model folder, an init image; on a cluster: shared storage mounted alike).
-        os.environ.update(json.loads(env))
+        passed = json.loads(env)
+        for name in THREADS_ENV:  # before torch is imported: the threads a local run here would use
+            if name not in passed:
+                os.environ.pop(name, None)
+        os.environ.update(passed)
         os.chdir(cwd)
         self.runner = JobRunner(EnginePool(), Path(out_dir))
         self.flags = json.loads(flags)
@@ -59,6 +67,7 @@ class AigcWorker:
         from concurrent.futures import ThreadPoolExecutor
 
         from .jobs import resolve_job
+        from .local import groups
 
         jobs = []
         for i in range(len(batch["id"])):
@@ -73,9 +82,16 @@ class AigcWorker:
             )
             resolve_job(job, self.flags, self.task)
             jobs.append(job)
-        with ThreadPoolExecutor(JOBS_PER_BATCH) as executor:  # greedy text jobs meet in the batcher
-            results = list(executor.map(self.runner.run, jobs))
-        return {"result": [json.dumps(r) for r in results]}
+        # One engine at a time, as the local engine runs them: two models loading at once in threads clash
+        # (transformers' meta-device loading); text jobs of one model run together (the batcher).
+        results: dict[str, dict[str, Any]] = {}
+        for group in groups(jobs):
+            if group[0].task == "text" and len(group) > 1:
+                with ThreadPoolExecutor(JOBS_PER_BATCH) as executor:
+                    results.update((r["id"], r) for r in executor.map(self.runner.run, group))
+            else:
+                results.update((job.id, self.runner.run(job)) for job in group)
+        return {"result": [json.dumps(results[job.id]) for job in jobs]}
 
 
 @contextmanager
@@ -126,7 +142,7 @@ def run_on_ray(
     if not runnable:
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+    env = {name: os.environ[name] for name in (*PASSED_ENV, *THREADS_ENV) if name in os.environ}
     console.note(f"aigc: starting Ray ({address or 'local'}) with {workers} workers")
     # Ray's own notes (token auth, execution plans) are not aigc's to print: errors only.
     os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..console import Console
 from ..device import DeviceChoice, pick_device, pick_dtype
@@ -81,6 +82,11 @@ def find_folder(
         if source.startswith(("environment", "config file")):
             exc.message = f"{exc.message} [the model comes from the {source}]"
         raise
+
+
+def loading(console: Console, pool: Any, key: Any, text: str) -> AbstractContextManager[None]:
+    """The console's status line while `key` loads into `pool`; nothing when it is loaded already."""
+    return console.status(text) if pool.peek(key) is None else nullcontext()
 
 
 @contextmanager

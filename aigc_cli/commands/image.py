@@ -20,7 +20,7 @@ from ..pool import EnginePool, default_pool
 from ..server.discovery import find_server
 from ..settings import Resolved, resolve_settings
 from ..streams import read_prompt
-from .common import check_seeds, find_model, model_errors, pick_seed
+from .common import check_seeds, find_model, loading, model_errors, pick_seed
 
 if TYPE_CHECKING:
     from ..engines.image import ImageRequest
@@ -102,7 +102,7 @@ def prepare_image(
     quiet_libraries(console, diffusers=True)
     offload = (("offload", True),) if s.low_memory and target.device.device.startswith("cuda") else ()
     key = EngineKey("image", str(target.folder), target.device.device, target.dtype, "diffusers", offload)
-    with console.status(f"Loading {label} on {key.device} ({key.dtype})"), model_errors(label):
+    with loading(console, pool, key, f"Loading {label} on {key.device} ({key.dtype})"), model_errors(label):
         engine = pool.get(key)
     console.note(f"{label} on {key.device} ({key.dtype}), from {target.folder}")
     own = engine.defaults()  # unset settings: the alias's defaults (resolved), else the pipeline's own

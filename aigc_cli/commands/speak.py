@@ -30,7 +30,7 @@ from ..registry import ModelRef, resolve
 from ..server.discovery import find_server
 from ..settings import Resolved, resolve_settings
 from ..streams import read_prompt
-from .common import find_folder, find_model, model_errors, pick_seed, report_seed
+from .common import find_folder, find_model, loading, model_errors, pick_seed, report_seed
 
 if TYPE_CHECKING:
     from ..engines.speech import SpeechRequest
@@ -112,7 +112,7 @@ def prepare_speech(
         from ..loading import quiet_libraries
 
         quiet_libraries(console)
-    with console.status(f"Loading {label}"), model_errors(label):
+    with loading(console, pool, key, f"Loading {label}"), model_errors(label):
         voice = pool.get(key)
     seed = pick_seed(s.seed, Console(quiet=True)) if s.seed is None else s.seed
     request = SpeechRequest(text, seed, s.voice, s.speed or 1.0, s.sentence_silence or 0.0)

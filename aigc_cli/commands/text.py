@@ -17,7 +17,7 @@ from ..pool import EnginePool, default_pool
 from ..server.discovery import find_server
 from ..settings import Resolved, resolve_settings
 from ..streams import read_prompt
-from .common import Target, check_seeds, find_model, model_errors, pick_seed
+from .common import Target, check_seeds, find_model, loading, model_errors, pick_seed
 
 if TYPE_CHECKING:
     from ..engines.text import Completion, TextRequest
@@ -66,7 +66,7 @@ def prepare_text(
     key = text_engine_key(target, s, console)
     if key.backend == "torch":  # the onnx path imports neither transformers nor torch
         quiet_libraries(console)
-    with console.status(f"Loading {label} on {target.device.device}"), model_errors(label):
+    with loading(console, pool, key, f"Loading {label} on {target.device.device}"), model_errors(label):
         engine = pool.get(key)
     console.note(
         f"{label} on {engine.device} ({engine.dtype}) with the {engine.backend} backend, from {target.folder}"
