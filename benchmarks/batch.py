@@ -93,6 +93,7 @@ def bench_batch(home: Path, env: dict[str, str]) -> None:
     for backend in ("torch", "onnx"):
         alone, together, same = in_process(backend)
         print(f"  {backend:<8} {alone:8.2f} j/s {together:8.2f} j/s {together / alone:6.2f}x  {same}")
+    print("  (onnx: eight jobs at a time take turns on the engine; `aigc batch` runs onnx jobs one by one)")
     folder = home / "batch"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "jobs.jsonl").write_text("".join(json.dumps(line) + "\n" for line in job_lines()))
