@@ -63,6 +63,9 @@ OfflineOpt = Annotated[
     bool, typer.Option("--offline", help="Never touch the network (same as HF_HUB_OFFLINE=1).")
 ]
 PromptArg = Annotated[str | None, typer.Argument(help="The prompt; '-' or a piped stdin is read first.")]
+NoLogOpt = Annotated[
+    bool, typer.Option("--no-log", help="Leave this run out of the log (AIGC_HOME/logs.db).")
+]
 LocalOpt = Annotated[
     bool,
     typer.Option(
@@ -140,13 +143,22 @@ def text(
     verbose: VerboseOpt = False,
     offline: OfflineOpt = False,
     local: LocalOpt = False,
+    no_log: NoLogOpt = False,
+    continue_last: Annotated[
+        bool,
+        typer.Option("-c", "--continue", help="Continue the latest conversation (its history goes first)."),
+    ] = False,
+    cid: Annotated[
+        str | None, typer.Option("--cid", help="Continue this conversation (an id `aigc logs` shows).")
+    ] = None,
 ) -> None:
     """Generate text with a causal language model; tokens stream to stdout."""
     from .commands.text import run_text
 
     if offline:
         go_offline()
-    run_text(prompt, flags or {}, stream, json_out, Console(quiet=quiet, verbose=verbose), local)
+    console = Console(quiet=quiet, verbose=verbose)
+    run_text(prompt, flags or {}, stream, json_out, console, local, no_log, cid, continue_last)
 
 
 @app.command()
@@ -169,6 +181,7 @@ def image(
     verbose: VerboseOpt = False,
     offline: OfflineOpt = False,
     local: LocalOpt = False,
+    no_log: NoLogOpt = False,
 ) -> None:
     """Generate images with a Stable Diffusion pipeline; every image records how it was made."""
     from .commands.image import run_image
@@ -176,7 +189,7 @@ def image(
     if offline:
         go_offline()
     console = Console(quiet=quiet, verbose=verbose)
-    run_image(prompt, flags or {}, out, init_image, from_file, json_out, console, local)
+    run_image(prompt, flags or {}, out, init_image, from_file, json_out, console, local, no_log)
 
 
 @app.command()
@@ -201,6 +214,7 @@ def speak(
     verbose: VerboseOpt = False,
     offline: OfflineOpt = False,
     local: LocalOpt = False,
+    no_log: NoLogOpt = False,
 ) -> None:
     """Speak text with a Piper voice or a transformers TTS model; long text is read sentence by sentence."""
     from .commands.speak import run_speak
@@ -208,7 +222,7 @@ def speak(
     if offline:
         go_offline()
     console = Console(quiet=quiet, verbose=verbose)
-    run_speak(prompt, flags or {}, out, audio_format, play, json_out, console, local)
+    run_speak(prompt, flags or {}, out, audio_format, play, json_out, console, local, no_log)
 
 
 @app.command()
@@ -244,6 +258,7 @@ def batch(
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     offline: OfflineOpt = False,
+    no_log: NoLogOpt = False,
 ) -> None:
     """Run many jobs from a JSONL file, each model loaded once; RESULTS makes it resumable. The flags are
     defaults for every job whose task has that setting; a job's own value wins."""
@@ -257,7 +272,7 @@ def batch(
         raise typer.BadParameter(f"'{engine}': use local or ray", param_hint="--engine")
     console = Console(quiet=quiet, verbose=verbose)
     code = run_batch(
-        jobs, out, out_dir, task, flags or {}, retry_errors, engine, workers, ray_address, console
+        jobs, out, out_dir, task, flags or {}, retry_errors, engine, workers, ray_address, console, no_log
     )
     raise typer.Exit(code)
 
@@ -338,6 +353,79 @@ def doctor(
     if offline:
         go_offline()
     run_doctor(device, json_out)
+
+
+logs_app = typer.Typer(
+    help="The log of every generation (AIGC_HOME/logs.db): list, search, show, run again; on or off.",
+    invoke_without_command=True,
+)
+app.add_typer(logs_app, name="logs")
+
+
+@logs_app.callback()
+def logs_list(
+    ctx: typer.Context,
+    count: Annotated[int, typer.Option("-n", "--count", help="How many, newest first.", min=1)] = 20,
+    modality: Annotated[str | None, typer.Option("--modality", help="text, image or speech.")] = None,
+    query: Annotated[
+        str | None,
+        typer.Option("-q", "--query", help="Only generations whose prompt or output has these words."),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the newest generations (or those matching -q); see the subcommands to show or rerun one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .commands.logs import run_list
+
+    run_list(count, modality, query, json_out)
+
+
+@logs_app.command("show")
+def logs_show(
+    entry: Annotated[str, typer.Argument(help="A log id (`aigc logs` lists them).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Everything the log holds of one generation."""
+    from .commands.logs import run_show
+
+    run_show(entry, json_out)
+
+
+@logs_app.command("rerun")
+def logs_rerun(
+    entry: Annotated[str, typer.Argument(help="A log id (`aigc logs` lists them).")],
+    out: Annotated[str | None, typer.Option("-o", "--out", help="Where an image or audio goes.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a generation again: same model, settings and seed, so the same text, pixels or samples."""
+    from .commands.logs import run_rerun
+
+    run_rerun(entry, out, Console(quiet=quiet))
+
+
+@logs_app.command("on")
+def logs_on() -> None:
+    """Log every generation again."""
+    from .commands.logs import run_switch
+
+    run_switch("on")
+
+
+@logs_app.command("off")
+def logs_off() -> None:
+    """Stop logging (what is logged stays)."""
+    from .commands.logs import run_switch
+
+    run_switch("off")
+
+
+@logs_app.command("status")
+def logs_status() -> None:
+    """Whether logging is on, where the log is, how many generations it holds."""
+    from .commands.logs import run_switch
+
+    run_switch("status")
 
 
 @models_app.command("list")

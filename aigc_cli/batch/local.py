@@ -62,6 +62,7 @@ def run_batch(
     workers: int | None,
     ray_address: str | None,
     console: Console,
+    no_log: bool = False,
 ) -> int:
     """Run the jobs of `source` (a JSONL file, or '-' for stdin); the exit code: 0 when every job ran, 1
     when any failed (its result line says why). A batch that cannot start (bad flags, duplicate ids) raises
@@ -88,9 +89,13 @@ def run_batch(
     results = ResultsFile(results_file, [job.id for job in todo])
     statuses: Counter[str] = Counter()
 
+    by_id = {job.id: job for job in todo}
+
     def record(result: dict[str, Any]) -> None:
         statuses[result["status"]] += 1
         results.add(result)
+        if result["status"] == "ok":
+            log_result(by_id[str(result["id"])], result, no_log)
 
     # Ctrl-C raises KeyboardInterrupt for the whole run (not the one-shot commands' exit at once): the
     # results finished so far are written as whole lines, and a file being written is removed.
@@ -113,6 +118,41 @@ def run_batch(
     console.info(f"aigc: {len(jobs)} jobs: {', '.join(parts)}, in {seconds:.1f} s")
     # Exit 1 while any job's last result is a failure, whether it failed now or in a run before.
     return ExitCode.FAILURE if statuses["error"] or failed_before else ExitCode.OK
+
+
+def log_result(job: Job, result: dict[str, Any], no_log: bool) -> None:
+    """The job's log row (logs.py), as its single run would log it, with command batch."""
+    from dataclasses import asdict
+
+    from .. import logs
+
+    assert job.resolved is not None
+    ran = {k: v for k, v in asdict(job.resolved.values).items() if v is not None and k != "count"}
+    ran["seed"] = result.get("seed")
+    record = {k: v for k, v in result.items() if k not in ("id", "task", "status", "path")}
+    if job.task != "text":
+        path = Path(result["path"]) if result.get("path") else None
+        logs.record_file("batch", job.task, record, ran, path, result.get("seconds"), no_log)
+        return
+    logs.record_entry(
+        {
+            "command": "batch",
+            "modality": "text",
+            "model": result.get("model"),
+            "prompt": job.prompt,
+            "system": job.resolved.values.system,
+            "settings": {"flags": ran, "record": {k: v for k, v in record.items() if k != "text"}},
+            "seed": result.get("seed"),
+            "output": result.get("text"),
+            "backend": result.get("backend"),
+            "device": result.get("device"),
+            "dtype": result.get("dtype"),
+            "seconds": result.get("seconds"),
+            "conversation": logs.new_conversation(),
+            "turn": 1,
+        },
+        no_log,
+    )
 
 
 def groups(jobs: list[Job]) -> list[list[Job]]:

@@ -164,6 +164,7 @@ def run_image(
     as_json: bool,
     console: Console,
     local: bool = False,
+    no_log: bool = False,
 ) -> None:
     record = _read_record(from_file)
     if record is not None:
@@ -190,12 +191,13 @@ def run_image(
             init.append(read_init_image(init_image, s.width, s.height))
         return init[0]
 
+    log = file_logger("image", resolved, no_log)
     server = None if local else find_server()
     if server is not None:
         from ..server.client import remote_image
 
         loader = load_init if init_image is not None else None
-        if remote_image(server, resolved, prompt, loader, init_name, plan, as_json, console):
+        if remote_image(server, resolved, prompt, loader, init_name, plan, as_json, console, log):
             return
     pool = default_pool()
     job = prepare_image(
@@ -214,7 +216,25 @@ def run_image(
             record = {**job.record, "seed": result.seed}
             timings = {"seconds": result.seconds, "step_seconds": result.step_seconds}
             timings["decode_seconds"] = result.decode_seconds
-            write_image(result.image, result.index, record, plan, as_json, timings, progress)
+            write_image(result.image, result.index, record, plan, as_json, timings, progress, log)
+
+
+def file_logger(
+    command: str, resolved: Resolved, no_log: bool
+) -> Callable[[dict[str, Any], Path | None, float | None], None]:
+    """log(record, path, seconds) for each file a run writes: a log row whose settings `aigc logs rerun`
+    passes again (those that ran, with the file's own seed)."""
+    from dataclasses import asdict
+
+    from .. import logs
+
+    ran = {k: v for k, v in asdict(resolved.values).items() if v is not None and k != "count"}
+    modality = "image" if command == "image" else "speech"
+
+    def log(record: dict[str, Any], path: Path | None, seconds: float | None) -> None:
+        logs.record_file(command, modality, record, {**ran, "seed": record["seed"]}, path, seconds, no_log)
+
+    return log
 
 
 def save_image(image: Any, index: int, record: dict[str, Any], plan: OutputPlan) -> Path | None:
@@ -238,9 +258,13 @@ def write_image(
     as_json: bool,
     timings: dict[str, Any],
     progress: StepBar,
+    log: Callable[[dict[str, Any], Path | None, float | None], None] | None = None,
 ) -> None:
-    """Write one image where the plan says, with its record; then its --json line or its path."""
+    """Write one image where the plan says, with its record; then its --json line or its path. log(record,
+    path, seconds): its log row (logs.py)."""
     path = save_image(image, index, record, plan)
+    if log is not None:
+        log(record, path, timings.get("seconds"))
     if as_json:
         write_json_line({"path": str(path) if path else None, **record, **timings})
     elif path is not None and plan.print_paths:

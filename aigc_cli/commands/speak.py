@@ -148,8 +148,10 @@ def run_speak(
     as_json: bool,
     console: Console,
     local: bool = False,
+    no_log: bool = False,
 ) -> None:
     from ..engines.speech import synthesize
+    from .image import file_logger
 
     resolved = resolve_settings("speech", flags)
     plan = plan_output("audio", out, 1, as_json, audio_format, play)
@@ -163,7 +165,8 @@ def run_speak(
 
         done = remote_speech(server, resolved, text, plan, as_json, console)
         if done is not None:
-            path, data = done
+            path, data, record, compute = done
+            file_logger("speak", resolved, no_log)(record, path, compute)
             if player is not None:
                 _play(player, path, data, plan.format)
             return
@@ -195,6 +198,7 @@ def run_speak(
     if player is not None:
         _play(player, path, data, plan.format)
     duration = len(samples) / voice.sample_rate if not (plan.format == "raw" and plan.to_stdout) else None
+    file_logger("speak", resolved, no_log)(job.record, path, compute)
     report_audio(plan, duration, job.record, path, compute, as_json, progress)
 
 

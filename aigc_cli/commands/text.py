@@ -131,7 +131,14 @@ def run_text(
     as_json: bool,
     console: Console,
     local: bool = False,
+    no_log: bool = False,
+    conversation: str | None = None,
+    continue_last: bool = False,
+    history: tuple[tuple[str, str], ...] | None = None,
 ) -> None:
+    """`aigc text`. conversation (--cid) or continue_last (-c): the prompt is the next user turn of a
+    conversation in the log, sent with its history through the chat template. history: those turns given
+    (`aigc logs rerun` of a turn)."""
     from ..engines.text import generate_text, stream_text
 
     check_stdout()  # a closed stdout fails before anything loads
@@ -141,15 +148,27 @@ def run_text(
         raise UsageError("--system needs the chat template, and --raw turns it off: use one or the other")
     count = s.count or 1
     check_seeds(s.seed, count)
+    if history is not None:
+        from .. import logs
+
+        turns, conversation, system = history, logs.new_conversation(), None
+    else:
+        turns, conversation, system = _conversation(conversation, continue_last, bool(s.raw))
+    if system is not None and resolved.sources.get("system") in (None, "default"):
+        resolved = _with_system(resolved, system)
     prompt = read_prompt(prompt_arg)
+    messages = (*turns, ("user", prompt)) if turns else ()
+    log = TextLog(prompt, messages, conversation, len(turns) // 2 + 1, no_log)
     server = None if local else find_server()
     if server is not None:
         from ..server.client import remote_text
 
-        if remote_text(server, resolved, prompt, stream, as_json, console):
+        records = remote_text(server, resolved, prompt, stream, as_json, console, messages)
+        if records is not None:
+            log.add_all(records, resolved)
             return
     pool = default_pool()
-    job = prepare_text(resolved, prompt, console, pool)
+    job = prepare_text(resolved, prompt, console, pool, messages)
     engine = pool.get(job.key)
     # Greedy decoding ignores the seed: draw and report one only when sampling (--json says null).
     seed = pick_seed(s.seed, console if job.sampling else Console(quiet=True), count)
@@ -157,7 +176,9 @@ def run_text(
         for index in range(count):
             request = replace(job.request, seed=seed + index)
             if as_json:
-                write_json_line(completion_record(generate_text(engine, request), job, engine))
+                completion = generate_text(engine, request)
+                write_json_line(completion_record(completion, job, engine))
+                log.add(completion_record(completion, job, engine), resolved, job.request.system)
                 continue
             if index > 0:
                 write_text("\n")
@@ -170,6 +191,88 @@ def run_text(
                 completion = generate_text(engine, request)
                 write_text(completion.text)
             end_text(completion.text)
+            log.add(completion_record(completion, job, engine), resolved, job.request.system)
+
+
+def _conversation(
+    conversation: str | None, continue_last: bool, raw: bool
+) -> tuple[tuple[tuple[str, str], ...], str, str | None]:
+    """(the history as (role, content) turns, the conversation id, its system message) for -c / --cid;
+    no turns and a new id otherwise."""
+    from .. import logs
+
+    if conversation is None and not continue_last:
+        return (), logs.new_conversation(), None
+    if raw:
+        raise UsageError("Continuing a conversation needs the chat template, and --raw turns it off")
+    if conversation is None:
+        conversation = logs.latest_conversation()
+        if conversation is None:
+            raise UsageError("No conversation to continue yet: start one with `aigc text` or `aigc chat`")
+    rows = [row for row in logs.history(conversation) if row["modality"] == "text"]
+    if not rows:
+        raise UsageError(f"No conversation '{conversation}' in the log (`aigc logs` lists them)")
+    turns: list[tuple[str, str]] = []
+    seen: set[int] = set()
+    for row in rows:
+        if row["turn"] in seen:  # -n gave several replies: the conversation goes on from the first
+            continue
+        seen.add(row["turn"])
+        turns += [("user", row["prompt"]), ("assistant", row["output"] or "")]
+    return tuple(turns), conversation, rows[0]["system"]
+
+
+def _with_system(resolved: Resolved, system: str) -> Resolved:
+    """The settings with the conversation's own system message, where no flag or file gives one."""
+    from dataclasses import replace as replaced
+
+    return Resolved(
+        replaced(resolved.values, system=system), {**resolved.sources, "system": "flag (conversation)"}
+    )
+
+
+@dataclass
+class TextLog:
+    """Log rows for the completions of one `aigc text` run (logs.py): one turn of a conversation."""
+
+    prompt: str
+    messages: tuple[tuple[str, str], ...]
+    conversation: str
+    turn: int
+    no_log: bool
+
+    def add(self, record: dict[str, Any], resolved: Resolved, system: str | None) -> None:
+        from dataclasses import asdict
+
+        from .. import logs
+
+        ran = {k: v for k, v in asdict(resolved.values).items() if v is not None}
+        ran["seed"] = record.get("seed")
+        ran["system"] = system
+        logs.record_entry(
+            {
+                "command": "text",
+                "modality": "text",
+                "model": record.get("model"),
+                "prompt": self.prompt,
+                "system": system,
+                "messages": [list(m) for m in self.messages] if self.messages else None,
+                "settings": {"flags": ran, "record": {k: v for k, v in record.items() if k != "text"}},
+                "seed": record.get("seed"),
+                "output": record.get("text"),
+                "backend": record.get("backend"),
+                "device": record.get("device"),
+                "dtype": record.get("dtype"),
+                "seconds": record.get("seconds"),
+                "conversation": self.conversation,
+                "turn": self.turn,
+            },
+            self.no_log,
+        )
+
+    def add_all(self, records: list[dict[str, Any]], resolved: Resolved) -> None:
+        for record in records:
+            self.add(record, resolved, resolved.values.system)
 
 
 def text_engine_key(target: Target, s: Any, console: Console) -> EngineKey:

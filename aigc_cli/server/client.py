@@ -197,28 +197,38 @@ TEXT_FIELDS = (
 
 
 def remote_text(
-    server: ServerRef, resolved: Resolved, prompt: str, stream: bool, as_json: bool, console: Console
-) -> bool:
-    """Generate through the server, writing to stdout as `aigc text` does. False: run here instead."""
+    server: ServerRef,
+    resolved: Resolved,
+    prompt: str,
+    stream: bool,
+    as_json: bool,
+    console: Console,
+    messages: tuple[tuple[str, str], ...] = (),
+) -> list[dict[str, Any]] | None:
+    """Generate through the server, writing to stdout as `aigc text` does: the completions' records
+    (`--json` lines), or None to run here instead. messages: a conversation to continue (prompt last)."""
     from ..output import end_text, write_json_line, write_text
 
     s = resolved.values
     if s.trust_remote_code:
         console.note("aigc: --trust-remote-code runs here: the server never runs a model's own code")
-        return False
+        return None
     body: dict[str, Any] = {"model": _model_name(s.model), "stream": True, **_sent(resolved, TEXT_FIELDS)}
     if s.raw:
         body.pop("system", None)  # a configured system message does not apply to a raw prompt
         path, body["prompt"] = "/v1/completions", prompt
     else:
-        path, body["messages"] = "/v1/chat/completions", [{"role": "user", "content": prompt}]
+        turns = messages or (("user", prompt),)
+        path = "/v1/chat/completions"
+        body["messages"] = [{"role": role, "content": content} for role, content in turns]
     if s.count:
         body["n"] = s.count
     console.note(f"aigc: generating on the server at {server.url} ({server.source}); --local runs here")
 
-    def call() -> bool:
+    def call() -> list[dict[str, Any]]:
         response = request(server, "POST", path, body)
         texts: dict[int, str] = {}
+        records: list[dict[str, Any]] = []
         reported = False
 
         def begin(index: int) -> None:
@@ -243,6 +253,7 @@ def remote_text(
                     record = choice.get("aigc")
                     if record is None:
                         continue
+                    records.append(record)
                     if s.seed is None and record.get("seed") is not None and not reported:
                         from ..commands.common import report_seed
 
@@ -255,9 +266,9 @@ def remote_text(
                     if not stream:
                         write_text(record["text"])
                     end_text(record["text"])
-        return True
+        return records
 
-    return bool(_run(server, console, call, s.model))
+    return _run(server, console, call, s.model)
 
 
 # --- images -------------------------------------------------------------------------------------------------
@@ -287,8 +298,10 @@ def remote_image(
     plan: Any,
     as_json: bool,
     console: Console,
+    log: Callable[..., None] | None = None,
 ) -> bool:
-    """Generate through the server and write each image here, with its record, as `aigc image` does."""
+    """Generate through the server and write each image here, with its record, as `aigc image` does;
+    log(record, path, seconds) for each (logs.py)."""
     from ..commands.image import write_image
 
     s = resolved.values
@@ -326,7 +339,7 @@ def remote_image(
             record["init_image"] = init_name
             image = Image.open(io.BytesIO(base64.b64decode(item["b64_json"])))
             with raising():
-                write_image(image, index, record, plan, as_json, timings, StepBar(console, 0, ""))
+                write_image(image, index, record, plan, as_json, timings, StepBar(console, 0, ""), log)
         return True
 
     return bool(_run(server, console, call, s.model))
@@ -339,9 +352,9 @@ SPEECH_FIELDS = ("voice", "speed", "sentence_silence", "seed", "device", "dtype"
 
 def remote_speech(
     server: ServerRef, resolved: Resolved, text: str, plan: Any, as_json: bool, console: Console
-) -> tuple[Path | None, bytes] | None:
+) -> tuple[Path | None, bytes, dict[str, Any], float | None] | None:
     """Speak through the server and write the audio here as `aigc speak` does: (the path written or
-    None, the encoded bytes) for --play; None to run here instead."""
+    None, the encoded bytes, the record, compute seconds) for --play and the log; None to run here."""
     from ..commands.common import report_seed
     from ..commands.speak import report_audio
     from ..output import write_atomic, write_binary
@@ -355,7 +368,7 @@ def remote_speech(
     body = {"model": _model_name(s.model), "input": text, "response_format": fmt, **fields}
     console.note(f"aigc: speaking on the server at {server.url} ({server.source}); --local runs here")
 
-    def call() -> tuple[Path | None, bytes]:
+    def call() -> tuple[Path | None, bytes, dict[str, Any], float | None]:
         response = request(server, "POST", "/v1/audio/speech", body)
         try:
             header = json.loads(response.getheader("x-aigc-record") or "")
@@ -395,7 +408,7 @@ def remote_speech(
             elif path is not None:
                 write_atomic(path, data)
         report_audio(plan, duration, record, path, compute, as_json, None)
-        return path, data
+        return path, data, record, compute
 
     return _run(server, console, call, s.model)
 

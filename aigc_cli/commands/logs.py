@@ -1,0 +1,131 @@
+"""`aigc logs`: list and search the log of generations, show one, run one again, switch the log off and on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..console import Console
+from ..errors import UsageError
+from ..output import write_json_line, write_text
+
+MODALITIES = ("text", "image", "speech")
+
+
+def _short(text: str | None, width: int) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _row(row: Any) -> dict[str, Any]:
+    data = dict(row)
+    for name in ("settings", "messages"):
+        if data.get(name):
+            data[name] = json.loads(data[name])
+    return data
+
+
+def run_list(count: int, modality: str | None, query: str | None, as_json: bool) -> None:
+    """The newest `count` generations (of one modality; matching a full-text query), newest first."""
+    from .. import logs
+
+    if modality is not None and modality not in MODALITIES:
+        raise UsageError(f"Unknown modality '{modality}': use text, image or speech")
+    where, params = [], []
+    if modality:
+        where.append("g.modality = ?")
+        params.append(modality)
+    source = "generations g"
+    if query:
+        source = "generations_fts f JOIN generations g ON g.id = f.rowid"
+        where.append("generations_fts MATCH ?")
+        params.append('"' + query.replace('"', '""') + '"')  # the words as a phrase, not FTS syntax
+    condition = f"WHERE {' AND '.join(where)}" if where else ""
+    sql = f"SELECT g.* FROM {source} {condition} ORDER BY g.id DESC LIMIT ?"
+    with logs.reading() as db:
+        rows = db.execute(sql, [*params, count]).fetchall()
+    if as_json:
+        for row in rows:
+            write_json_line(_row(row))
+        return
+    if not rows:
+        Console().info("aigc: no generations logged" + (f" match '{query}'" if query else ""))
+        return
+    write_text(f"{'ID':>5}  {'TIME':<20} {'COMMAND':<7} {'MODEL':<16} {'PROMPT':<34} OUTPUT\n")
+    for row in rows:
+        output = row["path"] or row["output"]
+        model = _short(Path(row["model"] or "").name or row["model"], 16)
+        write_text(
+            f"{row['id']:>5}  {row['time']:<20} {row['command']:<7} {model:<16} "
+            f"{_short(row['prompt'], 34):<34} {_short(output, 40)}\n"
+        )
+
+
+def _one(entry: str) -> dict[str, Any]:
+    from .. import logs
+
+    if not entry.isdigit():
+        raise UsageError(f"'{entry}' is not a log id: `aigc logs` lists them")
+    with logs.reading() as db:
+        row = db.execute("SELECT * FROM generations WHERE id = ?", (int(entry),)).fetchone()
+    if row is None:
+        raise UsageError(f"No generation {entry} in the log: `aigc logs` lists them")
+    return _row(row)
+
+
+def run_show(entry: str, as_json: bool) -> None:
+    row = _one(entry)
+    if as_json:
+        write_json_line(row)
+        return
+    for name, value in row.items():
+        if value is None:
+            continue
+        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+        write_text(f"{name}: {shown}\n")
+
+
+def run_rerun(entry: str, out: str | None, console: Console) -> None:
+    """The same generation again: the same model, settings and seed (so the same text, pixels, samples)."""
+    row = _one(entry)
+    flags = dict(row["settings"]["flags"])
+    flags.pop("count", None)  # a row is one result
+    if row["modality"] == "text":
+        from .text import run_text
+
+        turns = tuple(tuple(m) for m in row["messages"] or ())[:-1]
+        if out is not None:
+            raise UsageError("-o is for images and audio: text goes to stdout")
+        run_text(row["prompt"], flags, True, False, console, local=True, history=turns or None)
+    elif row["modality"] == "image":
+        from .image import run_image
+
+        if row["settings"]["record"].get("init_image"):
+            raise UsageError(
+                f"Generation {entry} started from an init image, which the log does not keep: "
+                f"run `aigc image --from {row['path']} --init-image FILE`"
+            )
+        run_image(row["prompt"], flags, out, None, None, False, console, local=True)
+    else:
+        from .speak import run_speak
+
+        run_speak(row["prompt"], flags, out, None, False, False, console, local=True)
+
+
+def run_switch(state: str) -> None:
+    """`aigc logs on|off|status`."""
+    from .. import logs
+
+    marker = logs.off_marker()
+    if state == "off":
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("Logging is off: `aigc logs on` turns it on again.\n")
+    elif state == "on":
+        marker.unlink(missing_ok=True)
+    path = logs.log_path()
+    count = 0
+    if path.exists():
+        with logs.reading() as db:
+            count = db.execute("SELECT count(*) FROM generations").fetchone()[0]
+    write_text(f"logging {'on' if logs.enabled() else 'off'}: {path} ({count} generations)\n")

@@ -1,0 +1,225 @@
+"""The log: every generation, from every command, a row in AIGC_HOME/logs.db (SQLite, WAL).
+
+A row holds what ran and what came out: time, command, modality, model and its source, prompt and system
+message, every setting that ran with its seed (the record a file or `--json` carries), the output (text;
+for a file its path, size and SHA-256), backend, device, dtype, seconds, and the conversation. Since every
+run records its seed, `aigc logs rerun ID` makes the same output again.
+
+Logging never fails a generation: a log that cannot be written (a read-only home, a full disk, a damaged
+file) is one warning on stderr, and the run's exit code stays what it was. Many processes may log at once
+(WAL, a busy timeout). The schema has a version (PRAGMA user_version) and migrates forward.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+from .config import settings
+
+MIGRATIONS = [
+    # 1: generations, and full-text search over prompts and outputs.
+    """
+    CREATE TABLE generations (
+        id INTEGER PRIMARY KEY,
+        time TEXT NOT NULL,
+        command TEXT NOT NULL,
+        modality TEXT NOT NULL,
+        model TEXT,
+        source TEXT,
+        prompt TEXT,
+        system TEXT,
+        messages TEXT,
+        settings TEXT NOT NULL,
+        seed INTEGER,
+        output TEXT,
+        path TEXT,
+        size INTEGER,
+        sha256 TEXT,
+        backend TEXT,
+        device TEXT,
+        dtype TEXT,
+        seconds REAL,
+        conversation TEXT,
+        turn INTEGER
+    );
+    CREATE INDEX generations_conversation ON generations (conversation, turn);
+    CREATE VIRTUAL TABLE generations_fts USING fts5(
+        prompt, output, content='generations', content_rowid='id'
+    );
+    CREATE TRIGGER generations_ai AFTER INSERT ON generations BEGIN
+        INSERT INTO generations_fts (rowid, prompt, output) VALUES (new.id, new.prompt, new.output);
+    END;
+    CREATE TRIGGER generations_ad AFTER DELETE ON generations BEGIN
+        INSERT INTO generations_fts (generations_fts, rowid, prompt, output)
+        VALUES ('delete', old.id, old.prompt, old.output);
+    END;
+    """,
+]
+COLUMNS = (
+    *("time", "command", "modality", "model", "source", "prompt", "system", "messages", "settings", "seed"),
+    *("output", "path", "size", "sha256", "backend", "device", "dtype", "seconds", "conversation", "turn"),
+)
+
+
+def log_path() -> Path:
+    return settings().home / "logs.db"
+
+
+def off_marker() -> Path:
+    return settings().home / "logs-off"
+
+
+def enabled() -> bool:
+    """`aigc logs off` turns logging off for every later run (a marker file beside the log)."""
+    return not off_marker().exists()
+
+
+def connect(path: Path | None = None) -> sqlite3.Connection:
+    """The log, created readable by its owner only, migrated to the newest schema."""
+    path = path or log_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    db = sqlite3.connect(path, timeout=30, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA busy_timeout = 30000")
+    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        db.execute("PRAGMA journal_mode = WAL")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version < len(MIGRATIONS):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in _statements(script):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return db
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of a migration script (sqlite3's executescript would commit on its own)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer.strip()
+            buffer = ""
+
+
+def new_conversation() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def file_facts(path: Path | None) -> dict[str, Any]:
+    """path (absolute), size in bytes and SHA-256 of a file written, for its log row."""
+    if path is None or not path.is_file():
+        return {}
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest}
+
+
+_WARNED = False
+
+
+def record_entry(entry: dict[str, Any], no_log: bool = False) -> int | None:
+    """Add a generation to the log; its id, or None when logging is off or failed (then one warning on
+    stderr, once per process; the generation is not affected)."""
+    global _WARNED
+    if no_log or not enabled():
+        return None
+    row = {name: entry.get(name) for name in COLUMNS}
+    row["time"] = row["time"] or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for name in ("settings", "messages"):
+        if row[name] is not None and not isinstance(row[name], str):
+            row[name] = json.dumps(row[name], ensure_ascii=False)
+    try:
+        with closing(connect()) as db:
+            cursor = db.execute(
+                f"INSERT INTO generations ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+                [row[name] for name in COLUMNS],
+            )
+            return cursor.lastrowid
+    except (sqlite3.Error, OSError) as exc:
+        if not _WARNED:
+            _WARNED = True
+            from .console import Console
+
+            why = getattr(exc, "strerror", None) or str(exc)
+            Console().warn(f"the log ({log_path()}) cannot be written ({why}): this run is not logged")
+        return None
+
+
+@contextmanager
+def reading() -> Iterator[sqlite3.Connection]:
+    """The log for reading (UsageError when there is none yet)."""
+    from .errors import UsageError
+
+    if not log_path().exists():
+        raise UsageError(f"No log yet ({log_path()}): generations are logged from now on")
+    try:
+        with closing(connect()) as db:
+            yield db
+    except sqlite3.DatabaseError as exc:
+        raise UsageError(f"The log ({log_path()}) cannot be read: {exc}") from exc
+
+
+def history(conversation: str) -> list[sqlite3.Row]:
+    """The turns of a conversation, in order."""
+    with reading() as db:
+        return db.execute(
+            "SELECT * FROM generations WHERE conversation = ? ORDER BY turn, id", (conversation,)
+        ).fetchall()
+
+
+def latest_conversation() -> str | None:
+    """The conversation of the newest text generation (`aigc text -c`)."""
+    with reading() as db:
+        row = db.execute(
+            "SELECT conversation FROM generations WHERE modality = 'text' AND conversation IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    return row["conversation"] if row else None
+
+
+def record_file(
+    command: str,
+    modality: str,
+    record: dict[str, Any],
+    flags: dict[str, Any],
+    path: Path | None,
+    seconds: float | None,
+    no_log: bool = False,
+) -> int | None:
+    """Log an image or audio result: its record (what the file carries), the settings that ran (`flags`,
+    what `aigc logs rerun` passes again) and the file's path, size and SHA-256."""
+    return record_entry(
+        {
+            "command": command,
+            "modality": modality,
+            "model": record.get("model"),
+            "source": record.get("source"),
+            "prompt": record.get("prompt", record.get("text")),
+            "settings": {"flags": flags, "record": record},
+            "seed": record.get("seed"),
+            **file_facts(path),
+            "device": record.get("device"),
+            "dtype": record.get("dtype"),
+            "seconds": seconds,
+        },
+        no_log,
+    )
