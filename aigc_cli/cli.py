@@ -162,6 +162,31 @@ def text(
 
 
 @app.command()
+@with_settings(TextSettings, leave_out=("count", "raw"))
+def chat(
+    flags: dict[str, Any] | None = None,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
+    offline: OfflineOpt = False,
+    local: LocalOpt = False,
+    no_log: NoLogOpt = False,
+    continue_last: Annotated[
+        bool, typer.Option("-c", "--continue", help="Go on with the latest conversation.")
+    ] = False,
+    cid: Annotated[
+        str | None, typer.Option("--cid", help="Go on with this conversation (an id `aigc logs` shows).")
+    ] = None,
+) -> None:
+    """Chat with a model: replies stream as they come; /exit, /clear, /system TEXT, \"\"\" for several lines.
+    Without a terminal, each line of stdin is a turn."""
+    from .commands.chat import run_chat
+
+    if offline:
+        go_offline()
+    run_chat(flags or {}, Console(quiet=quiet, verbose=verbose), local, no_log, cid, continue_last)
+
+
+@app.command()
 @with_settings(ImageSettings)
 def image(
     prompt: PromptArg = None,

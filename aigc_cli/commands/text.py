@@ -240,6 +240,7 @@ class TextLog:
     conversation: str
     turn: int
     no_log: bool
+    command: str = "text"
 
     def add(self, record: dict[str, Any], resolved: Resolved, system: str | None) -> None:
         from dataclasses import asdict
@@ -251,7 +252,7 @@ class TextLog:
         ran["system"] = system
         logs.record_entry(
             {
-                "command": "text",
+                "command": self.command,
                 "modality": "text",
                 "model": record.get("model"),
                 "prompt": self.prompt,
