@@ -10,9 +10,11 @@ each row's tokens equal its solo run's (tests/test_server.py checks 8 concurrent
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -37,6 +39,14 @@ def batchable(engine: Any, settings: Any) -> bool:
 
 
 _END = object()
+_STOP: Any = object()
+_RUNNING: weakref.WeakSet[TextBatcher] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for batcher in list(_RUNNING):
+        batcher.stop()
 
 
 @dataclass(eq=False)
@@ -64,7 +74,15 @@ class TextBatcher:
         self.waiting: queue.Queue[_Row] = queue.Queue()
         self.batches: list[int] = []
         """The size of each batch run (for tests and the log)."""
-        threading.Thread(target=self._run, name="aigc-batcher", daemon=True).start()
+        self.thread = threading.Thread(target=self._run, name="aigc-batcher", daemon=True)
+        self.thread.start()
+        _RUNNING.add(self)
+
+    def stop(self) -> None:
+        """End the thread once the batch it runs is done (at exit: no thread of ours is left in a library's
+        native code while the interpreter shuts down, which can abort the process)."""
+        self.waiting.put(_STOP)  # type: ignore[arg-type]
+        self.thread.join(timeout=30)
 
     def submit(self, prompt_ids: list[int], settings: Any) -> Iterator[list[int]]:
         """The row's new token ids (one per step), as the engine's `tokens` gives a solo run's. Closing the
@@ -89,6 +107,9 @@ class TextBatcher:
                 row = self.waiting.get_nowait()
             except queue.Empty:
                 break
+            if row is _STOP:
+                others.append(row)
+                break
             same = replace(row.settings, max_new_tokens=0) == common
             (rows if same else others).append(row)
         for row in others:
@@ -97,7 +118,10 @@ class TextBatcher:
 
     def _run(self) -> None:
         while True:
-            rows = self._take(self.waiting.get())
+            first = self.waiting.get()
+            if first is _STOP:
+                return
+            rows = self._take(first)
             if not rows:
                 continue
             try:
