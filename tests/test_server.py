@@ -223,9 +223,6 @@ def test_cli_image_and_speech_through_the_server_equal_local(server, pipes, vits
     assert via(server, *args, "-o", "served.png").returncode == 0
     local(*args, "-o", "here.png")
     assert (tmp_path / "served.png").read_bytes() == (tmp_path / "here.png").read_bytes()
-    assert via(server, *args, "-o", "served.webp").returncode == 0
-    local(*args, "-o", "here.webp")
-    assert (tmp_path / "served.webp").read_bytes() == (tmp_path / "here.webp").read_bytes()
     piped = via(server, *args, "-o", "-")
     assert piped.returncode == 0 and piped.stdout == (tmp_path / "here.png").read_bytes()
     assert via(server, *args, "-n", "2", "-o", "two.png").returncode == 0
@@ -237,7 +234,6 @@ def test_cli_image_and_speech_through_the_server_equal_local(server, pipes, vits
     assert via(server, *speak, "-o", "served.flac").returncode == 0
     local(*speak, "-o", "here.flac")
     assert (tmp_path / "served.flac").read_bytes() == (tmp_path / "here.flac").read_bytes()
-    assert via(server, *speak, "-o", "-").stdout == local(*speak, "-o", "-").stdout
     assert (
         via(server, *speak, "--format", "raw", "-o", "-").stdout
         == local(*speak, "--format", "raw", "-o", "-").stdout
