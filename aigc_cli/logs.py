@@ -63,10 +63,13 @@ MIGRATIONS = [
         VALUES ('delete', old.id, old.prompt, old.output);
     END;
     """,
+    # 2: the revision (the Hub commit) of the model that ran.
+    "ALTER TABLE generations ADD COLUMN revision TEXT;",
 ]
 COLUMNS = (
     *("time", "command", "modality", "model", "source", "prompt", "system", "messages", "settings", "seed"),
     *("output", "path", "size", "sha256", "backend", "device", "dtype", "seconds", "conversation", "turn"),
+    "revision",
 )
 
 
@@ -119,6 +122,14 @@ def _statements(script: str) -> Iterator[str]:
             if buffer.strip():
                 yield buffer.strip()
             buffer = ""
+
+
+def revision_of(folder: str | Path | None) -> str | None:
+    """The Hub commit of a model folder in the Hugging Face cache (`.../snapshots/COMMIT`), else None."""
+    if folder is None:
+        return None
+    path = Path(folder)
+    return path.name if path.parent.name == "snapshots" else None
 
 
 def new_conversation() -> str:
@@ -204,9 +215,11 @@ def record_file(
     path: Path | None,
     seconds: float | None,
     no_log: bool = False,
+    folder: str | None = None,
 ) -> int | None:
     """Log an image or audio result: its record (what the file carries), the settings that ran (`flags`,
-    what `aigc logs rerun` passes again) and the file's path, size and SHA-256."""
+    what `aigc logs rerun` passes again), the file's path, size and SHA-256, and the model folder's
+    revision."""
     return record_entry(
         {
             "command": command,
@@ -220,6 +233,7 @@ def record_file(
             "device": record.get("device"),
             "dtype": record.get("dtype"),
             "seconds": seconds,
+            "revision": revision_of(folder),
         },
         no_log,
     )

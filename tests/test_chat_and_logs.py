@@ -281,3 +281,27 @@ def test_a_log_that_cannot_be_written_never_fails_the_generation(tiny):
     blocked = run_aigc(*args)
     assert blocked.returncode == 0 and blocked.stdout == expected
     assert "cannot be written" in blocked.stderr.decode()
+
+
+def test_an_old_log_migrates_forward_and_keeps_its_rows(tiny):
+    from aigc_cli import logs
+
+    home().mkdir(parents=True, exist_ok=True)
+    old = sqlite3.connect(home() / "logs.db")
+    for statement in logs._statements(logs.MIGRATIONS[0]):  # the schema of the first version
+        old.execute(statement)
+    old.execute("PRAGMA user_version = 1")
+    old.execute(
+        "INSERT INTO generations (time, command, modality, prompt, settings, output) "
+        "VALUES ('2026-01-01T00:00:00Z', 'text', 'text', 'from before', '{}', 'an old reply')"
+    )
+    old.commit()
+    old.close()
+    ok(run_aigc("text", "hi", "-m", str(tiny["llama"]), "--max-tokens", "2"))
+    db = sqlite3.connect(home() / "logs.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(logs.MIGRATIONS)
+    assert [r[0] for r in db.execute("SELECT prompt FROM generations ORDER BY id")] == ["from before", "hi"]
+    found = ok(run_aigc("logs", "-q", "old reply", "--json")).stdout.splitlines()
+    assert [json.loads(line)["prompt"] for line in found] == ["from before"]
+    assert logs.revision_of("/cache/models--org--name/snapshots/abc123") == "abc123"
+    assert logs.revision_of(str(tiny["llama"])) is None

@@ -245,6 +245,16 @@ def test_cli_image_and_speech_through_the_server_equal_local(server, pipes, vits
     assert record == expected
 
 
+def test_chat_through_the_server_equals_a_local_chat(server, tiny):
+    args = ["chat", "-m", str(tiny["llama"]), "--max-tokens", "6", "--temperature", "0.8", "--seed", "4"]
+    lines = "Hello\nAnd then?\n"
+    served = via(server, *args, "-v", input=lines)
+    assert served.returncode == 0, served.stderr.decode()
+    assert "on the server at" in served.stderr.decode()
+    assert served.stdout == local(*args, input=lines).stdout
+    assert served.stdout.count(b"\n") >= 2
+
+
 def test_cli_through_the_server_imports_no_torch(server, tiny, pipes, vits):
     heavy, result = heavy_imports(
         "text", "hi", "-m", str(tiny["llama"]), "--max-tokens", "3", env={"AIGC_HOST": server.url}

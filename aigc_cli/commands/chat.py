@@ -105,7 +105,8 @@ class Conversation:
                 continue
             break
         turn = self.first_turn + len(self.turns) // 2
-        log = self.log_type(prompt, messages, self.id, turn, self.no_log, "chat")
+        folder = str(self.job.folder) if self.job is not None else None
+        log = self.log_type(prompt, messages, self.id, turn, self.no_log, "chat", folder)
         log.add(record, self._settings(), self.system)
         self.turns += [("user", prompt), ("assistant", record["text"])]
 

@@ -204,6 +204,7 @@ def run_image(
         resolved, prompt, load_init if init_image is not None else None, init_name, console, pool
     )
     engine = pool.get(job.key)
+    log = file_logger("image", resolved, no_log, job.key.folder)
     request = job.request
     with (
         StepBar(console, request.steps * request.count, "denoising") as progress,
@@ -220,7 +221,7 @@ def run_image(
 
 
 def file_logger(
-    command: str, resolved: Resolved, no_log: bool
+    command: str, resolved: Resolved, no_log: bool, folder: str | None = None
 ) -> Callable[[dict[str, Any], Path | None, float | None], None]:
     """log(record, path, seconds) for each file a run writes: a log row whose settings `aigc logs rerun`
     passes again (those that ran, with the file's own seed)."""
@@ -232,7 +233,8 @@ def file_logger(
     modality = "image" if command == "image" else "speech"
 
     def log(record: dict[str, Any], path: Path | None, seconds: float | None) -> None:
-        logs.record_file(command, modality, record, {**ran, "seed": record["seed"]}, path, seconds, no_log)
+        flags = {**ran, "seed": record["seed"]}
+        logs.record_file(command, modality, record, flags, path, seconds, no_log, folder)
 
     return log
 

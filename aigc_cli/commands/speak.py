@@ -198,7 +198,7 @@ def run_speak(
     if player is not None:
         _play(player, path, data, plan.format)
     duration = len(samples) / voice.sample_rate if not (plan.format == "raw" and plan.to_stdout) else None
-    file_logger("speak", resolved, no_log)(job.record, path, compute)
+    file_logger("speak", resolved, no_log, job.key.folder)(job.record, path, compute)
     report_audio(plan, duration, job.record, path, compute, as_json, progress)
 
 

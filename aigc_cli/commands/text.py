@@ -170,6 +170,7 @@ def run_text(
     pool = default_pool()
     job = prepare_text(resolved, prompt, console, pool, messages)
     engine = pool.get(job.key)
+    log.folder = str(job.folder)
     # Greedy decoding ignores the seed: draw and report one only when sampling (--json says null).
     seed = pick_seed(s.seed, console if job.sampling else Console(quiet=True), count)
     with model_errors(job.label), raising():
@@ -241,6 +242,8 @@ class TextLog:
     turn: int
     no_log: bool
     command: str = "text"
+    folder: str | None = None
+    """The model folder that ran (its revision goes in the log), when it ran here."""
 
     def add(self, record: dict[str, Any], resolved: Resolved, system: str | None) -> None:
         from dataclasses import asdict
@@ -267,6 +270,7 @@ class TextLog:
                 "seconds": record.get("seconds"),
                 "conversation": self.conversation,
                 "turn": self.turn,
+                "revision": logs.revision_of(self.folder),
             },
             self.no_log,
         )
