@@ -16,14 +16,14 @@ from tiny_models import build_all
 AIGC = str(Path(sys.executable).with_name("aigc"))
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """Every test: a fresh AIGC_HOME and HF cache, offline, no debug, no model defaults from the user."""
-    monkeypatch.setenv("AIGC_HOME", str(tmp_path / "aigc-home"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def isolate(env: pytest.MonkeyPatch, folder: Path) -> Path:
+    """A fresh AIGC_HOME and HF cache under `folder`, offline, no debug, no model defaults from the user,
+    and `folder` as the current directory."""
+    env.setenv("AIGC_HOME", str(folder / "aigc-home"))
+    env.setenv("HF_HOME", str(folder / "hf-home"))
+    env.setenv("HF_HUB_OFFLINE", "1")
     # The text tests check the transformers reference; tests/test_onnx_backend.py checks the other engine.
-    monkeypatch.setenv("AIGC_TEXT_BACKEND", "torch")
+    env.setenv("AIGC_TEXT_BACKEND", "torch")
     # AIGC_HOST / AIGC_API_KEY: a server of the developer's own must not answer the tests.
     for name in (
         "AIGC_DEBUG",
@@ -34,9 +34,15 @@ def isolated(tmp_path, monkeypatch):
         "AIGC_HOST",
         "AIGC_API_KEY",
     ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+        env.delenv(name, raising=False)
+    env.chdir(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """Every test: isolate() in its own tmp_path."""
+    return isolate(monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="session")

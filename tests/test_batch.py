@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import AIGC, run_aigc
+from conftest import AIGC, isolate, run_aigc
 from PIL import Image
 
 SMALL_IMAGE = ["--steps", "2", "--width", "64", "--height", "64"]
@@ -147,21 +147,7 @@ def main_batch(tiny, pipes, vits, tmp_path_factory):
         {"id": "neg", "task": "text", "prompt": "Hi", "model": models["gpt2"], "max_tokens": -4},
     ]
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("AIGC_HOME", str(folder / "aigc-home"))
-        env.setenv("HF_HOME", str(folder / "hf-home"))
-        env.setenv("HF_HUB_OFFLINE", "1")
-        env.setenv("AIGC_TEXT_BACKEND", "torch")
-        for name in (
-            "AIGC_DEBUG",
-            "AIGC_DEVICE",
-            "AIGC_TEXT_MODEL",
-            "HF_HUB_CACHE",
-            "TRANSFORMERS_OFFLINE",
-            "AIGC_HOST",
-            "AIGC_API_KEY",
-        ):
-            env.delenv(name, raising=False)
-        env.chdir(folder)
+        isolate(env, folder)
         write_jobs(folder / "jobs.jsonl", jobs)
         result = batch("jobs.jsonl", "-o", "results.jsonl", "--out-dir", "outs")
         alone = {
