@@ -32,6 +32,9 @@ def run_list(count: int, modality: str | None, query: str | None, as_json: bool)
 
     if modality is not None and modality not in MODALITIES:
         raise UsageError(f"Unknown modality '{modality}': use text, image or speech")
+    if not logs.log_path().exists():
+        Console().info(f"aigc: no generations logged yet ({logs.log_path()})")
+        return
     where, params = [], []
     if modality:
         where.append("g.modality = ?")
