@@ -184,7 +184,12 @@ class ResultsFile:
             if data and not data.endswith(b"\n"):  # a line cut by a crash: drop it (its job runs again)
                 with path.open("r+b") as repair:
                     repair.truncate(data.rfind(b"\n") + 1)
-            self.handle = path.open("a", encoding="utf-8")
+            try:
+                self.handle = path.open("a", encoding="utf-8")
+            except OSError as exc:
+                from ..errors import OutputError
+
+                raise OutputError(f"Cannot write {path}: {exc.strerror or exc}") from exc
 
     def add(self, result: dict[str, Any]) -> None:
         self.waiting[str(result["id"])] = result

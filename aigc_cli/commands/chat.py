@@ -205,6 +205,9 @@ def _interactive(chat: Conversation, console: Console) -> None:
                     check_template(chat.engine.tokenizer, False, chat.system)
                 console.info(f"aigc: system message {'set' if chat.system else 'removed'}")
                 continue
+            if text.startswith("/") and text.split()[0] not in ("/exit", "/quit", "/bye", "/help", "/clear"):
+                console.info(f"aigc: unknown command {text.split()[0]} ({HELP})")
+                continue
             if text == '"""':
                 try:
                     text = read_message(text)

@@ -204,6 +204,8 @@ def _conversation(
 
     if conversation is None and not continue_last:
         return (), logs.new_conversation(), None
+    if conversation is not None and continue_last:
+        raise UsageError("-c goes on with the latest conversation, --cid with a given one: give one of them")
     if raw:
         raise UsageError("Continuing a conversation needs the chat template, and --raw turns it off")
     if conversation is None:

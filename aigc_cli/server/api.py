@@ -17,6 +17,8 @@ from typing import Any
 from ..errors import AigcError, ExitCode, ModelUnavailableError, UsageError
 from ..settings import SCHEMAS, SEED_MAX, Resolved, check_value, knobs, resolve_settings
 
+MAX_N = 16
+"""Most results one request may ask for (`n`): one request must not hold a model for hours."""
 MAX_BODY_BYTES = 20 * 1024 * 1024
 """Largest request body (an init image in base64 fits); larger is HTTP 413."""
 
@@ -189,8 +191,8 @@ def _check_seeds(resolved: Resolved) -> None:
     """Item i of `n` uses seed + i: refuse, before any model loads, an `n` whose seeds would run past the
     largest (the libraries take 0..2**32-1), naming the fields as the client sent them."""
     count, seed = resolved.values.count or 1, resolved.values.seed
-    if count > SEED_MAX + 1:
-        raise UsageError(f"field 'n' must be at most {SEED_MAX + 1} (got {count})")
+    if count > MAX_N:
+        raise UsageError(f"field 'n' must be at most {MAX_N} (got {count}): send several requests")
     if seed is not None and seed + count - 1 > SEED_MAX:
         raise UsageError(
             f"fields 'seed' {seed} and 'n' {count} need seeds up to {seed + count - 1}, past the largest "

@@ -98,6 +98,8 @@ def _error(server: ServerRef, response: http.client.HTTPResponse) -> AigcError |
     except (ValueError, KeyError, TypeError):
         message, kind, code = f"HTTP {response.status} {response.reason}", None, None
     if response.status == 401:
+        if server.api_key:
+            return UsageError(f"The server at {server.url} refused the API key in AIGC_API_KEY")
         return UsageError(
             f"The server at {server.url} needs an API key: set AIGC_API_KEY (or run with --local)"
         )

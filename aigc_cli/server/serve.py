@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import signal
@@ -12,7 +13,7 @@ from typing import Any
 
 from ..console import Console, LogConsole
 from ..errors import AigcError, UsageError
-from .discovery import connect_host, remove_record, write_record
+from .discovery import connect_host, read_record, remove_record, write_record
 
 DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -119,6 +120,12 @@ def run_server(
 
     api_key = api_key or os.environ.get("AIGC_API_KEY") or None
     check_exposure(host, api_key)
+    running = read_record()
+    if running is not None:
+        raise AigcError(
+            f"Another aigc serve runs with this AIGC_HOME (pid {running['pid']}, port {running['port']}): "
+            "stop it first, or give this one its own AIGC_HOME"
+        )
     seconds = parse_keep_alive(keep_alive)
     if not allow_pull:
         go_offline()  # requests never download: only what is cached or embedded is served
@@ -136,6 +143,7 @@ def run_server(
         timeout_graceful_shutdown=3,
     )
     server = uvicorn.Server(config)
+    logging.getLogger("uvicorn.error").addFilter(_no_cancelled)
     shown = connect_host(host)
     url = f"http://[{shown}]:{bound}" if ":" in shown else f"http://{shown}:{bound}"
     write_record(host, bound, api_key is not None)
@@ -158,6 +166,18 @@ def run_server(
             signal.signal(sig, handler)
     console.info("aigc: server stopped")
     sys.stdout.flush()
+    sys.stderr.flush()
+    # A generation a client still waits on (uvicorn cancels its request, not the thread that runs it) must
+    # not keep the process alive: the record is gone and the port closed, so end now.
+    os._exit(0)
+
+
+def _no_cancelled(record: logging.LogRecord) -> bool:
+    """Leave out uvicorn's traceback for the requests it cancels when the server stops (one line says it
+    stopped)."""
+    import asyncio
+
+    return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
 
 
 class _Stopped(Exception):
