@@ -178,8 +178,9 @@ def run_text(
             request = replace(job.request, seed=seed + index)
             if as_json:
                 completion = generate_text(engine, request)
-                write_json_line(completion_record(completion, job, engine))
-                log.add(completion_record(completion, job, engine), resolved, job.request.system)
+                record = completion_record(completion, job, engine)
+                write_json_line(record)
+                log.add(record, resolved, job.request.system)
                 continue
             if index > 0:
                 write_text("\n")
