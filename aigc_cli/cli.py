@@ -198,6 +198,12 @@ def image(
     init_image: Annotated[
         str | None, typer.Option("--init-image", help="Start from this image (a path, or '-' for stdin).")
     ] = None,
+    mask: Annotated[
+        str | None,
+        typer.Option(
+            "--mask", help="Inpaint --init-image: white repaints, black keeps (same size as the image)."
+        ),
+    ] = None,
     from_file: Annotated[
         str | None, typer.Option("--from", help="Make the image a file records again; flags override.")
     ] = None,
@@ -214,7 +220,7 @@ def image(
     if offline:
         go_offline()
     console = Console(quiet=quiet, verbose=verbose)
-    run_image(prompt, flags or {}, out, init_image, from_file, json_out, console, local, no_log)
+    run_image(prompt, flags or {}, out, init_image, from_file, json_out, console, local, no_log, mask)
 
 
 @app.command()

@@ -19,9 +19,13 @@ UNICODE_PREFIX = b"UNICODE\x00"
 
 
 def a1111_parameters(record: dict[str, Any]) -> str:
-    """The AUTOMATIC1111 form: the prompt, `Negative prompt: ...`, then
-    `Steps: N, Sampler: X, CFG scale: G, Seed: S, Size: WxH, Model: M`."""
-    lines = [record["prompt"]]
+    """The AUTOMATIC1111 form: the prompt (with a `<lora:NAME:WEIGHT>` tag per LoRA, as A1111 prompts carry
+    them), `Negative prompt: ...`, then `Steps: N, Sampler: X, CFG scale: G, Seed: S, Size: WxH, Model: M`
+    and, where used, `Denoising strength`, `Lora hashes: "NAME: first 12 hex of its SHA-256, ..."` and
+    `VAE: NAME`."""
+    loras = record.get("loras") or []
+    tags = [f"<lora:{_lora_alias(x['name'])}:{x['weight']:g}>" for x in loras]
+    lines = [" ".join([record["prompt"], *tags])]
     if record.get("negative"):
         lines.append(f"Negative prompt: {record['negative']}")
     fields = [
@@ -34,8 +38,23 @@ def a1111_parameters(record: dict[str, Any]) -> str:
     ]
     if record.get("strength") is not None:
         fields.append(f"Denoising strength: {record['strength']}")
+    if loras:
+        hashes = ", ".join(f"{_lora_alias(x['name'])}: {x['sha256'][:12]}" for x in loras)
+        fields.append(f"Lora hashes: {_quoted(hashes)}")
+    if record.get("vae"):
+        fields.append(f"VAE: {_quoted(_lora_alias(record['vae']))}")
     lines.append(", ".join(fields))
     return "\n".join(lines)
+
+
+def _lora_alias(name: str) -> str:
+    """How A1111 names a LoRA or VAE file: its file name without the extension (a Hub repo: its name)."""
+    return name.rstrip("/").rsplit("/", 1)[-1].removesuffix(".safetensors")
+
+
+def _quoted(value: str) -> str:
+    """A field value as A1111 writes one: JSON-quoted when it holds a comma, colon or line break."""
+    return json.dumps(value, ensure_ascii=False) if any(c in value for c in ",:\n") else value
 
 
 def image_metadata(fmt: str, record: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from .device import DTYPE_NAMES
 from .engines import backends
-from .engines.image import SCHEDULERS
+from .engines.image import SCHEDULERS, lora_problem
 from .errors import UsageError
 from .registry import DEFAULT_MODELS, lookup
 from .streams import as_text
@@ -284,10 +284,35 @@ class ImageSettings:
     low_memory: bool | None = knob(
         "Attention slicing, VAE tiling, model offload on a GPU.", bool, flag="--low-memory", in_record=True
     )
+    lora: list[str] | None = knob(  # noqa: RUF009
+        "LoRA adapter: a Hub repo, a .safetensors file or a folder, then :WEIGHT (1 by default); repeatable.",
+        list,
+        flag="--lora",
+        in_record=True,
+        check=lora_problem,
+        path=True,
+    )
+    vae: str | None = knob(
+        "Decode with another VAE: taesd (the tiny autoencoder: fast), or a Hub repo or folder of one.",
+        str,
+        flag="--vae",
+        in_record=True,
+        path=True,
+        default_text="the model's",
+    )
     count: int | None = _count_knob()
     seed: int | None = _seed_knob()
     device: str | None = _device_knob()
     dtype: str | None = _dtype_knob()
+    backend: str | None = knob(
+        "auto, torch (diffusers, the reference) or openvino (CPU, float32 unless --dtype bfloat16).",
+        str,
+        flag="--backend",
+        env="AIGC_IMAGE_BACKEND",
+        choices=("auto", *backends("image")),
+        normalize=lambda v: v.strip().lower(),
+        default_text="auto",
+    )
 
 
 @dataclass(frozen=True)
@@ -374,6 +399,9 @@ def check_value(name: str, knob_: Knob, value: Any, subject: str, coerce: bool =
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise UsageError(f"{subject} must be a list of strings (got {value!r})")
+        for each in value:
+            if each and knob_.check is not None and (problem := knob_.check(each)) is not None:
+                raise UsageError(f"{subject} '{each}': {problem}")
         return [v for v in value if v]
     if kind is bool:
         if coerce and isinstance(value, str) and value.strip().lower() in TRUTH | FALSEHOOD:

@@ -24,6 +24,7 @@ def isolate(env: pytest.MonkeyPatch, folder: Path) -> Path:
     env.setenv("HF_HUB_OFFLINE", "1")
     # The text tests check the transformers reference; tests/test_onnx_backend.py checks the other engine.
     env.setenv("AIGC_TEXT_BACKEND", "torch")
+    env.setenv("AIGC_IMAGE_BACKEND", "torch")  # pixel equality with diffusers; openvino has its own tests
     # AIGC_HOST / AIGC_API_KEY: a server of the developer's own must not answer the tests.
     for name in (
         "AIGC_DEBUG",

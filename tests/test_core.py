@@ -282,7 +282,7 @@ def test_stream_that_ends_inside_a_character_equals_raw_decode(tiny):
 
 
 def image_engine(folder):
-    return load_engine(EngineKey("image", str(folder), "cpu", "float32", "diffusers"))
+    return load_engine(EngineKey("image", str(folder), "cpu", "float32", "torch"))
 
 
 def pixels(engine, request: ImageRequest) -> list[np.ndarray]:

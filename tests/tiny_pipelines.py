@@ -135,6 +135,50 @@ def build_sdxl(out: Path) -> Path:
     return out
 
 
+def build_lora(pipeline: Path, out: Path, seed: int = 1, text_encoder: bool = False) -> Path:
+    """A LoRA for a tiny pipeline's UNet (and its text encoder), rank 2, seeded random weights (a fresh
+    LoRA's B matrices are zero: no effect), saved as diffusers saves one: out/pytorch_lora_weights.safetensors."""
+    import torch
+    from diffusers import AutoPipelineForText2Image
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = AutoPipelineForText2Image.from_pretrained(pipeline)
+    pipe.unet.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = {"unet_lora_layers": pipe.unet}
+    if text_encoder:
+        # peft itself: transformers 5's add_adapter asks for a peft newer than PyPI has
+        config = LoraConfig(r=2, lora_alpha=2, target_modules=["q_proj", "v_proj"])
+        inject_adapter_in_model(config, pipe.text_encoder)
+        layers["text_encoder_lora_layers"] = pipe.text_encoder
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for module in layers.values():
+            for name, weight in module.named_parameters():
+                if "lora_" in name:
+                    weight.normal_(0.0, 0.5)
+    state = {k: convert_state_dict_to_diffusers(get_peft_model_state_dict(m)) for k, m in layers.items()}
+    type(pipe).save_lora_weights(out, **state, safe_serialization=True)
+    return out / "pytorch_lora_weights.safetensors"
+
+
+def build_taesd(out: Path) -> Path:
+    """A tiny AutoencoderTiny with the tiny VAE's latent shape (4 channels, 2x scale), seeded weights."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(2)
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    ).save_pretrained(out)
+    return out
+
+
 def build_all(root: Path) -> dict[str, Path]:
     return {"sd": build_sd(root / "tiny-sd"), "sdxl": build_sdxl(root / "tiny-sdxl")}
 

@@ -3,9 +3,9 @@ file that makes a batch resumable.
 
 A job is one JSON object per line: `task` (text, image or speech; else the batch's --task), `prompt`
 (`input` for speech too), an optional `id` (default: its line number), `out` (an image or audio file), for
-images `init_image` (a path), and any setting under its config-key name (settings.py). A job's own value
-wins over the batch's flags, which win over the environment and config.toml, as for a single run. A bad job
-fails alone (its result says why, with the exit code a single run would give).
+images `init_image` and `mask` (paths), and any setting under its config-key name (settings.py). A job's own
+value wins over the batch's flags, which win over the environment and config.toml, as for a single run. A bad
+job fails alone (its result says why, with the exit code a single run would give).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ..errors import AigcError, UsageError
 from ..settings import SCHEMAS, Resolved, knobs, resolve_settings
 
 TASKS = ("text", "image", "speech")
-OWN_FIELDS = {"id", "task", "prompt", "input", "out", "init_image"}
+OWN_FIELDS = {"id", "task", "prompt", "input", "out", "init_image", "mask"}
 NOT_PER_JOB = {"count", "trust_remote_code"}
 """Settings a job may not set: one job makes one result; remote code is the batch's flag to allow."""
 
@@ -42,6 +42,8 @@ class Job:
     """Its settings resolved (job > batch flags > environment > config.toml > alias), once checked."""
     error: AigcError | None = None
     """Why the job cannot run (found while reading or resolving), or None."""
+    mask: str | None = None
+    """Inpainting: the mask's path (with init_image)."""
 
     def key(self) -> tuple[Any, ...]:
         """What groups jobs onto one engine: task, model, device, dtype, backend."""
@@ -86,11 +88,13 @@ def _fill(job: Job, data: dict[str, Any], default_task: str | None) -> None:
     if not isinstance(prompt, str) or not prompt.strip():
         raise UsageError("'prompt' must be a non-empty string")
     job.prompt = prompt
-    for name in ("out", "init_image"):
+    for name in ("out", "init_image", "mask"):
         value = data.get(name)
         if value is not None and not isinstance(value, str):
             raise UsageError(f"'{name}' must be a path (a string)")
-    job.out, job.init_image = data.get("out"), data.get("init_image")
+    job.out, job.init_image, job.mask = data.get("out"), data.get("init_image"), data.get("mask")
+    if job.mask is not None and job.init_image is None:
+        raise UsageError("'mask' needs 'init_image': the image to repaint")
     if job.out is not None and task == "text":
         raise UsageError("'out' is for image and speech jobs: text goes in the results")
     if job.init_image is not None and task != "image":

@@ -40,6 +40,7 @@ def _wire(job: Job) -> dict[str, Any]:
         "prompt": job.prompt,
         "out": job.out,
         "init_image": job.init_image,
+        "mask": job.mask,
         "settings": json.dumps(job.settings),
     }
 
@@ -79,6 +80,7 @@ class AigcWorker:
                 _text(batch["out"][i]),
                 _text(batch["init_image"][i]),
                 json.loads(str(batch["settings"][i])),
+                mask=_text(batch["mask"][i]),
             )
             resolve_job(job, self.flags, self.task)
             jobs.append(job)

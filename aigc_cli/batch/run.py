@@ -56,7 +56,7 @@ class JobRunner:
         return completion_record(completion, prepared, engine)
 
     def _image(self, job: Job) -> dict[str, Any]:
-        from ..commands.image import prepare_image, save_image
+        from ..commands.image import prepare_image, read_mask, save_image
         from ..commands.image import read_init_image as read_init
         from ..output import plan_file
 
@@ -65,7 +65,12 @@ class JobRunner:
         init = job.init_image
         load_init = (lambda: read_init(init, s.width, s.height, "'init_image'")) if init is not None else None
         name = Path(init).name if init is not None else None
-        prepared = prepare_image(job.resolved, job.prompt, load_init, name, self.console, self.pool)
+        mask = job.mask
+        load_mask = (lambda image: read_mask(mask, image, "'mask'")) if mask is not None else None
+        mask_name = Path(mask).name if mask is not None else None
+        prepared = prepare_image(
+            job.resolved, job.prompt, load_init, name, self.console, self.pool, load_mask, mask_name
+        )
         with self.pool.lease(prepared.key) as engine:
             (result,) = list(engine.generate(prepared.request))
         record = {**prepared.record, "seed": result.seed}

@@ -61,7 +61,48 @@ def decode_init_image(data: bytes, what: str, width: int | None, height: int | N
             f"The init image ({what}) is not an image Pillow can read: give a PNG, JPEG or WebP"
         ) from exc
     target = (width or image.width // 8 * 8, height or image.height // 8 * 8)
-    return image if image.size == target else image.resize(target, Image.Resampling.LANCZOS)
+    original = image.size
+    if image.size != target:
+        image = image.resize(target, Image.Resampling.LANCZOS)
+    image.info["aigc_size"] = original  # the size the user gave: a mask must have it
+    return image
+
+
+def read_mask(source: str, init: Any, what: str = "--mask") -> Any:
+    """The inpainting mask from a file (or stdin for '-'), checked against the init image (decode_mask)."""
+    import sys
+
+    if source != "-" and not Path(source).is_file():
+        raise UsageError(f"No such file: {source} ({what})")
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"Cannot read {source} ({what}): {exc.strerror or exc}") from exc
+    return decode_mask(data, "stdin" if source == "-" else source, init)
+
+
+def decode_mask(data: bytes, what: str, init: Any) -> Any:
+    """An inpainting mask from a file's bytes, as a PIL mode-L image of the init image's size: white
+    repaints, black keeps. It must be a single-channel (1-bit or grayscale) or RGB image of the size the
+    init image had before any resize (it is resized with it); UsageError (exit 2) otherwise."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        mask = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise UsageError(f"The mask ({what}) is not an image Pillow can read: give a PNG") from exc
+    if mask.mode not in ("1", "L", "RGB"):
+        raise UsageError(
+            f"The mask ({what}) has mode {mask.mode}: give a grayscale or RGB image, white where to repaint"
+        )
+    size = init.info.get("aigc_size", init.size)
+    if mask.size != size:
+        raise UsageError(
+            f"The mask ({what}) is {mask.width}x{mask.height} but the init image is {size[0]}x{size[1]}: "
+            "give a mask of the image's size"
+        )
+    mask = mask.convert("L")
+    return mask if mask.size == init.size else mask.resize(init.size, Image.Resampling.LANCZOS)
 
 
 @dataclass(frozen=True)
@@ -82,12 +123,16 @@ def prepare_image(
     init_name: str | None,
     console: Console,
     pool: EnginePool,
+    load_mask: Callable[[Any], Any] | None = None,
+    mask_name: str | None = None,
 ) -> ImageJob:
-    """Find and load the model of `resolved` (settings from any source), check the request against it
-    (steps left by --strength, prompts the text encoder cuts), draw the seed, and build request and
-    record. load_init() gives the init image (PIL, sized) once the model is found, or is None;
-    init_name: what the record names it. The CLI and the server come through here. Raises UsageError,
-    ModelUnavailableError."""
+    """Find and load the model of `resolved` (settings from any source) and the LoRA adapters and VAE it
+    names, pick the backend, check the request against the model (steps left by --strength, prompts the
+    text encoder cuts), draw the seed, and build request and record. load_init() gives the init image
+    (PIL, sized) once the model is found, or is None; load_mask(init) its inpainting mask (decode_mask),
+    or is None; init_name and mask_name: what the record names them. The CLI, batch and the server come
+    through here. Raises UsageError, ModelUnavailableError."""
+    from ..adapters import find_lora, find_vae
     from ..engines.image import ImageRequest
     from ..loading import quiet_libraries
 
@@ -96,18 +141,29 @@ def prepare_image(
     check_seeds(s.seed, count)
     if s.strength is not None and load_init is None:
         raise UsageError("--strength needs --init-image")
+    if load_mask is not None and load_init is None:
+        raise UsageError("--mask needs --init-image: the image to repaint")
     target = find_model("image", s.model, s.device, s.dtype, console, source=resolved.sources["model"])
     label = target.ref.label
+    loras = tuple(find_lora(spec, console, _named("lora", resolved)) for spec in s.lora or ())
+    if len({lora.sha256 for lora in loras}) < len(loras):
+        raise UsageError("The same LoRA file is given twice: give it once, with the weight you want")
+    vae, vae_source = (
+        find_vae(s.vae, target.folder, console, _named("vae", resolved)) if s.vae else (None, None)
+    )
     init = load_init() if load_init is not None else None
+    mask = load_mask(init) if load_mask is not None else None
     quiet_libraries(console, diffusers=True)
-    offload = (("offload", True),) if s.low_memory and target.device.device.startswith("cuda") else ()
-    key = EngineKey("image", str(target.folder), target.device.device, target.dtype, "diffusers", offload)
-    with loading(console, pool, key, f"Loading {label} on {key.device} ({key.dtype})"), model_errors(label):
+    key = image_engine_key(resolved, target, bool(loras), console)
+    text = f"Loading {label} on {key.device} ({key.dtype}, {key.backend})"
+    with loading(console, pool, key, text), model_errors(label):
         engine = pool.get(key)
-    console.note(f"{label} on {key.device} ({key.dtype}), from {target.folder}")
+    console.note(
+        f"{label} on {key.device} ({key.dtype}) with the {key.backend} backend, from {target.folder}"
+    )
     own = engine.defaults()  # unset settings: the alias's defaults (resolved), else the pipeline's own
     steps = s.steps or own["steps"]
-    strength = s.strength if s.strength is not None else 0.75
+    strength = s.strength if s.strength is not None else 1.0 if mask is not None else 0.75
     if init is not None and int(steps * strength) < 1:
         raise UsageError(f"--steps {steps} with --strength {strength} leaves no denoising step: raise either")
     for what, text in (("prompt", prompt), ("negative prompt", s.negative)):
@@ -132,6 +188,9 @@ def prepare_image(
         strength=strength,
         scheduler=s.scheduler,
         low_memory=bool(s.low_memory),
+        mask_image=mask,
+        loras=loras,
+        vae=str(vae) if vae is not None else None,
     )
     record = {
         "kind": "image",
@@ -147,12 +206,50 @@ def prepare_image(
         "sampler": engine.sampler_name(s.scheduler),
         "strength": request.strength if init is not None else None,
         "init_image": init_name,
+        "mask": mask_name if mask is not None else None,
         "low_memory": bool(s.low_memory),
+        "lora": list(s.lora) if s.lora else None,
+        "loras": [{"name": x.name, "weight": x.weight, "sha256": x.sha256} for x in loras] or None,
+        "vae": s.vae,
+        "vae_source": vae_source,
         "device": key.device,
         "dtype": key.dtype,
+        "backend": key.backend,
         "aigc_version": __version__,
     }
     return ImageJob(key, label, request, record)
+
+
+def _named(name: str, resolved: Resolved) -> str:
+    """How an error names where a setting came from: its flag, else its source."""
+    source = resolved.sources.get(name, "")
+    return f"--{name}" if source.startswith("flag") else source or f"--{name}"
+
+
+def image_engine_key(resolved: Resolved, target: Any, loras: bool, console: Console) -> EngineKey:
+    """The engine to run: OpenVINO where the backend choice says so and its export works (made once, under
+    AIGC_HOME), else diffusers on torch; the choice and why as a note, a fallback as one warning."""
+    from ..engines.openvino_export import ExportFailed, choose_image_backend, exported
+
+    s = resolved.values
+    device = target.device.device
+    offload = (("offload", True),) if s.low_memory and device.startswith("cuda") else ()
+    requested = s.backend or "auto"
+    backend, why = choose_image_backend(requested, device, s.dtype or "auto", target.folder, loras)
+    console.note(f"backend: {backend} ({why})")
+    if requested == "openvino" and backend == "torch":
+        console.warn(f"the openvino backend cannot run this: {why}; using diffusers")
+    if backend == "openvino":
+        try:
+            export = exported(target.folder, console)
+        except ExportFailed as exc:
+            console.warn(f"the OpenVINO export of {target.ref.label} failed ({exc}); using diffusers")
+        else:
+            dtype = "bfloat16" if s.dtype == "bfloat16" else "float32"
+            return EngineKey(
+                "image", str(target.folder), "cpu", dtype, "openvino", (("export", str(export)),)
+            )
+    return EngineKey("image", str(target.folder), device, target.dtype, "torch", offload)
 
 
 def run_image(
@@ -165,6 +262,7 @@ def run_image(
     console: Console,
     local: bool = False,
     no_log: bool = False,
+    mask: str | None = None,
 ) -> None:
     record = _read_record(from_file)
     if record is not None:
@@ -172,15 +270,23 @@ def run_image(
             prompt_arg = record.get("prompt")
         if record.get("init_image") and init_image is None:
             raise UsageError(f"{from_file} was made from an init image: give it again with --init-image")
+        if record.get("mask") and mask is None:
+            raise UsageError(f"{from_file} was inpainted with a mask: give it again with --mask")
     resolved = resolve_settings("image", flags, record, from_file or "")
     s = resolved.values
     check_seeds(s.seed, s.count or 1)
     if s.strength is not None and init_image is None:
         raise UsageError("--strength needs --init-image")
+    if mask is not None and init_image is None:
+        raise UsageError("--mask needs --init-image: the image to repaint")
+    if mask == "-" and init_image == "-":
+        raise UsageError("--init-image and --mask cannot both read stdin: give one as a file")
     plan = plan_output("image", out, s.count or 1, as_json)
-    if init_image == "-" and prompt_arg in (None, "-"):
-        raise UsageError("With --init-image -, stdin holds the image: give the prompt as an argument")
-    prompt = prompt_arg if init_image == "-" else read_prompt(prompt_arg)
+    stdin_image = "-" in (init_image, mask)
+    if stdin_image and prompt_arg in (None, "-"):
+        which = "--init-image" if init_image == "-" else "--mask"
+        raise UsageError(f"With {which} -, stdin holds the image: give the prompt as an argument")
+    prompt = prompt_arg if stdin_image else read_prompt(prompt_arg)
     if not prompt or not prompt.strip():
         raise UsageError("The prompt is empty: give it as an argument, or pipe it in on stdin")
     init_name = Path(init_image).name if init_image not in (None, "-") else init_image
@@ -191,18 +297,26 @@ def run_image(
             init.append(read_init_image(init_image, s.width, s.height))
         return init[0]
 
+    masks: list[Any] = []
+    mask_name = Path(mask).name if mask not in (None, "-") else mask
+
+    def load_mask(init_: Any) -> Any:
+        if not masks:
+            masks.append(read_mask(mask, init_))
+        return masks[0]
+
+    loader = load_init if init_image is not None else None
+    mask_loader = load_mask if mask is not None else None
     log = file_logger("image", resolved, no_log)
     server = None if local else find_server()
     if server is not None:
         from ..server.client import remote_image
 
-        loader = load_init if init_image is not None else None
-        if remote_image(server, resolved, prompt, loader, init_name, plan, as_json, console, log):
+        sent = (loader, init_name, mask_loader, mask_name)
+        if remote_image(server, resolved, prompt, sent, plan, as_json, console, log):
             return
     pool = default_pool()
-    job = prepare_image(
-        resolved, prompt, load_init if init_image is not None else None, init_name, console, pool
-    )
+    job = prepare_image(resolved, prompt, loader, init_name, console, pool, mask_loader, mask_name)
     engine = pool.get(job.key)
     log = file_logger("image", resolved, no_log, job.key.folder)
     request = job.request

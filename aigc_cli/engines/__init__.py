@@ -13,7 +13,8 @@ from .base import EngineKey
 ENGINES: dict[tuple[str, str], str] = {
     ("text", "torch"): "text_torch:TorchTextEngine",
     ("text", "onnx"): "text_onnx:OnnxTextEngine",
-    ("image", "diffusers"): "image_diffusers:DiffusersEngine",
+    ("image", "torch"): "image_diffusers:DiffusersEngine",
+    ("image", "openvino"): "image_openvino:OpenVinoImageEngine",
     ("speech", "piper"): "speech_piper:PiperEngine",
     ("speech", "transformers"): "speech_transformers:TransformersSpeechEngine",
 }

@@ -1,4 +1,5 @@
-"""Image requests and results, and the schedulers aigc names; the engine is image_diffusers.py."""
+"""Image requests and results, the schedulers aigc names, LoRA specs and tiny autoencoders; the engines are
+image_diffusers.py (the reference) and image_openvino.py."""
 
 from __future__ import annotations
 
@@ -21,6 +22,71 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 SAMPLER_BY_CLASS = {cls: sampler for cls, kw, sampler in SCHEDULERS.values() if not kw}
 
+# `--vae taesd`: the tiny autoencoder (madebyollin's TAESD family, MIT) made for the pipeline's latents.
+TINY_VAES = {
+    "StableDiffusionXL": "madebyollin/taesdxl",
+    "StableDiffusion3": "madebyollin/taesd3",
+    "Flux": "madebyollin/taef1",
+    "StableDiffusion": "madebyollin/taesd",  # 1.x and 2.x
+}
+
+
+def tiny_vae_repo(pipeline_class: str) -> str | None:
+    """The TAESD repo for a pipeline class name (StableDiffusionXLPipeline -> madebyollin/taesdxl), or None
+    for a family that has none."""
+    for prefix, repo in TINY_VAES.items():
+        if pipeline_class.startswith(prefix):
+            return repo
+    return None
+
+
+def parse_lora(spec: str) -> tuple[str, float]:
+    """`NAME_OR_PATH[:WEIGHT]` -> (name or path, weight); the weight is 1.0 when not given. Only a number
+    after the last ':' is a weight (a Windows drive's ':' is not). ValueError for a weight that is not
+    finite."""
+    source, colon, tail = spec.rpartition(":")
+    if colon and source:
+        try:
+            weight = float(tail)
+        except ValueError:
+            return spec, 1.0
+        if weight != weight or weight in (float("inf"), float("-inf")):
+            raise ValueError(f"the weight {tail} is not a finite number")
+        return source, weight
+    return spec, 1.0
+
+
+def lora_problem(spec: str) -> str | None:
+    """What is wrong with a --lora value, or None (settings.py checks every source with it)."""
+    try:
+        source, weight = parse_lora(spec)
+    except ValueError as exc:
+        return str(exc)
+    if not source.strip():
+        return "give a Hub repo, a .safetensors file or a folder before the weight"
+    if not -10.0 <= weight <= 10.0:
+        return f"the weight must be between -10 and 10 (got {weight:g})"
+    return None
+
+
+@dataclass(frozen=True)
+class Lora:
+    """One LoRA adapter of a request, found on disk."""
+
+    name: str
+    """As the user gave it (a Hub repo, a path); the record and `--from` keep this."""
+    weight: float
+    """The adapter's scale (diffusers' set_adapters adapter_weights); 1.0 applies it as trained."""
+    path: str
+    """The .safetensors file loaded."""
+    sha256: str
+    """Of that file, hex (A1111's `Lora hashes` show its first 12 characters)."""
+
+    @property
+    def alias(self) -> str:
+        """The file's stem, as AUTOMATIC1111 names a LoRA in `<lora:alias:weight>`."""
+        return self.path.rsplit("/", 1)[-1].removesuffix(".safetensors")
+
 
 @dataclass(frozen=True)
 class ImageRequest:
@@ -41,6 +107,13 @@ class ImageRequest:
     """A key of SCHEDULERS; None keeps the model's own."""
     low_memory: bool = False
     """Attention slicing and VAE tiling for this call (less memory, a little slower)."""
+    mask_image: Any = None
+    """Inpainting: a PIL mode-L image of init_image's size, white where to repaint; None otherwise."""
+    loras: tuple[Lora, ...] = ()
+    """LoRA adapters applied to this call only."""
+    vae: str | None = None
+    """A folder holding another VAE (AutoencoderTiny or AutoencoderKL) to decode (and encode) with for
+    this call; None keeps the model's own."""
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 seeded with seed + i, so that image i equals a single raw diffusers call with
 `generator=torch.Generator("cpu").manual_seed(seed + i)` and the same settings.
 
-The loaded pipeline is never changed by a call: another scheduler or image-to-image runs on a pipeline made
-with `from_pipe` (the same components, no copy); attention slicing and VAE tiling are undone after the call,
-and a float32 VAE retry puts the VAE back in its dtype.
+The loaded pipeline is never changed by a call: another scheduler, another VAE, image-to-image and
+inpainting run on a pipeline made with `from_pipe` (the same components, no copy); LoRA adapters, attention
+slicing and VAE tiling are undone after the call, and a float32 VAE retry puts the VAE back in its dtype.
+Loaded adapters and VAEs are kept for the next call that names them (disabled in between).
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from .base import EngineKey
-from .image import SAMPLER_BY_CLASS, SCHEDULERS, ImageRequest, ImageResult
+from .image import SAMPLER_BY_CLASS, SCHEDULERS, ImageRequest, ImageResult, Lora
 
 
 class DiffusersEngine:
-    backend = "diffusers"
+    backend = "torch"
 
     def __init__(self, pipe: Any, device: str, dtype: str) -> None:
         self.pipe = pipe
         self.device = device
         self.dtype = dtype
-        self._img2img: Any = None
+        self._made: dict[str, Any] = {}  # "img2img" / "inpaint": pipelines sharing the loaded components
+        self._vaes: dict[str, Any] = {}  # folder -> a loaded VAE
+        self._adapters: set[str] = set()  # adapter names loaded into the pipeline
 
     @classmethod
     def load(cls, key: EngineKey) -> DiffusersEngine:
@@ -84,17 +87,90 @@ class DiffusersEngine:
         import diffusers
 
         pipe = self.pipe
-        if request.init_image is not None:
-            if self._img2img is None:  # made once, shares every component with the loaded pipeline
-                self._img2img = diffusers.AutoPipelineForImage2Image.from_pipe(self.pipe)
-                self._img2img.set_progress_bar_config(disable=True)
-            pipe = self._img2img
+        task = "inpaint" if request.mask_image is not None else "img2img" if request.init_image else None
+        if task is not None:
+            if task not in self._made:  # made once, shares every component with the loaded pipeline
+                auto = (
+                    diffusers.AutoPipelineForInpainting
+                    if task == "inpaint"
+                    else diffusers.AutoPipelineForImage2Image
+                )
+                self._made[task] = auto.from_pipe(self.pipe)
+                self._made[task].set_progress_bar_config(disable=True)
+            pipe = self._made[task]
+        swaps: dict[str, Any] = {}
         if request.scheduler is not None:
             cls_name, overrides, _ = SCHEDULERS[request.scheduler]
-            scheduler = getattr(diffusers, cls_name).from_config(self.pipe.scheduler.config, **overrides)
-            pipe = type(pipe).from_pipe(pipe, scheduler=scheduler)
+            swaps["scheduler"] = getattr(diffusers, cls_name).from_config(
+                self.pipe.scheduler.config, **overrides
+            )
+        if request.vae is not None:
+            swaps["vae"] = self._vae(request.vae)
+        if swaps:
+            pipe = type(pipe).from_pipe(pipe, **swaps)
             pipe.set_progress_bar_config(disable=True)
         return pipe
+
+    def _vae(self, folder: str) -> Any:
+        """The VAE in `folder` (AutoencoderTiny or AutoencoderKL, by its config), loaded once, in the
+        pipeline VAE's dtype and on its device."""
+        if folder not in self._vaes:
+            import json
+
+            import diffusers
+
+            cls_name = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))["_class_name"]
+            own = self.pipe.vae
+            vae = getattr(diffusers, cls_name).from_pretrained(folder, dtype=own.dtype)
+            self._vaes[folder] = vae.to(own.device)
+        return self._vaes[folder]
+
+    def _load_adapter(self, lora: Lora, name: str) -> None:
+        """Load one adapter into the pipeline's UNet (and text encoders); UsageError (exit 2) naming it
+        when it is not a LoRA or was made for another architecture (nothing of it stays loaded)."""
+        import logging
+
+        from ..errors import UsageError
+
+        path = Path(lora.path)
+        log = logging.getLogger("diffusers.loaders.peft")  # logs the error it then raises: once is enough
+        level = log.level
+        log.setLevel(logging.CRITICAL)
+        try:
+            self.pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            text = str(exc)
+            if "size mismatch" in text:
+                why = "its layers have other sizes than this model's: a LoRA for another base model?"
+            elif "Invalid LoRA checkpoint" in text:
+                why = "it holds no LoRA weights"
+            else:
+                why = text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
+            if name in {n for names in self.pipe.get_list_adapters().values() for n in names}:
+                self.pipe.delete_adapters(name)
+            raise UsageError(f"The LoRA {lora.name} does not fit this model: {why}") from exc
+        finally:
+            log.setLevel(level)
+        self._adapters.add(name)
+
+    @contextmanager
+    def _loras(self, loras: tuple[Lora, ...]) -> Iterator[None]:
+        """The request's LoRA adapters active at their weights for one call, disabled after it (loaded
+        once: an adapter is named by its file's hash)."""
+        if not loras:
+            yield
+            return
+        names = [f"aigc-{lora.sha256[:16]}" for lora in loras]
+        try:
+            for lora, name in zip(loras, names, strict=True):
+                if name not in self._adapters:
+                    self._load_adapter(lora, name)
+            self.pipe.enable_lora()
+            self.pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+            yield
+        finally:
+            if self._adapters:
+                self.pipe.disable_lora()
 
     def generate(
         self, request: ImageRequest, on_step: Callable[[int, int], None] | None = None
@@ -130,8 +206,10 @@ class DiffusersEngine:
                 arguments.update(image=request.init_image, strength=request.strength)
             else:
                 arguments.update(width=request.width, height=request.height)
+            if request.mask_image is not None:
+                arguments.update(mask_image=request.mask_image, width=request.width, height=request.height)
             started = time.perf_counter()
-            with _savings(pipe, request.low_memory):
+            with _savings(pipe, request.low_memory), self._loras(request.loras):
                 pixels = pipe(**arguments).images
             retried = False
             if np.isnan(pixels).any() and "last" in latents:

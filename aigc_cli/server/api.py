@@ -58,6 +58,8 @@ class ImageCall:
     prompt: str
     init_png: bytes | None
     """The init image's bytes (an image file), for image-to-image."""
+    mask_png: bytes | None = None
+    """The inpainting mask's bytes (an image file), with init_png."""
 
 
 @dataclass(frozen=True)
@@ -298,19 +300,26 @@ def parse_image(data: dict[str, Any]) -> ImageCall:
     body.take("user", str, "a string")
     for name in ("quality", "style"):  # DALL-E's; these pipelines have steps and guidance instead
         _only_default(body, name, "auto" if name == "quality" else None)
-    init = body.take("init_image", str, "a base64 string (an image file)")
+    init_png, mask_png = (_base64(body, name) for name in ("init_image", "mask"))
     _check_unknown(body, "/v1/images/generations")
-    init_png = None
-    if init is not None:
-        try:
-            init_png = base64.b64decode(init, validate=True)
-        except (binascii.Error, ValueError):
-            raise UsageError("field 'init_image' must be base64 (an image file's bytes)") from None
     resolved = resolve_settings("image", flags, given_in="request")
     _check_seeds(resolved)
     if resolved.values.strength is not None and init_png is None:
         raise UsageError("field 'strength' needs 'init_image'")
-    return ImageCall(resolved, prompt, init_png)
+    if mask_png is not None and init_png is None:
+        raise UsageError("field 'mask' needs 'init_image': the image to repaint")
+    return ImageCall(resolved, prompt, init_png, mask_png)
+
+
+def _base64(body: _Body, name: str) -> bytes | None:
+    """The bytes of an image file sent as a base64 field, or None when absent."""
+    text = body.take(name, str, "a base64 string (an image file)")
+    if text is None:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise UsageError(f"field '{name}' must be base64 (an image file's bytes)") from None
 
 
 def parse_speech(data: dict[str, Any]) -> SpeechCall:

@@ -432,7 +432,7 @@ def _sse(data: dict[str, Any]) -> bytes:
 
 def _images(state: ServerState, call: Any) -> dict[str, Any]:
     from ..commands.common import model_errors
-    from ..commands.image import decode_init_image, encode_image, prepare_image
+    from ..commands.image import decode_init_image, decode_mask, encode_image, prepare_image
     from ..metadata import image_metadata
 
     s = call.resolved.values
@@ -442,8 +442,17 @@ def _images(state: ServerState, call: Any) -> dict[str, Any]:
         def loader() -> Any:
             return decode_init_image(call.init_png, "field 'init_image'", s.width, s.height)
 
+    mask_loader = None
+    if call.mask_png is not None:
+
+        def mask_loader(init: Any) -> Any:
+            return decode_mask(call.mask_png, "field 'mask'", init)
+
     init_name = "request body" if call.init_png is not None else None
-    job = prepare_image(call.resolved, call.prompt, loader, init_name, state.console, state.pool)
+    mask_name = "request body" if call.mask_png is not None else None
+    job = prepare_image(
+        call.resolved, call.prompt, loader, init_name, state.console, state.pool, mask_loader, mask_name
+    )
     state.labels[job.key] = job.label
     data = []
     with state.pool.lease(job.key) as engine, model_errors(job.label):

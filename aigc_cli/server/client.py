@@ -155,6 +155,11 @@ def _sent(resolved: Resolved, names: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _is_local(name: str) -> bool:
+    """A name that is a path here (a file or folder that exists, or written as a path)."""
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
 def _model_name(name: str) -> str:
     """A local folder as an absolute path (the server runs elsewhere), else the name as given."""
     path = Path(name).expanduser()
@@ -284,9 +289,12 @@ IMAGE_FIELDS = (
     "scheduler",
     "strength",
     "low_memory",
+    "lora",
+    "vae",
     "seed",
     "device",
     "dtype",
+    "backend",
 )
 TIMINGS = ("seconds", "step_seconds", "decode_seconds", "vae_retried")
 
@@ -295,18 +303,24 @@ def remote_image(
     server: ServerRef,
     resolved: Resolved,
     prompt: str,
-    load_init: Callable[[], Any] | None,
-    init_name: str | None,
+    images: tuple[Callable[[], Any] | None, str | None, Callable[[Any], Any] | None, str | None],
     plan: Any,
     as_json: bool,
     console: Console,
     log: Callable[..., None] | None = None,
 ) -> bool:
     """Generate through the server and write each image here, with its record, as `aigc image` does;
-    log(record, path, seconds) for each (logs.py)."""
+    log(record, path, seconds) for each (logs.py). images: (load_init, init_name, load_mask, mask_name)
+    as prepare_image takes them. False (run here) for a LoRA or VAE given as a local path: the server
+    loads those only from the Hub."""
     from ..commands.image import write_image
 
+    load_init, init_name, load_mask, mask_name = images
     s = resolved.values
+    local = [n for n in [*(s.lora or []), s.vae or ""] if n and _is_local(n.rpartition(":")[0] or n)]
+    if local:
+        console.note(f"aigc: {local[0]} is a local file here: running here, not on the server")
+        return False
     body: dict[str, Any] = {
         "model": _model_name(s.model),
         "prompt": prompt,
@@ -319,6 +333,10 @@ def remote_image(
         buffer = io.BytesIO()
         load_init().save(buffer, format="PNG")  # lossless: the server gets these very pixels
         body["init_image"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+        if load_mask is not None:
+            buffer = io.BytesIO()
+            load_mask(load_init()).save(buffer, format="PNG")
+            body["mask"] = base64.b64encode(buffer.getvalue()).decode("ascii")
     console.note(f"aigc: generating on the server at {server.url} ({server.source}); --local runs here")
 
     def call() -> bool:
@@ -339,6 +357,8 @@ def remote_image(
 
                 report_seed(record["seed"], console)
             record["init_image"] = init_name
+            if record.get("mask") is not None:
+                record["mask"] = mask_name
             image = Image.open(io.BytesIO(base64.b64decode(item["b64_json"])))
             with raising():
                 write_image(image, index, record, plan, as_json, timings, StepBar(console, 0, ""), log)

@@ -41,6 +41,19 @@ class ServerState:
         """Refuse (RefusedError, HTTP 403) a model the request names by a local path the server was not
         started with. Aliases, Hub repo ids (from the cache, or pulled with --allow-pull) and what the
         server's own config names are fine."""
+        from ..engines.image import parse_lora
+
+        s = resolved.values
+        for field, names in (
+            ("lora", [parse_lora(n)[0] for n in getattr(s, "lora", None) or []]),
+            ("vae", [getattr(s, "vae", None) or ""]),
+        ):
+            for each in names:
+                if resolved.sources.get(field, "").startswith("request") and each and _local(each):
+                    raise RefusedError(
+                        f"'{each}' ({field}) is a local path: this server loads adapters and VAEs only "
+                        "from the Hugging Face Hub"
+                    )
         if not resolved.sources.get("model", "").startswith("request"):
             return
         name = resolved.values.model
@@ -156,3 +169,8 @@ def engine_bytes(engine: Any, key: EngineKey) -> int:
         return total
     folder = Path(key.option("export") or key.folder)
     return sum(p.stat().st_size for p in folder.rglob("*") if p.suffix in {".onnx", ".data", ".bin"})
+
+
+def _local(name: str) -> bool:
+    """A name written as a local path, or one that exists on this machine."""
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()

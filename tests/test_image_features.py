@@ -1,0 +1,285 @@
+"""LoRA adapters, inpainting and another VAE (`--vae`, TAESD): pixels equal plain diffusers with the same
+adapters, mask and autoencoder, in-process through the engine; then the CLI contract (records, `--from`,
+bad input) with a few real processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import raw
+from tiny_pipelines import build_lora, build_taesd
+
+from aigc_cli.engines import EngineKey, load_engine
+from aigc_cli.engines.image import ImageRequest, Lora, lora_problem, parse_lora
+
+SMALL = {"steps": 2, "guidance": 7.5, "width": 64, "height": 64}
+RAW_SMALL = {"num_inference_steps": 2, "guidance_scale": 7.5, "width": 64, "height": 64}
+CLI_SMALL = ["--steps", "2", "--width", "64", "--height", "64"]
+
+
+@pytest.fixture(scope="module")
+def parts(pipes, tmp_path_factory):
+    """Two LoRAs for the tiny SD (one with text-encoder layers), one for the tiny SDXL, a tiny TAESD, an
+    init image and a mask."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("image-parts")
+    init = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    init.save(root / "init.png")
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    mask.save(root / "mask.png")
+    return {
+        "lora": build_lora(pipes["sd"], root / "lora-a", seed=1, text_encoder=True),
+        "lora_b": build_lora(pipes["sd"], root / "lora-b", seed=2),
+        "lora_xl": build_lora(pipes["sdxl"], root / "lora-xl", seed=3),
+        "taesd": build_taesd(root / "taesd"),
+        "init": root / "init.png",
+        "mask": root / "mask.png",
+    }
+
+
+@pytest.fixture(scope="module")
+def engine(pipes):
+    """One engine for every in-process request of this module: state left by one request would show."""
+    return load_engine(EngineKey("image", str(pipes["sd"]), "cpu", "float32", "torch"))
+
+
+def pixels(engine, request) -> np.ndarray:
+    return np.asarray(next(iter(engine.generate(request))).image)
+
+
+def lora(path, weight: float) -> Lora:
+    return Lora(str(path), weight, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def raw_pipeline(folder, kind: str = "text2image", **components):
+    import diffusers
+
+    auto = {
+        "text2image": diffusers.AutoPipelineForText2Image,
+        "inpaint": diffusers.AutoPipelineForInpainting,
+    }[kind]
+    pipe = auto.from_pretrained(folder, **components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def raw_pixels(pipe, prompt: str, seed: int, **kwargs) -> np.ndarray:
+    import torch
+
+    return np.asarray(pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0])
+
+
+# --- in-process: equal to plain diffusers ---------------------------------------------------------------------
+
+
+def test_loras_equal_diffusers_set_adapters_and_leave_nothing_behind(engine, pipes, parts):
+    a, b = parts["lora"], parts["lora_b"]
+    base = pixels(engine, ImageRequest("a red fox", seed=3, **SMALL))
+    both = pixels(engine, ImageRequest("a red fox", seed=3, loras=(lora(a, 0.7), lora(b, -0.4)), **SMALL))
+    only_b = pixels(engine, ImageRequest("a red fox", seed=3, loras=(lora(b, 1.0),), **SMALL))
+    after = pixels(engine, ImageRequest("a red fox", seed=3, **SMALL))
+
+    pipe = raw_pipeline(pipes["sd"])
+    pipe.load_lora_weights(str(a.parent), weight_name=a.name, adapter_name="a")
+    pipe.load_lora_weights(str(b.parent), weight_name=b.name, adapter_name="b")
+    pipe.set_adapters(["a", "b"], adapter_weights=[0.7, -0.4])
+    assert np.array_equal(both, raw_pixels(pipe, "a red fox", 3, **RAW_SMALL))
+    pipe.set_adapters(["b"], adapter_weights=[1.0])
+    assert np.array_equal(only_b, raw_pixels(pipe, "a red fox", 3, **RAW_SMALL))
+    assert np.array_equal(after, base)  # the adapters are off again once their request ends
+    assert np.array_equal(base, raw.image(pipes["sd"], "a red fox", 3, **RAW_SMALL))
+    assert not np.array_equal(both, base) and not np.array_equal(only_b, both)
+
+
+def test_tiny_autoencoder_equals_diffusers_with_that_vae(engine, pipes, parts):
+    from diffusers import AutoencoderTiny
+
+    tiny = pixels(engine, ImageRequest("a red fox", seed=4, vae=str(parts["taesd"]), **SMALL))
+    pipe = raw_pipeline(pipes["sd"], vae=AutoencoderTiny.from_pretrained(parts["taesd"]))
+    assert np.array_equal(tiny, raw_pixels(pipe, "a red fox", 4, **RAW_SMALL))
+    own = pixels(engine, ImageRequest("a red fox", seed=4, **SMALL))
+    assert not np.array_equal(tiny, own)
+    assert np.array_equal(own, raw.image(pipes["sd"], "a red fox", 4, **RAW_SMALL))
+
+
+def test_inpainting_equals_diffusers_and_text_to_image_is_unchanged_after(engine, pipes, parts):
+    from PIL import Image
+
+    init, mask = Image.open(parts["init"]).convert("RGB"), Image.open(parts["mask"])
+    request = ImageRequest(
+        "a cat",
+        seed=5,
+        steps=4,
+        guidance=7.5,
+        width=64,
+        height=64,
+        init_image=init,
+        mask_image=mask,
+        strength=1.0,
+    )
+    painted = pixels(engine, request)
+    pipe = raw_pipeline(pipes["sd"], "inpaint")
+    expected = raw_pixels(
+        pipe,
+        "a cat",
+        5,
+        image=init,
+        mask_image=mask,
+        num_inference_steps=4,
+        guidance_scale=7.5,
+        width=64,
+        height=64,
+    )
+    assert np.array_equal(painted, expected)
+    half = ImageRequest(**{**request.__dict__, "strength": 0.5, "loras": (lora(parts["lora_b"], 0.8),)})
+    with_lora = pixels(engine, half)
+    pipe.load_lora_weights(str(parts["lora_b"].parent), weight_name=parts["lora_b"].name, adapter_name="b")
+    pipe.set_adapters(["b"], adapter_weights=[0.8])
+    kwargs = {"image": init, "mask_image": mask, "num_inference_steps": 4, "guidance_scale": 7.5}
+    assert np.array_equal(
+        with_lora, raw_pixels(pipe, "a cat", 5, strength=0.5, width=64, height=64, **kwargs)
+    )
+    after = pixels(engine, ImageRequest("a red fox", seed=3, **SMALL))
+    assert np.array_equal(after, raw.image(pipes["sd"], "a red fox", 3, **RAW_SMALL))
+
+
+@pytest.mark.parametrize(
+    ("spec", "parsed", "problem"),
+    [
+        ("owner/style", ("owner/style", 1.0), None),
+        ("owner/style:0.6", ("owner/style", 0.6), None),
+        ("./my lora.safetensors:-1.5", ("./my lora.safetensors", -1.5), None),
+        ("C:\\loras\\x.safetensors", ("C:\\loras\\x.safetensors", 1.0), None),
+        ("style:nan", None, "the weight nan is not a finite number"),
+        ("style:11", ("style", 11.0), "the weight must be between -10 and 10 (got 11)"),
+        (":0.5", (":0.5", 1.0), None),
+    ],
+)
+def test_lora_specs(spec, parsed, problem):
+    if parsed is not None:
+        assert parse_lora(spec) == parsed
+    assert lora_problem(spec) == problem
+
+
+# --- the CLI ------------------------------------------------------------------------------------------------
+
+
+def ok(result):
+    assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+def test_lora_cli_records_replays_and_equals_diffusers(aigc, pipes, parts, tmp_path):
+    from PIL import Image
+
+    a = parts["lora"]
+    out = tmp_path / "fox.png"
+    args = ["image", "a red fox", "-m", str(pipes["sd"]), *CLI_SMALL, "--seed", "3", "--lora", f"{a}:0.7"]
+    record = json.loads(ok(aigc(*args, "-o", str(out), "--json")).stdout)
+    sha = hashlib.sha256(a.read_bytes()).hexdigest()
+    assert record["lora"] == [f"{a}:0.7"] and record["backend"] == "torch"
+    assert record["loras"] == [{"name": str(a), "weight": 0.7, "sha256": sha}]
+    parameters = Image.open(out).text["parameters"]
+    assert parameters.startswith("a red fox <lora:pytorch_lora_weights:0.7>\n")
+    assert f'Lora hashes: "pytorch_lora_weights: {sha[:12]}"' in parameters
+    pipe = raw_pipeline(pipes["sd"])
+    pipe.load_lora_weights(str(a.parent), weight_name=a.name, adapter_name="a")
+    pipe.set_adapters(["a"], adapter_weights=[0.7])
+    assert np.array_equal(np.asarray(Image.open(out)), raw_pixels(pipe, "a red fox", 3, **RAW_SMALL))
+    again = tmp_path / "again.png"
+    ok(aigc("image", "--from", str(out), "-o", str(again)))
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_inpaint_and_vae_cli(aigc, pipes, parts, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "painted.png"
+    args = ["image", "a cat", "-m", str(pipes["sd"]), "--steps", "4", "--seed", "5", "--init-image"]
+    args += [str(parts["init"]), "--mask", str(parts["mask"]), "--vae", str(parts["taesd"]), "-o", str(out)]
+    ok(aigc(*args))
+    from diffusers import AutoencoderTiny
+
+    pipe = raw_pipeline(pipes["sd"], "inpaint", vae=AutoencoderTiny.from_pretrained(parts["taesd"]))
+    init, mask = Image.open(parts["init"]).convert("RGB"), Image.open(parts["mask"])
+    kwargs = {"image": init, "mask_image": mask, "num_inference_steps": 4, "width": 64, "height": 64}
+    assert np.array_equal(np.asarray(Image.open(out)), raw_pixels(pipe, "a cat", 5, **kwargs))
+    record = json.loads(Image.open(out).text["aigc"])
+    assert record["mask"] == "mask.png" and record["strength"] == 1.0 and record["vae"] == str(parts["taesd"])
+    assert "VAE: taesd" in Image.open(out).text["parameters"]
+    result = aigc(
+        "image", "--from", str(out), "--init-image", str(parts["init"]), "-o", str(tmp_path / "b.png")
+    )
+    assert result.returncode == 2 and b"was inpainted with a mask: give it again with --mask" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "extra", "code", "message"),
+    [
+        (
+            "rgba",
+            [],
+            2,
+            "bad.png) has mode RGBA: give a grayscale or RGB image, white where to repaint",
+        ),
+        (
+            "small",
+            [],
+            2,
+            "bad.png) is 32x32 but the init image is 64x64: give a mask of the image's size",
+        ),
+        ("text", [], 2, "bad.png) is not an image Pillow can read: give a PNG"),
+        (None, ["--lora", "missing.safetensors"], 2, "No such file: missing.safetensors (--lora)"),
+        (
+            None,
+            ["--lora", "owner/style:inf"],
+            2,
+            "--lora 'owner/style:inf': the weight inf is not a finite number",
+        ),
+        (None, ["--lora", "owner/style"], 3, "owner/style"),
+        (None, ["--vae", "taesd"], 3, "madebyollin/taesd"),
+        (None, ["--vae", "."], 2, "(--vae) holds no VAE config: give an AutoencoderTiny or AutoencoderKL"),
+        ("xl", [], 2, "The LoRA"),
+    ],
+)
+def test_bad_masks_adapters_and_vaes(aigc, pipes, parts, tmp_path, make, extra, code, message):
+    from PIL import Image
+
+    bad = tmp_path / "bad.png"
+    args = [
+        "image",
+        "a cat",
+        "-m",
+        str(pipes["sd"]),
+        *CLI_SMALL,
+        "--seed",
+        "1",
+        "-o",
+        str(tmp_path / "out.png"),
+    ]
+    args += extra
+    if make in ("rgba", "small", "text"):
+        if make == "text":
+            bad.write_text("not an image")
+        else:
+            Image.new("RGBA" if make == "rgba" else "L", (64, 64) if make == "rgba" else (32, 32)).save(bad)
+        args += ["--init-image", str(parts["init"]), "--mask", str(bad)]
+    if make == "xl":
+        args += ["--lora", str(parts["lora_xl"])]
+    result = aigc(*args)
+    stderr = result.stderr.decode()
+    assert result.returncode == code, stderr
+    assert message in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_mask_without_init_image_is_refused_before_any_model_loads(aigc, tmp_path):
+    result = aigc("image", "a cat", "--mask", str(tmp_path / "m.png"))
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "aigc: error: --mask needs --init-image: the image to repaint"
