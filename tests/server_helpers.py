@@ -40,13 +40,14 @@ class Server:
 
 
 def server_env(home: Path, **extra: str) -> dict[str, str]:
-    """The environment of a test server: its own AIGC_HOME and HF cache, offline, the torch text backend."""
+    """The environment of a test server: its own AIGC_HOME and HF cache, offline, the torch backends."""
     env = {
         **os.environ,
         "AIGC_HOME": str(home / "aigc-home"),
         "HF_HOME": str(home / "hf-home"),
         "HF_HUB_OFFLINE": "1",
         "AIGC_TEXT_BACKEND": "torch",
+        "AIGC_IMAGE_BACKEND": "torch",
     }
     for name in ("AIGC_DEBUG", "AIGC_DEVICE", "AIGC_TEXT_MODEL", "AIGC_HOST", "AIGC_API_KEY"):
         env.pop(name, None)

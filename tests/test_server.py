@@ -245,6 +245,28 @@ def test_cli_image_and_speech_through_the_server_equal_local(server, pipes, vits
     assert record == expected
 
 
+def test_inpainting_through_the_server_equals_local_and_local_adapters_are_refused(server, pipes, tmp_path):
+    start = Image.new("RGB", (64, 64), (200, 40, 40))
+    start.save(tmp_path / "start.png")
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (8, 8, 40, 40))
+    mask.save(tmp_path / "mask.png")
+    args = ["image", "a cat", "-m", str(pipes["sd"]), "--seed", "5", "--steps", "4"]
+    args += ["--init-image", "start.png", "--mask", "mask.png"]
+    assert via(server, *args, "-o", "served.png").returncode == 0
+    local(*args, "-o", "here.png")
+    assert (tmp_path / "served.png").read_bytes() == (tmp_path / "here.png").read_bytes()
+    assert json.loads(Image.open(tmp_path / "served.png").text["aigc"])["mask"] == "mask.png"
+    for field, value in (("lora", ["/etc/passwd:0.5"]), ("vae", "/etc")):
+        body = {"model": str(pipes["sd"]), "prompt": "a cat", field: value}
+        status, _, answer = http(f"{server.url}/v1/images/generations", "POST", body)
+        assert status == 403, answer
+        assert (
+            "is a local path: this server loads adapters and VAEs only from the Hugging Face Hub"
+            in (json.loads(answer)["error"]["message"])
+        )
+
+
 def test_chat_through_the_server_equals_a_local_chat(server, tiny):
     args = ["chat", "-m", str(tiny["llama"]), "--max-tokens", "6", "--temperature", "0.8", "--seed", "4"]
     lines = "Hello\nAnd then?\n"
