@@ -67,7 +67,9 @@ def vits(tmp_path_factory) -> Path:
     return build_vits(tmp_path_factory.mktemp("speech") / "tiny-vits")
 
 
-def run_aigc(*args: str, input: bytes | str | None = None, env: dict[str, str] | None = None, timeout=300):
+def run_aigc(
+    *args: str, input: bytes | str | None = None, env: dict[str, str] | None = None, timeout=300, cwd=None
+):
     """Run the real `aigc` console script; stdin is empty unless given."""
     if isinstance(input, str):
         input = input.encode()
@@ -77,6 +79,7 @@ def run_aigc(*args: str, input: bytes | str | None = None, env: dict[str, str] |
         capture_output=True,
         env={**os.environ, **(env or {})},
         timeout=timeout,
+        cwd=cwd,
     )
 
 

@@ -175,25 +175,42 @@ def ok(result):
 
 
 def test_lora_cli_records_replays_and_equals_diffusers(aigc, pipes, parts, tmp_path):
+    import shutil
+
     from PIL import Image
 
-    a = parts["lora"]
+    a = tmp_path / "style.safetensors"
+    shutil.copy(parts["lora"], a)
     out = tmp_path / "fox.png"
-    args = ["image", "a red fox", "-m", str(pipes["sd"]), *CLI_SMALL, "--seed", "3", "--lora", f"{a}:0.7"]
+    args = [
+        "image",
+        "a red fox",
+        "-m",
+        str(pipes["sd"]),
+        *CLI_SMALL,
+        "--seed",
+        "3",
+        "--lora",
+        "./style.safetensors:0.7",
+    ]
     record = json.loads(ok(aigc(*args, "-o", str(out), "--json")).stdout)
     sha = hashlib.sha256(a.read_bytes()).hexdigest()
-    assert record["lora"] == [f"{a}:0.7"] and record["backend"] == "torch"
+    assert record["lora"] == [f"{a}:0.7"] and record["backend"] == "torch"  # replayable from anywhere
     assert record["loras"] == [{"name": str(a), "weight": 0.7, "sha256": sha}]
     parameters = Image.open(out).text["parameters"]
-    assert parameters.startswith("a red fox <lora:pytorch_lora_weights:0.7>\n")
-    assert f'Lora hashes: "pytorch_lora_weights: {sha[:12]}"' in parameters
+    assert parameters.startswith("a red fox <lora:style:0.7>\n")
+    assert f'Lora hashes: "style: {sha[:12]}"' in parameters
     pipe = raw_pipeline(pipes["sd"])
-    pipe.load_lora_weights(str(a.parent), weight_name=a.name, adapter_name="a")
+    pipe.load_lora_weights(str(tmp_path), weight_name=a.name, adapter_name="a")
     pipe.set_adapters(["a"], adapter_weights=[0.7])
     assert np.array_equal(np.asarray(Image.open(out)), raw_pixels(pipe, "a red fox", 3, **RAW_SMALL))
+    (tmp_path / "elsewhere").mkdir()
     again = tmp_path / "again.png"
-    ok(aigc("image", "--from", str(out), "-o", str(again)))
-    assert again.read_bytes() == out.read_bytes()
+    replay = ok(aigc("image", "--from", str(out), "-o", str(again), cwd=tmp_path / "elsewhere"))
+    assert again.read_bytes() == out.read_bytes() and replay.stderr == b""
+    shutil.copy(parts["lora_b"], a)  # the file changes: the replay says so
+    changed = ok(aigc("image", "--from", str(out), "-o", str(tmp_path / "changed.png")))
+    assert f"the LoRA {a} has changed since the image was made" in changed.stderr.decode()
 
 
 def test_inpaint_and_vae_cli(aigc, pipes, parts, tmp_path):

@@ -208,8 +208,8 @@ def prepare_image(
         "init_image": init_name,
         "mask": mask_name if mask is not None else None,
         "low_memory": bool(s.low_memory),
-        "lora": list(s.lora) if s.lora else None,
-        "loras": [{"name": x.name, "weight": x.weight, "sha256": x.sha256} for x in loras] or None,
+        "lora": [f"{_replayable(x)}:{x.weight:g}" for x in loras] or None,
+        "loras": [{"name": _replayable(x), "weight": x.weight, "sha256": x.sha256} for x in loras] or None,
         "vae": s.vae,
         "vae_source": vae_source,
         "device": key.device,
@@ -218,6 +218,21 @@ def prepare_image(
         "aigc_version": __version__,
     }
     return ImageJob(key, label, request, record)
+
+
+def _replayable(lora: Any) -> str:
+    """How the record names a LoRA for `--from`: a local file by its absolute path, a Hub one as given."""
+    return str(Path(lora.path).resolve()) if Path(lora.name).expanduser().exists() else lora.name
+
+
+def _check_replay(record: dict[str, Any] | None, job: ImageJob, console: Console) -> None:
+    """Warn when a LoRA `--from` replays is no longer the file the image was made with."""
+    made = {x.get("name"): x.get("sha256") for x in (record or {}).get("loras") or [] if isinstance(x, dict)}
+    for lora in job.record["loras"] or []:
+        if made.get(lora["name"]) not in (None, lora["sha256"]):
+            console.warn(
+                f"the LoRA {lora['name']} has changed since the image was made: the image will differ"
+            )
 
 
 def _named(name: str, resolved: Resolved) -> str:
@@ -317,6 +332,7 @@ def run_image(
             return
     pool = default_pool()
     job = prepare_image(resolved, prompt, loader, init_name, console, pool, mask_loader, mask_name)
+    _check_replay(record, job, console)
     engine = pool.get(job.key)
     log = file_logger("image", resolved, no_log, job.key.folder)
     request = job.request
