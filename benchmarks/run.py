@@ -134,6 +134,7 @@ def bench_image(home: Path, env: dict[str, str]) -> None:
         print(f"SD-1.5 architecture, random weights, {size}x{size}, guidance 7.5")
         for steps in (1, 4):
             aigc_cmd = [AIGC, "image", prompt, "-m", str(folder), "--steps", str(steps), "--guidance", "7.5"]
+            aigc_cmd += ["--backend", "torch"]  # the wrapper against plain diffusers; "images" has openvino
             aigc_cmd += [
                 "--width",
                 str(size),
@@ -374,7 +375,7 @@ def bench_coldstart(home: Path, env: dict[str, str]) -> None:
 def main() -> None:
     home = Path(os.environ.get("BENCH_HOME") or tempfile.mkdtemp(prefix="aigc-bench-"))
     env = {**os.environ, "AIGC_HOME": str(home / "aigc"), "HF_HUB_OFFLINE": "1"}
-    parts = sys.argv[1:] or ["coldstart", "text", "backends", "server", "batch", "image", "speech"]
+    parts = sys.argv[1:] or ["coldstart", "text", "backends", "server", "batch", "image", "images", "speech"]
     print(f"aigc benchmarks on {os.cpu_count()} CPU cores (ratios >= 1.0: aigc at least as fast as raw)\n")
     if "coldstart" in parts:
         bench_coldstart(home, env)
@@ -392,6 +393,10 @@ def main() -> None:
         bench_speech(home, env)
     if "image" in parts:
         bench_image(home, env)
+    if "images" in parts:
+        from image_features import bench_image_features  # benchmarks/image_features.py
+
+        bench_image_features(home, env)
     if "text" not in parts:
         return
     measure_help(env)
