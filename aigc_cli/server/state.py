@@ -143,7 +143,8 @@ class ServerState:
 
 def engine_bytes(engine: Any, key: EngineKey) -> int:
     """Bytes the engine's weights take: parameters and buffers of its torch modules (a diffusers pipeline's
-    components too), else the size of its weight files (ONNX exports, Piper voices)."""
+    components too), plus the size of an export's weight files (ONNX exports, OpenVINO IR of an image
+    pipeline), or of the model's files when it has no torch modules (Piper voices)."""
     seen: set[int] = set()
     total = 0
 
@@ -165,10 +166,12 @@ def engine_bytes(engine: Any, key: EngineKey) -> int:
         inner = getattr(value, "model", None)  # a transformers pipeline
         if inner is not None and hasattr(inner, "parameters") and not isinstance(value, type):
             add_module(inner)
-    if total:
+    export = key.option("export")
+    if total and not (export and key.modality == "image"):
         return total
-    folder = Path(key.option("export") or key.folder)
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.suffix in {".onnx", ".data", ".bin"})
+    # An export's weights live in its files (ONNX, OpenVINO IR), beside the torch parts of an image pipeline.
+    folder = Path(export or key.folder)
+    return total + sum(p.stat().st_size for p in folder.rglob("*") if p.suffix in {".onnx", ".data", ".bin"})
 
 
 def _local(name: str) -> bool:
