@@ -292,3 +292,37 @@ def test_choose_image_backend(pipes, isolated, monkeypatch):
         "torch",
         "auto: openvino is not installed",
     )
+
+
+# --- the CLI --------------------------------------------------------------------------------------------------
+
+
+def test_cli_auto_picks_openvino_on_a_cpu_and_a_failed_export_falls_back(aigc, pipes, tmp_path):
+    from PIL import Image
+
+    args = ["image", PROMPT, "-m", str(pipes["sd"]), "--seed", "4", "--steps", "2", "--width", "64"]
+    args += ["--height", "64", "--json"]
+    auto = aigc(*args, "-o", "auto.png", env={"AIGC_IMAGE_BACKEND": ""})
+    assert auto.returncode == 0, auto.stderr.decode()
+    assert json.loads(auto.stdout)["backend"] == "openvino"
+    assert json.loads(Image.open("auto.png").text["aigc"])["backend"] == "openvino"
+    assert b"exporting" in auto.stderr and b"OpenVINO" in auto.stderr  # the one-time export is announced
+    torch_run = aigc(*args, "-o", "torch.png", "--backend", "torch")
+    assert torch_run.returncode == 0 and json.loads(torch_run.stdout)["backend"] == "torch"
+    a = np.asarray(Image.open("auto.png"), dtype=int)
+    b = np.asarray(Image.open("torch.png"), dtype=int)
+    assert np.abs(a - b).max() <= 1
+
+    # An export that cannot be written: one warning, the image made by diffusers, exit 0.
+    home = tmp_path / "blocked-home"
+    home.mkdir()
+    (home / "openvino").write_text("a file where the exports should go")
+    blocked = aigc(*args, "-o", "blocked.png", "--backend", "openvino", env={"AIGC_HOME": str(home)})
+    assert blocked.returncode == 0, blocked.stderr.decode()
+    warning = blocked.stderr.decode().strip()
+    assert warning.startswith("aigc: warning: the OpenVINO export of") and warning.endswith(
+        "; using diffusers"
+    )
+    assert len(warning.splitlines()) == 1
+    assert json.loads(blocked.stdout)["backend"] == "torch"
+    assert Image.open("blocked.png").tobytes() == Image.open("torch.png").tobytes()

@@ -125,10 +125,14 @@ def exported(folder: Path, console: Console) -> Path:
         else:
             console.warn(f"the OpenVINO export of {folder.name} is damaged ({why}): exporting it again")
 
+    from ..errors import UsageError
+
     try:
         return make_once(target, "unet.xml", lambda work: _export(folder, work), announce, ir_problem)
     except OSError as exc:
         raise ExportFailed(f"cannot write the export: {exc}") from exc
+    except UsageError as exc:  # AIGC_HOME/openvino cannot be made (config.ensure_home)
+        raise ExportFailed(exc.message) from exc
 
 
 def ir_problem(target: Path) -> str | None:
