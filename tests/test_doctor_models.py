@@ -34,7 +34,28 @@ def test_doctor_json(aigc):
             "reason": "auto: a CPU and a supported architecture",
         }
     assert (report["embedded"]["piper-joe"] is not None) == VOICE
+    assert report["image_backend"] == {
+        "model": "sd-turbo",
+        "requested": "torch",  # the test environment's AIGC_IMAGE_BACKEND
+        "backend": None,
+        "reason": "sd-turbo is not downloaded yet: the choice is made when it is",
+    }
     assert (report["piper_tts"] is not None) == (importlib.util.find_spec("piper") is not None)
+
+
+def test_doctor_says_which_image_backend_auto_picks(aigc, pipes):
+    env = {"AIGC_IMAGE_MODEL": str(pipes["sd"]), "AIGC_IMAGE_BACKEND": "auto"}
+    report = json.loads(aigc("doctor", "--json", env=env).stdout)
+    if importlib.util.find_spec("openvino") is None:
+        assert report["image_backend"]["backend"] == "torch" and report["openvino"] is None
+        return
+    assert report["image_backend"] == {
+        "model": str(pipes["sd"]),
+        "requested": "auto",
+        "backend": "openvino",
+        "reason": "auto: a CPU and a UNet pipeline",
+    }
+    assert report["openvino"]
 
 
 def test_doctor_human_and_unavailable_device(aigc):

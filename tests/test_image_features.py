@@ -236,38 +236,23 @@ def test_inpaint_and_vae_cli(aigc, pipes, parts, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("make", "extra", "code", "message"),
+    ("extra", "code", "message"),
     [
         (
-            "rgba",
-            [],
+            ["--mask", "bad.png"],
             2,
             "bad.png) has mode RGBA: give a grayscale or RGB image, white where to repaint",
         ),
-        (
-            "small",
-            [],
-            2,
-            "bad.png) is 32x32 but the init image is 64x64: give a mask of the image's size",
-        ),
-        ("text", [], 2, "bad.png) is not an image Pillow can read: give a PNG"),
-        (None, ["--lora", "missing.safetensors"], 2, "No such file: missing.safetensors (--lora)"),
-        (
-            None,
-            ["--lora", "owner/style:inf"],
-            2,
-            "--lora 'owner/style:inf': the weight inf is not a finite number",
-        ),
-        (None, ["--lora", "owner/style"], 3, "owner/style"),
-        (None, ["--vae", "taesd"], 3, "madebyollin/taesd"),
-        (None, ["--vae", "."], 2, "(--vae) holds no VAE config: give an AutoencoderTiny or AutoencoderKL"),
-        ("xl", [], 2, "The LoRA"),
+        (["--lora", "missing.safetensors"], 2, "No such file: missing.safetensors (--lora)"),
+        (["--lora", "owner/style:inf"], 2, "--lora 'owner/style:inf': the weight inf is not a finite number"),
+        (["--vae", "taesd"], 3, "madebyollin/taesd"),
+        (["--lora", "XL"], 2, "does not fit this model: its layers have other sizes than this model's"),
     ],
 )
-def test_bad_masks_adapters_and_vaes(aigc, pipes, parts, tmp_path, make, extra, code, message):
+def test_bad_masks_adapters_and_vaes(aigc, pipes, parts, tmp_path, extra, code, message):
     from PIL import Image
 
-    bad = tmp_path / "bad.png"
+    Image.new("RGBA", (64, 64)).save(tmp_path / "bad.png")
     args = [
         "image",
         "a cat",
@@ -279,21 +264,88 @@ def test_bad_masks_adapters_and_vaes(aigc, pipes, parts, tmp_path, make, extra, 
         "-o",
         str(tmp_path / "out.png"),
     ]
-    args += extra
-    if make in ("rgba", "small", "text"):
-        if make == "text":
-            bad.write_text("not an image")
-        else:
-            Image.new("RGBA" if make == "rgba" else "L", (64, 64) if make == "rgba" else (32, 32)).save(bad)
-        args += ["--init-image", str(parts["init"]), "--mask", str(bad)]
-    if make == "xl":
-        args += ["--lora", str(parts["lora_xl"])]
+    if extra[0] == "--mask":
+        args += ["--init-image", str(parts["init"])]
+    args += [str(parts["lora_xl"]) if e == "XL" else e for e in extra]
     result = aigc(*args)
     stderr = result.stderr.decode()
     assert result.returncode == code, stderr
     assert message in stderr and "Traceback" not in stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("size", "mode", "message"),
+    [
+        (
+            (32, 32),
+            "L",
+            "The mask (m.png) is 32x32 but the init image is 64x64: give a mask of the image's size",
+        ),
+        (
+            (64, 64),
+            "LA",
+            "The mask (m.png) has mode LA: give a grayscale or RGB image, white where to repaint",
+        ),
+        ((64, 64), "CMYK", "The mask (m.png) has mode CMYK"),
+        (None, None, "The mask (m.png) is not an image Pillow can read: give a PNG"),
+    ],
+)
+def test_masks_are_checked_against_the_init_image(size, mode, message):
+    import io
+
+    from PIL import Image
+
+    from aigc_cli.commands.image import decode_init_image, decode_mask
+    from aigc_cli.errors import UsageError
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG")
+    init = decode_init_image(buffer.getvalue(), "i.png", None, None)
+    if size is None:
+        data = b"not an image"
+    else:
+        buffer = io.BytesIO()
+        Image.new(mode, size).save(buffer, format="TIFF" if mode == "CMYK" else "PNG")
+        data = buffer.getvalue()
+    with pytest.raises(UsageError) as raised:
+        decode_mask(data, "m.png", init)
+    assert message in raised.value.message
+    # a mask of the size given, resized with an init image that --width/--height resize
+    buffer = io.BytesIO()
+    Image.new("1", (64, 64), 1).save(buffer, format="PNG")
+    resized = decode_init_image(buffer.getvalue(), "i.png", 32, 48)
+    mask = decode_mask(buffer.getvalue(), "m.png", resized)
+    assert (mask.mode, mask.size, mask.getextrema()) == ("L", (32, 48), (255, 255))
+
+
+def test_adapters_and_vaes_are_found_or_refused(pipes, parts, tmp_path):
+    from aigc_cli.adapters import find_lora, find_vae
+    from aigc_cli.console import Console
+    from aigc_cli.errors import ModelNotCachedError, UsageError
+
+    quiet = Console(quiet=True)
+    found = find_lora(f"{parts['lora'].parent}:0.5", quiet)  # a folder holding one adapter
+    assert (found.path, found.weight) == (str(parts["lora"]), 0.5)
+    assert found.sha256 == hashlib.sha256(parts["lora"].read_bytes()).hexdigest()
+    with pytest.raises(ModelNotCachedError):
+        find_lora("owner/style", quiet)  # offline, not cached: exit 3 with the remedy
+    (tmp_path / "two").mkdir()
+    for name in ("a.safetensors", "b.safetensors"):
+        (tmp_path / "two" / name).write_bytes(b"x")
+    cases = [
+        (lambda: find_lora(str(tmp_path / "two"), quiet), "holds several .safetensors files (a.safetensors"),
+        (lambda: find_lora(str(parts["init"]), quiet), "is not a .safetensors file"),
+        (lambda: find_vae(str(tmp_path), pipes["sd"], quiet), "holds no VAE config"),
+        (lambda: find_vae(str(pipes["sd"] / "unet"), pipes["sd"], quiet), "holds a UNet2DConditionModel"),
+    ]
+    for call, message in cases:
+        with pytest.raises(UsageError) as raised:
+            call()
+        assert message in raised.value.message
+    assert find_vae(str(pipes["sd"]), pipes["sd"], quiet) == (pipes["sd"] / "vae", str(pipes["sd"]))
+    assert find_vae(str(parts["taesd"]), pipes["sd"], quiet) == (parts["taesd"], str(parts["taesd"]))
 
 
 def test_mask_without_init_image_is_refused_before_any_model_loads(aigc, tmp_path):

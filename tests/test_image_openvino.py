@@ -307,11 +307,6 @@ def test_cli_auto_picks_openvino_on_a_cpu_and_a_failed_export_falls_back(aigc, p
     assert json.loads(auto.stdout)["backend"] == "openvino"
     assert json.loads(Image.open("auto.png").text["aigc"])["backend"] == "openvino"
     assert b"exporting" in auto.stderr and b"OpenVINO" in auto.stderr  # the one-time export is announced
-    torch_run = aigc(*args, "-o", "torch.png", "--backend", "torch")
-    assert torch_run.returncode == 0 and json.loads(torch_run.stdout)["backend"] == "torch"
-    a = np.asarray(Image.open("auto.png"), dtype=int)
-    b = np.asarray(Image.open("torch.png"), dtype=int)
-    assert np.abs(a - b).max() <= 1
 
     # An export that cannot be written: one warning, the image made by diffusers, exit 0.
     home = tmp_path / "blocked-home"
@@ -325,4 +320,14 @@ def test_cli_auto_picks_openvino_on_a_cpu_and_a_failed_export_falls_back(aigc, p
     )
     assert len(warning.splitlines()) == 1
     assert json.loads(blocked.stdout)["backend"] == "torch"
-    assert Image.open("blocked.png").tobytes() == Image.open("torch.png").tobytes()
+    a = np.asarray(Image.open("auto.png"), dtype=int)
+    b = np.asarray(Image.open("blocked.png"), dtype=int)
+    assert np.abs(a - b).max() <= 1  # openvino within one level of diffusers
+    assert Image.open("blocked.png").tobytes() == raw_image_bytes(pipes["sd"])
+
+
+def raw_image_bytes(folder) -> bytes:
+    import raw
+
+    image = raw.image(folder, PROMPT, 4, num_inference_steps=2, width=64, height=64)
+    return image.tobytes()

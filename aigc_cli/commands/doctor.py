@@ -78,6 +78,8 @@ def collect(device_flag: str) -> dict[str, Any]:
     }
     report["piper_tts"] = _version("piper-tts")
     report["text_backend"] = _text_backend(report.get("device", {}).get("chosen") or "cpu")
+    report["openvino"] = _version("openvino")
+    report["image_backend"] = _image_backend(report.get("device", {}).get("chosen") or "cpu")
     report["settings"], report["problems"] = settings_in_force()
     if (problem := home_problem()) is not None:
         report["problems"].append(problem)
@@ -142,6 +144,27 @@ def _text_backend(device: str) -> dict[str, Any]:
     return {"model": name, "requested": requested, "backend": backend, "reason": why}
 
 
+def _image_backend(device: str) -> dict[str, Any]:
+    """Which engine `--backend auto` (or AIGC_IMAGE_BACKEND) picks for the default image model, and why;
+    backend None while the model is not here (the choice reads its configs)."""
+    from ..engines.openvino_export import choose_image_backend
+    from ..hub import cached_snapshot
+    from ..registry import DEFAULT_MODELS, resolve
+
+    try:
+        name = configured("image", "model")[0] or DEFAULT_MODELS["image"]
+        requested = configured("image", "backend")[0] or "auto"
+        ref = resolve(name, "image")
+    except AigcError as exc:
+        return {"model": None, "requested": None, "backend": None, "reason": exc.message}
+    folder = ref.folder or (cached_snapshot(ref.repo) if ref.repo else None)
+    if folder is None:
+        reason = f"{name} is not downloaded yet: the choice is made when it is"
+        return {"model": name, "requested": requested, "backend": None, "reason": reason}
+    backend, why = choose_image_backend(requested, device, "auto", folder, False)
+    return {"model": name, "requested": requested, "backend": backend, "reason": why}
+
+
 def run_doctor(device_flag: str | None, as_json: bool) -> None:
     if device_flag is not None:  # a bad flag is a usage error; a bad AIGC_DEVICE is reported below
         from ..settings import TextSettings, check_value, knobs
@@ -184,6 +207,12 @@ def run_doctor(device_flag: str | None, as_json: bool) -> None:
     if text_backend["model"] is not None:
         chosen = f"backend {text_backend['backend']} ({text_backend['reason']})"
         lines.append(f"text        {text_backend['model']}: {chosen}")
+    image_backend = report["image_backend"]
+    if image_backend["model"] is not None:
+        chosen = f"backend {image_backend['backend'] or '?'} ({image_backend['reason']})"
+        lines.append(f"image       {image_backend['model']}: {chosen}")
+    openvino = report["openvino"] or "not installed: images run on diffusers (pip install 'aigc[openvino]')"
+    lines.append(f"openvino    {openvino}")
     lines.append(f"config      {report['config_file']}")
     for key, entry in report["settings"].items():
         lines.append(f"setting     {key} = {entry['value']!r}  ({entry['source']})")
