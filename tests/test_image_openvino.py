@@ -28,7 +28,7 @@ from aigc_cli.engines import openvino_export
 from aigc_cli.engines.base import EngineKey
 from aigc_cli.engines.image import ImageRequest, Lora
 from aigc_cli.engines.image_openvino import OpenVinoImageEngine, load_pipeline
-from aigc_cli.engines.openvino_export import ExportFailed, choose_image_backend, exported
+from aigc_cli.engines.openvino_export import AUTO_CHOICE, ExportFailed, choose_image_backend, exported
 from aigc_cli.errors import UsageError
 
 PIXEL_TOLERANCE = 1e-4
@@ -251,30 +251,23 @@ def test_choose_image_backend(pipes, isolated, monkeypatch):
     (lcm / "unet" / "config.json").write_text(json.dumps({**config, "time_cond_proj_dim": 256}))
     no_unet = isolated / "no-unet"
     (no_unet / "transformer").mkdir(parents=True)
-    auto = "auto: a CPU and a UNet pipeline"
     cases = [
-        (("auto", "cpu", "auto", sd, False), ("openvino", auto)),
-        (("auto", "cpu", "float32", sdxl, False), ("openvino", auto)),
+        (("auto", "cpu", "auto", sd, False), ("torch", AUTO_CHOICE)),
+        (("auto", "cpu", "float32", sdxl, False), ("torch", AUTO_CHOICE)),
         (("openvino", "cpu", "auto", sd, False), ("openvino", "asked for")),
+        (("openvino", "cpu", "float32", sdxl, False), ("openvino", "asked for")),
         (("openvino", "cpu", "bfloat16", sd, False), ("openvino", "asked for")),
         (("torch", "cpu", "auto", sd, False), ("torch", "asked for")),
+        (("openvino", "cpu", "float16", sd, False), ("torch", "--dtype float16 runs on the torch backend")),
         (
-            ("auto", "cpu", "bfloat16", sd, False),
-            ("torch", "auto: bfloat16 runs on openvino only when asked for (--backend openvino)"),
+            ("openvino", "cuda", "auto", sd, False),
+            ("torch", "the openvino backend runs on the CPU, not cuda"),
         ),
-        (("auto", "cpu", "float16", sd, False), ("torch", "auto: --dtype float16 runs on the torch backend")),
+        (("openvino", "cpu", "auto", sd, True), ("torch", "LoRA adapters run on the torch backend")),
+        (("openvino", "cpu", "auto", no_unet, False), ("torch", "the pipeline has no UNet2DConditionModel")),
         (
-            ("auto", "cuda", "auto", sd, False),
-            ("torch", "auto: the openvino backend runs on the CPU, not cuda"),
-        ),
-        (("auto", "cpu", "auto", sd, True), ("torch", "auto: LoRA adapters run on the torch backend")),
-        (
-            ("auto", "cpu", "auto", no_unet, False),
-            ("torch", "auto: the pipeline has no UNet2DConditionModel"),
-        ),
-        (
-            ("auto", "cpu", "auto", lcm, False),
-            ("torch", "auto: its UNet takes a guidance embedding (LCM), which the export leaves out"),
+            ("openvino", "cpu", "auto", lcm, False),
+            ("torch", "its UNet takes a guidance embedding (LCM), which the export leaves out"),
         ),
         (
             ("openvino", "mps", "float16", sd, True),
@@ -288,31 +281,32 @@ def test_choose_image_backend(pipes, isolated, monkeypatch):
         assert choose_image_backend(*arguments) == expected, arguments
     assert openvino_export.openvino_available()
     monkeypatch.setattr(openvino_export, "openvino_available", lambda: False)
-    assert choose_image_backend("auto", "cpu", "auto", sd, False) == (
+    assert choose_image_backend("openvino", "cpu", "auto", sd, False) == (
         "torch",
-        "auto: openvino is not installed",
+        "openvino is not installed",
     )
 
 
 # --- the CLI --------------------------------------------------------------------------------------------------
 
 
-def test_cli_auto_picks_openvino_on_a_cpu_and_a_failed_export_falls_back(aigc, pipes, tmp_path):
+def test_cli_openvino_when_asked_for_and_a_failed_export_falls_back(aigc, pipes, tmp_path):
     from PIL import Image
 
     args = ["image", PROMPT, "-m", str(pipes["sd"]), "--seed", "4", "--steps", "2", "--width", "64"]
     args += ["--height", "64", "--json"]
-    auto = aigc(*args, "-o", "auto.png", env={"AIGC_IMAGE_BACKEND": ""})
-    assert auto.returncode == 0, auto.stderr.decode()
-    assert json.loads(auto.stdout)["backend"] == "openvino"
+    asked = aigc(*args, "-o", "auto.png", env={"AIGC_IMAGE_BACKEND": "openvino"})
+    assert asked.returncode == 0, asked.stderr.decode()
+    assert json.loads(asked.stdout)["backend"] == "openvino"
     assert json.loads(Image.open("auto.png").text["aigc"])["backend"] == "openvino"
-    assert b"exporting" in auto.stderr and b"OpenVINO" in auto.stderr  # the one-time export is announced
+    assert b"exporting" in asked.stderr and b"OpenVINO" in asked.stderr  # the one-time export is announced
 
     # An export that cannot be written: one warning, the image made by diffusers, exit 0.
     home = tmp_path / "blocked-home"
     home.mkdir()
     (home / "openvino").write_text("a file where the exports should go")
-    blocked = aigc(*args, "-o", "blocked.png", "--backend", "openvino", env={"AIGC_HOME": str(home)})
+    env = {"AIGC_HOME": str(home), "AIGC_IMAGE_BACKEND": ""}  # auto: diffusers; the flag asks for openvino
+    blocked = aigc(*args, "-o", "blocked.png", "--backend", "openvino", env=env)
     assert blocked.returncode == 0, blocked.stderr.decode()
     warning = blocked.stderr.decode().strip()
     assert warning.startswith("aigc: warning: the OpenVINO export of") and warning.endswith(
