@@ -262,13 +262,14 @@ def _known_architecture(config: dict[str, Any]) -> bool:
     return config.get("model_type") in CONFIG_MAPPING_NAMES
 
 
-def load_image_pipeline(folder: Path, device: str, dtype: Any, offload: bool = False):
+def load_image_pipeline(folder: Path, device: str, dtype: Any, offload: bool = False, **components: Any):
     """A diffusers text-to-image pipeline from a local folder, on the device (or offloaded to the CPU
-    between uses, on a CUDA device, when `offload`)."""
+    between uses, on a CUDA device, when `offload`); `components` replace the folder's (unet=None: its
+    weights are not read)."""
     import diffusers
 
     try:
-        pipe = diffusers.AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype)
+        pipe = diffusers.AutoPipelineForText2Image.from_pretrained(folder, dtype=dtype, **components)
     except ValueError as exc:
         if "AutoPipeline" in str(exc) or "is not supported" in str(exc):
             raise WrongModalityError(

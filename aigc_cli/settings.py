@@ -167,6 +167,19 @@ def _dtype_knob() -> Any:
     )
 
 
+def _backend_knob(modality: str, help: str) -> Any:
+    """--backend: auto or a backend of the engines table for the modality; AIGC_<MODALITY>_BACKEND."""
+    return knob(
+        help,
+        str,
+        flag="--backend",
+        env=f"AIGC_{modality.upper()}_BACKEND",
+        choices=("auto", *backends(modality)),
+        normalize=lambda v: v.strip().lower(),
+        default_text="auto",
+    )
+
+
 @dataclass(frozen=True)
 class TextSettings:
     """Every knob of `aigc text` (and, later, of chat, API text requests and text batch jobs)."""
@@ -214,14 +227,8 @@ class TextSettings:
     seed: int | None = _seed_knob()
     device: str | None = _device_knob()
     dtype: str | None = _dtype_knob()
-    backend: str | None = knob(
-        "auto, torch (transformers, the reference) or onnx (onnxruntime-genai, CPU).",
-        str,
-        flag="--backend",
-        env="AIGC_TEXT_BACKEND",
-        choices=("auto", *backends("text")),
-        normalize=lambda v: v.strip().lower(),
-        default_text="auto",
+    backend: str | None = _backend_knob(
+        "text", "auto, torch (transformers, the reference) or onnx (onnxruntime-genai, CPU)."
     )
     precision: str | None = knob(
         "onnx backend: fp32 (same greedy text as torch) or int4 (faster).",
@@ -304,14 +311,9 @@ class ImageSettings:
     seed: int | None = _seed_knob()
     device: str | None = _device_knob()
     dtype: str | None = _dtype_knob()
-    backend: str | None = knob(
-        "auto, torch (diffusers, the reference) or openvino (CPU, float32 unless --dtype bfloat16).",
-        str,
-        flag="--backend",
-        env="AIGC_IMAGE_BACKEND",
-        choices=("auto", *backends("image")),
-        normalize=lambda v: v.strip().lower(),
-        default_text="auto",
+    backend: str | None = _backend_knob(
+        "image",
+        "auto or torch (diffusers, the reference), or openvino (CPU; float32 unless --dtype bfloat16).",
     )
 
 

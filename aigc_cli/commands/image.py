@@ -37,15 +37,19 @@ def _read_record(from_file: str | None) -> dict[str, Any] | None:
 def read_init_image(source: str, width: int | None, height: int | None, what: str = "--init-image") -> Any:
     """The init image from a file (or stdin for '-'), decoded and sized (decode_init_image). `what` names
     where the path came from in the UsageError for a missing or unreadable file."""
+    return decode_init_image(_read_file(source, what), "stdin" if source == "-" else source, width, height)
+
+
+def _read_file(source: str, what: str) -> bytes:
+    """The bytes of a file, or of stdin for '-'; UsageError naming `what` (the flag or field) otherwise."""
     import sys
 
     if source != "-" and not Path(source).is_file():
         raise UsageError(f"No such file: {source} ({what})")
     try:
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        return sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
         raise UsageError(f"Cannot read {source} ({what}): {exc.strerror or exc}") from exc
-    return decode_init_image(data, "stdin" if source == "-" else source, width, height)
 
 
 def decode_init_image(data: bytes, what: str, width: int | None, height: int | None) -> Any:
@@ -70,15 +74,7 @@ def decode_init_image(data: bytes, what: str, width: int | None, height: int | N
 
 def read_mask(source: str, init: Any, what: str = "--mask") -> Any:
     """The inpainting mask from a file (or stdin for '-'), checked against the init image (decode_mask)."""
-    import sys
-
-    if source != "-" and not Path(source).is_file():
-        raise UsageError(f"No such file: {source} ({what})")
-    try:
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"Cannot read {source} ({what}): {exc.strerror or exc}") from exc
-    return decode_mask(data, "stdin" if source == "-" else source, init)
+    return decode_mask(_read_file(source, what), "stdin" if source == "-" else source, init)
 
 
 def decode_mask(data: bytes, what: str, init: Any) -> Any:

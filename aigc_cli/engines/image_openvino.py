@@ -59,21 +59,13 @@ class OpenVinoImageEngine(DiffusersEngine):
 def load_pipeline(folder: Path, export: Path, hint: str = "f32") -> Any:
     """The text-to-image pipeline of `folder` (torch, float32, CPU) with its UNet and VAE decoder replaced
     by the compiled graphs of `export`, computed at OpenVINO precision `hint` (f32 or bf16)."""
-    import diffusers
     import torch
 
-    from ..errors import WrongModalityError
+    from ..loading import load_image_pipeline
 
     unet_class, decoder_class = _stand_ins()
     unet = unet_class(compile_graph(export / "unet.xml", hint), unet_config(folder))
-    try:  # unet=None: its weights are never read
-        pipe = diffusers.AutoPipelineForText2Image.from_pretrained(folder, dtype=torch.float32, unet=None)
-    except ValueError as exc:
-        if "AutoPipeline" in str(exc) or "is not supported" in str(exc):
-            raise WrongModalityError(
-                f"{folder.name} has no text-to-image pipeline that aigc can run ({exc})"
-            ) from exc
-        raise
+    pipe = load_image_pipeline(folder, "cpu", torch.float32, unet=None)  # the UNet's weights are never read
     # Made again with the stand-in, so that what the pipeline's __init__ reads of its UNet (sample size)
     # comes from the UNet's own config.
     pipe = type(pipe).from_pipe(pipe, unet=unet)
