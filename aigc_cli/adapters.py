@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .console import Console
 from .engines.image import Lora, parse_lora, tiny_vae_repo
-from .errors import ModelUnavailableError, UsageError
+from .errors import AigcError, ModelUnavailableError, UsageError
 from .hub import cached_snapshot, download, fetch_files
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -36,9 +38,21 @@ def find_lora(spec: str, console: Console, what: str = "--lora") -> Lora:
         file = _adapter_file(path, name, what)
     else:
         repo, inside = _split_hub(name, what)
-        folder = fetch_files(repo, (inside,), name, console) if inside else _snapshot(repo, console, name)
+        with _named_as("LoRA", what):  # the remedy pulls the repo: `aigc models pull owner/name`
+            folder = fetch_files(repo, (inside,), repo, console) if inside else _snapshot(repo, console, repo)
         file = folder / inside if inside else _adapter_file(folder, name, what)
     return Lora(name, weight, str(file), _sha256(file))
+
+
+@contextmanager
+def _named_as(noun: str, what: str) -> Iterator[None]:
+    """A Hub error about a LoRA or VAE says so ("The LoRA 'x' is not cached ... (--lora)"), not "Model"."""
+    try:
+        yield
+    except AigcError as exc:
+        if exc.message.startswith("Model '"):
+            exc.message = f"The {noun} '" + exc.message.removeprefix("Model '") + f" ({what})"
+        raise
 
 
 def _hub(name: str) -> bool:
@@ -108,7 +122,8 @@ def find_vae(name: str, model_folder: Path, console: Console, what: str = "--vae
         repo = tiny_vae_repo(pipeline)
         if repo is None:
             raise UsageError(f"--vae taesd: there is no tiny autoencoder for a {pipeline or 'this'} pipeline")
-        return _checked(_snapshot(repo, console, repo), name, what), repo
+        with _named_as("VAE", what):
+            return _checked(_snapshot(repo, console, repo), name, what), repo
     path = Path(name).expanduser()
     if path.is_dir():
         return _checked(path / "vae" if (path / "vae" / "config.json").is_file() else path, name, what), str(
@@ -116,7 +131,8 @@ def find_vae(name: str, model_folder: Path, console: Console, what: str = "--vae
         )
     if path.exists() or name.startswith((".", "/", "~")) or not REPO_ID.match(name):
         raise UsageError(f"No such folder: {name} ({what}): give taesd, a VAE's folder or a Hub repo id")
-    return _checked(_snapshot(name, console, name), name, what), name
+    with _named_as("VAE", what):
+        return _checked(_snapshot(name, console, name), name, what), name
 
 
 def _checked(folder: Path, name: str, what: str) -> Path:

@@ -201,7 +201,7 @@ def image(
     mask: Annotated[
         str | None,
         typer.Option(
-            "--mask", help="Inpaint --init-image: white repaints, black keeps (same size as the image)."
+            "--mask", help="Inpaint --init-image: white repaints, black keeps; same size ('-': stdin)."
         ),
     ] = None,
     from_file: Annotated[

@@ -48,8 +48,11 @@ def a1111_parameters(record: dict[str, Any]) -> str:
 
 
 def _lora_alias(name: str) -> str:
-    """How A1111 names a LoRA or VAE file: its file name without the extension (a Hub repo: its name)."""
-    return name.rstrip("/").rsplit("/", 1)[-1].removesuffix(".safetensors")
+    """How A1111 names a LoRA or VAE file: its file name without the extension (a Hub repo: its name);
+    diffusers' default file name (pytorch_lora_weights) by its folder's name, which tells LoRAs apart."""
+    parts = name.rstrip("/").split("/")
+    stem = parts[-1].removesuffix(".safetensors")
+    return parts[-2] if stem == "pytorch_lora_weights" and len(parts) > 1 else stem
 
 
 def _quoted(value: str) -> str:

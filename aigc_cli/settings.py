@@ -279,7 +279,7 @@ class ImageSettings:
         default_text="the model's",
     )
     strength: float | None = knob(
-        "How far to move from --init-image.",
+        "How far to move from --init-image (1.0 with --mask).",
         float,
         flag="--strength",
         low=0.0,
@@ -292,7 +292,7 @@ class ImageSettings:
         "Attention slicing, VAE tiling, model offload on a GPU.", bool, flag="--low-memory", in_record=True
     )
     lora: list[str] | None = knob(  # noqa: RUF009
-        "LoRA adapter: a Hub repo, a .safetensors file or a folder, then :WEIGHT (1 by default); repeatable.",
+        "LoRA: a Hub repo, a .safetensors file or a folder, then :WEIGHT (-10..10, default 1); repeatable.",
         list,
         flag="--lora",
         in_record=True,
@@ -367,7 +367,7 @@ class Resolved(Generic[S]):
     "alias smollm2", "default"; absent where the value is None."""
 
 
-def _subject(name: str, knob_: Knob, source: str, modality: str) -> str:
+def subject(name: str, knob_: Knob, source: str, modality: str) -> str:
     """How an error names the value: the flag the user typed, or the file, variable or record it came from."""
     if source.startswith("flag"):
         return knob_.flag or name
@@ -489,7 +489,7 @@ def resolve_settings(
         checked = [
             (
                 check_value(
-                    name, k, value, _subject(name, k, source, modality), source.startswith(("flag", "env"))
+                    name, k, value, subject(name, k, source, modality), source.startswith(("flag", "env"))
                 ),
                 source,
             )

@@ -37,8 +37,8 @@ def test_doctor_json(aigc):
     assert report["image_backend"] == {
         "model": "sd-turbo",
         "requested": "torch",  # the test environment's AIGC_IMAGE_BACKEND
-        "backend": None,
-        "reason": "sd-turbo is not downloaded yet: the choice is made when it is",
+        "backend": "torch",
+        "reason": "asked for",
     }
     assert (report["piper_tts"] is not None) == (importlib.util.find_spec("piper") is not None)
 

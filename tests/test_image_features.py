@@ -155,14 +155,21 @@ def test_inpainting_equals_diffusers_and_text_to_image_is_unchanged_after(engine
         ("owner/style:0.6", ("owner/style", 0.6), None),
         ("./my lora.safetensors:-1.5", ("./my lora.safetensors", -1.5), None),
         ("C:\\loras\\x.safetensors", ("C:\\loras\\x.safetensors", 1.0), None),
+        ("C:\\loras\\x.safetensors:0.25", ("C:\\loras\\x.safetensors", 0.25), None),
         ("style:nan", None, "the weight nan is not a finite number"),
         ("style:11", ("style", 11.0), "the weight must be between -10 and 10 (got 11)"),
-        (":0.5", (":0.5", 1.0), None),
+        (":0.5", None, "give a Hub repo, a .safetensors file or a folder before the weight"),
+        ("style.safetensors:abc", None, "the weight after ':' must be a number (got 'abc')"),
+        ("style:", None, "the weight after ':' must be a number (got '')"),
+        ("style:0.5:0.3", None, "give one weight, after the last ':' (NAME:WEIGHT)"),
     ],
 )
 def test_lora_specs(spec, parsed, problem):
     if parsed is not None:
         assert parse_lora(spec) == parsed
+    else:
+        with pytest.raises(ValueError):
+            parse_lora(spec)
     assert lora_problem(spec) == problem
 
 
@@ -289,6 +296,7 @@ def test_bad_masks_adapters_and_vaes(aigc, pipes, parts, tmp_path, extra, code, 
             "The mask (m.png) has mode LA: give a grayscale or RGB image, white where to repaint",
         ),
         ((64, 64), "CMYK", "The mask (m.png) has mode CMYK"),
+        ((64, 64), "P", None),  # indexed, as PNG optimizers save grayscale: taken
         (None, None, "The mask (m.png) is not an image Pillow can read: give a PNG"),
     ],
 )
@@ -309,15 +317,51 @@ def test_masks_are_checked_against_the_init_image(size, mode, message):
         buffer = io.BytesIO()
         Image.new(mode, size).save(buffer, format="TIFF" if mode == "CMYK" else "PNG")
         data = buffer.getvalue()
-    with pytest.raises(UsageError) as raised:
-        decode_mask(data, "m.png", init)
-    assert message in raised.value.message
+    if message is None:
+        assert decode_mask(data, "m.png", init).mode == "L"
+    else:
+        with pytest.raises(UsageError) as raised:
+            decode_mask(data, "m.png", init)
+        assert message in raised.value.message
     # a mask of the size given, resized with an init image that --width/--height resize
     buffer = io.BytesIO()
     Image.new("1", (64, 64), 1).save(buffer, format="PNG")
     resized = decode_init_image(buffer.getvalue(), "i.png", 32, 48)
     mask = decode_mask(buffer.getvalue(), "m.png", resized)
     assert (mask.mode, mask.size, mask.getextrema()) == ("L", (32, 48), (255, 255))
+
+
+def test_a1111_names_loras_as_other_tools_read_them():
+    from aigc_cli.metadata import a1111_parameters
+
+    record = {"prompt": "a fox", "steps": 2, "sampler": "Euler", "guidance": 7.5, "seed": 1, "width": 64}
+    record |= {
+        "height": 64,
+        "model": "m",
+        "vae": "taesd",
+        "loras": [
+            {"name": "/x/lora-a/pytorch_lora_weights.safetensors", "weight": 0.8, "sha256": "a" * 64},
+            {"name": "owner/ink-style", "weight": -0.5, "sha256": "b" * 64},
+        ],
+    }
+    assert a1111_parameters(record).splitlines() == [
+        "a fox <lora:lora-a:0.8> <lora:ink-style:-0.5>",
+        "Steps: 2, Sampler: Euler, CFG scale: 7.5, Seed: 1, Size: 64x64, Model: m, "
+        'Lora hashes: "lora-a: aaaaaaaaaaaa, ink-style: bbbbbbbbbbbb", VAE: taesd',
+    ]
+
+
+def test_no_denoising_step_is_refused_before_the_model_loads():
+    from aigc_cli.commands.image import prepare_image
+    from aigc_cli.console import Console
+    from aigc_cli.errors import UsageError
+    from aigc_cli.settings import resolve_settings
+
+    resolved = resolve_settings("image", {"model": "not/loaded", "steps": 2, "strength": 0.25})
+    with pytest.raises(UsageError, match=r"--steps 2 with --strength 0\.25 leaves no denoising step"):
+        prepare_image(
+            resolved, "a cat", lambda: None, "i.png", Console(quiet=True), None, lambda i: None, "m.png"
+        )
 
 
 def test_adapters_and_vaes_are_found_or_refused(pipes, parts, tmp_path):
@@ -329,8 +373,12 @@ def test_adapters_and_vaes_are_found_or_refused(pipes, parts, tmp_path):
     found = find_lora(f"{parts['lora'].parent}:0.5", quiet)  # a folder holding one adapter
     assert (found.path, found.weight) == (str(parts["lora"]), 0.5)
     assert found.sha256 == hashlib.sha256(parts["lora"].read_bytes()).hexdigest()
-    with pytest.raises(ModelNotCachedError):
-        find_lora("owner/style", quiet)  # offline, not cached: exit 3 with the remedy
+    for name in ("owner/style", "owner/style/x.safetensors"):  # offline, not cached: exit 3, the remedy
+        with pytest.raises(ModelNotCachedError) as raised:
+            find_lora(f"{name}:0.5", quiet)
+        assert raised.value.message.startswith("The LoRA 'owner/style' is not cached and offline mode is on")
+        assert "`aigc models pull owner/style`" in raised.value.message
+        assert raised.value.message.endswith("(--lora)")
     (tmp_path / "two").mkdir()
     for name in ("a.safetensors", "b.safetensors"):
         (tmp_path / "two" / name).write_bytes(b"x")

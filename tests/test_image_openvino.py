@@ -301,6 +301,19 @@ def test_cli_openvino_when_asked_for_and_a_failed_export_falls_back(aigc, pipes,
     assert json.loads(Image.open("auto.png").text["aigc"])["backend"] == "openvino"
     assert b"exporting" in asked.stderr and b"OpenVINO" in asked.stderr  # the one-time export is announced
 
+    # An export damaged where its files' sizes do not show it: made again, with one warning.
+    (export,) = [p for p in (tmp_path / "aigc-home" / "openvino").iterdir() if p.is_dir()]
+    with open(export / "unet.bin", "r+b") as weights:
+        weights.seek(1000)
+        weights.write(bytes(20000))
+    again = aigc(*args, "-o", "again.png", env={"AIGC_IMAGE_BACKEND": "openvino"})
+    assert again.returncode == 0, again.stderr.decode()
+    assert again.stderr.decode().splitlines()[0] == (
+        f"aigc: warning: the OpenVINO export in {export} is damaged (OpenVINO cannot load it): making it again"
+    )
+    assert json.loads(again.stdout)["backend"] == "openvino"
+    assert Image.open("again.png").tobytes() == Image.open("auto.png").tobytes()
+
     # An export that cannot be written: one warning, the image made by diffusers, exit 0.
     home = tmp_path / "blocked-home"
     home.mkdir()

@@ -158,8 +158,10 @@ def _image_backend(device: str) -> dict[str, Any]:
     except AigcError as exc:
         return {"model": None, "requested": None, "backend": None, "reason": exc.message}
     folder = ref.folder or (cached_snapshot(ref.repo) if ref.repo else None)
+    if folder is None and requested != "openvino":  # auto and torch: diffusers, whatever the model
+        folder = Path()
     if folder is None:
-        reason = f"{name} is not downloaded yet: the choice is made when it is"
+        reason = f"{name} is not downloaded yet: whether openvino can run it is known when it is"
         return {"model": name, "requested": requested, "backend": None, "reason": reason}
     backend, why = choose_image_backend(requested, device, "auto", folder, False)
     return {"model": name, "requested": requested, "backend": backend, "reason": why}

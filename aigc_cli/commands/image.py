@@ -79,14 +79,17 @@ def read_mask(source: str, init: Any, what: str = "--mask") -> Any:
 
 def decode_mask(data: bytes, what: str, init: Any) -> Any:
     """An inpainting mask from a file's bytes, as a PIL mode-L image of the init image's size: white
-    repaints, black keeps. It must be a single-channel (1-bit or grayscale) or RGB image of the size the
-    init image had before any resize (it is resized with it); UsageError (exit 2) otherwise."""
+    repaints, black keeps. It must be a single-channel (1-bit, grayscale, or indexed without transparency)
+    or RGB image of the size the init image had before any resize (it is resized with it); UsageError
+    (exit 2) otherwise."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         mask = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
     except (OSError, UnidentifiedImageError) as exc:
         raise UsageError(f"The mask ({what}) is not an image Pillow can read: give a PNG") from exc
+    if mask.mode == "P" and "transparency" not in mask.info:  # a grayscale mask a PNG optimizer indexed
+        mask = mask.convert("RGB")
     if mask.mode not in ("1", "L", "RGB"):
         raise UsageError(
             f"The mask ({what}) has mode {mask.mode}: give a grayscale or RGB image, white where to repaint"
@@ -139,11 +142,18 @@ def prepare_image(
         raise UsageError("--strength needs --init-image")
     if load_mask is not None and load_init is None:
         raise UsageError("--mask needs --init-image: the image to repaint")
+    if load_init is not None and s.steps and s.strength is not None and int(s.steps * s.strength) < 1:
+        raise UsageError(
+            f"--steps {s.steps} with --strength {s.strength} leaves no denoising step: raise either"
+        )
     target = find_model("image", s.model, s.device, s.dtype, console, source=resolved.sources["model"])
     label = target.ref.label
     loras = tuple(find_lora(spec, console, _named("lora", resolved)) for spec in s.lora or ())
-    if len({lora.sha256 for lora in loras}) < len(loras):
-        raise UsageError("The same LoRA file is given twice: give it once, with the weight you want")
+    for i, lora in enumerate(loras):
+        if any(other.sha256 == lora.sha256 for other in loras[:i]):
+            raise UsageError(
+                f"The LoRA file {lora.path} is given twice: give it once, with the weight you want"
+            )
     vae, vae_source = (
         find_vae(s.vae, target.folder, console, _named("vae", resolved)) if s.vae else (None, None)
     )
@@ -153,7 +163,7 @@ def prepare_image(
     key = image_engine_key(resolved, target, bool(loras), console)
     text = f"Loading {label} on {key.device} ({key.dtype}, {key.backend})"
     with loading(console, pool, key, text), model_errors(label):
-        engine = pool.get(key)
+        key, engine = _load_image_engine(pool, key, target, console)
     console.note(
         f"{label} on {key.device} ({key.dtype}) with the {key.backend} backend, from {target.folder}"
     )
@@ -232,9 +242,10 @@ def _check_replay(record: dict[str, Any] | None, job: ImageJob, console: Console
 
 
 def _named(name: str, resolved: Resolved) -> str:
-    """How an error names where a setting came from: its flag, else its source."""
-    source = resolved.sources.get(name, "")
-    return f"--{name}" if source.startswith("flag") else source or f"--{name}"
+    """How an error names where a setting came from: its flag, the config.toml key, the record field..."""
+    from ..settings import SCHEMAS, knobs, subject
+
+    return subject(name, knobs(SCHEMAS["image"])[name], resolved.sources.get(name, "flag"), "image")
 
 
 def image_engine_key(resolved: Resolved, target: Any, loras: bool, console: Console) -> EngineKey:
@@ -261,6 +272,32 @@ def image_engine_key(resolved: Resolved, target: Any, loras: bool, console: Cons
                 "image", str(target.folder), "cpu", dtype, "openvino", (("export", str(export)),)
             )
     return EngineKey("image", str(target.folder), device, target.dtype, "torch", offload)
+
+
+def _load_image_engine(
+    pool: EnginePool, key: EngineKey, target: Any, console: Console
+) -> tuple[EngineKey, Any]:
+    """(key, engine) from the pool. An OpenVINO export that does not load (damaged in a way its files' sizes
+    do not show) is removed and made again once; if that fails too, diffusers runs, with a warning."""
+    if key.backend != "openvino":
+        return key, pool.get(key)
+    import shutil
+
+    from ..engines.openvino_export import ExportFailed, exported
+
+    try:
+        return key, pool.get(key)
+    except (RuntimeError, ValueError, OSError):
+        export = Path(str(key.option("export")))
+        console.warn(f"the OpenVINO export in {export} is damaged (OpenVINO cannot load it): making it again")
+        shutil.rmtree(export, ignore_errors=True)
+    try:
+        exported(target.folder, console)
+        return key, pool.get(key)
+    except (ExportFailed, RuntimeError, ValueError, OSError) as exc:
+        console.warn(f"the OpenVINO export of {target.ref.label} failed again ({exc}); using diffusers")
+    torch_key = EngineKey("image", key.folder, target.device.device, target.dtype, "torch")
+    return torch_key, pool.get(torch_key)
 
 
 def run_image(

@@ -105,9 +105,10 @@ def run_rerun(entry: str, out: str | None, console: Console) -> None:
         from .image import run_image
 
         if row["settings"]["record"].get("init_image"):
+            masked = " --mask MASK" if row["settings"]["record"].get("mask") else ""
             raise UsageError(
                 f"Generation {entry} started from an init image, which the log does not keep: "
-                f"run `aigc image --from {row['path']} --init-image FILE`"
+                f"run `aigc image --from {row['path']} --init-image FILE{masked}`"
             )
         run_image(row["prompt"], flags, out, None, None, False, console, local=True)
     else:

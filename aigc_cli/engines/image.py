@@ -41,29 +41,32 @@ def tiny_vae_repo(pipeline_class: str) -> str | None:
 
 
 def parse_lora(spec: str) -> tuple[str, float]:
-    """`NAME_OR_PATH[:WEIGHT]` -> (name or path, weight); the weight is 1.0 when not given. Only a number
-    after the last ':' is a weight (a Windows drive's ':' is not). ValueError for a weight that is not
-    finite."""
+    """`NAME_OR_PATH[:WEIGHT]` -> (name or path, weight); the weight is 1.0 when not given. What follows the
+    last ':' is the weight (a Windows drive's `C:` is not). ValueError for a weight that is not a finite
+    number, or nothing before it."""
     source, colon, tail = spec.rpartition(":")
-    if colon and source:
-        try:
-            weight = float(tail)
-        except ValueError:
-            return spec, 1.0
-        if weight != weight or weight in (float("inf"), float("-inf")):
-            raise ValueError(f"the weight {tail} is not a finite number")
-        return source, weight
-    return spec, 1.0
+    if not colon or (len(source) == 1 and source.isalpha()):  # no weight, or C:\\path
+        return spec, 1.0
+    if not source.strip():
+        raise ValueError("give a Hub repo, a .safetensors file or a folder before the weight")
+    drive = len(source) >= 2 and source[1] == ":" and source[0].isalpha()
+    if ":" in (source[2:] if drive else source):
+        raise ValueError("give one weight, after the last ':' (NAME:WEIGHT)")
+    try:
+        weight = float(tail)
+    except ValueError:
+        raise ValueError(f"the weight after ':' must be a number (got {tail!r})") from None
+    if weight != weight or weight in (float("inf"), float("-inf")):
+        raise ValueError(f"the weight {tail} is not a finite number")
+    return source, weight
 
 
 def lora_problem(spec: str) -> str | None:
     """What is wrong with a --lora value, or None (settings.py checks every source with it)."""
     try:
-        source, weight = parse_lora(spec)
+        _, weight = parse_lora(spec)
     except ValueError as exc:
         return str(exc)
-    if not source.strip():
-        return "give a Hub repo, a .safetensors file or a folder before the weight"
     if not -10.0 <= weight <= 10.0:
         return f"the weight must be between -10 and 10 (got {weight:g})"
     return None

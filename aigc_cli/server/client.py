@@ -317,9 +317,11 @@ def remote_image(
 
     load_init, init_name, load_mask, mask_name = images
     s = resolved.values
-    local = [n for n in [*(s.lora or []), s.vae or ""] if n and _is_local(n.rpartition(":")[0] or n)]
+    from ..engines.image import parse_lora
+
+    local = [n for n in [*(parse_lora(x)[0] for x in s.lora or []), s.vae or ""] if n and _is_local(n)]
     if local:
-        console.note(f"aigc: {local[0]} is a local file here: running here, not on the server")
+        console.note(f"aigc: {local[0]} is on this machine: running here, not on the server")
         return False
     body: dict[str, Any] = {
         "model": _model_name(s.model),
