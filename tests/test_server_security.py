@@ -8,6 +8,7 @@ import json
 import re
 import signal
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -447,3 +448,18 @@ def test_the_server_record_lives_as_long_as_the_server(tmp_path, sig):
     assert code == 0, running.stderr()
     assert not record_path.exists()
     assert "Traceback" not in running.stderr()
+
+
+def test_verbose_request_lines_go_to_stderr_and_stdout_keeps_only_the_url(tmp_path):
+    running = start_server(tmp_path, "-v")
+    try:
+        status, _, _ = http(f"{running.url}/health")
+        assert status == 200
+    finally:
+        assert running.stop() == 0
+    assert running.process.stdout.read() == b""  # after the URL line: nothing
+    for _ in range(50):  # the reader thread may be a line behind the exited process
+        if '"GET /health HTTP/1.1" 200' in running.stderr():
+            break
+        time.sleep(0.1)
+    assert '"GET /health HTTP/1.1" 200' in running.stderr()

@@ -136,10 +136,15 @@ def run_server(
     preload(state, preload_names, console)
     hosts = LOOPBACK_NAMES if is_loopback(host) else None
     app = create_app(state, api_key=api_key, hosts=hosts, cors_origins=cors_origins)
+    import copy
+
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # stdout carries the URL only
     config = uvicorn.Config(
         app,
         log_level="info" if verbose else "warning",
         access_log=verbose,
+        log_config=log_config,
         timeout_graceful_shutdown=3,
     )
     server = uvicorn.Server(config)
