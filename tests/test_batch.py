@@ -35,7 +35,7 @@ TEXT_JOBS = [  # id, prompt, model, temperature, seed: greedy jobs of one model 
 ]
 NOT_JSON = '{"prompt": "Hi",}'
 SUMMARY = re.compile(
-    r"aigc: (?P<jobs>\d+) jobs: (?P<ok>\d+) ok, (?P<failed>\d+) failed"
+    r"aigc: (?P<jobs>\d+) jobs?: (?P<ok>\d+) ok, (?P<failed>\d+) failed"
     r"(?:, (?P<skipped>\d+) skipped \(done in (?P<results>.+)\))?, in \d+\.\d s"
 )
 

@@ -115,7 +115,8 @@ def run_batch(
     if done:
         before = f", {failed_before} of them failed (--retry-errors runs them again)" if failed_before else ""
         parts.append(f"{len(jobs) - len(todo)} skipped (done in {results_path}{before})")
-    console.info(f"aigc: {len(jobs)} jobs: {', '.join(parts)}, in {seconds:.1f} s")
+    noun = "job" if len(jobs) == 1 else "jobs"
+    console.info(f"aigc: {len(jobs)} {noun}: {', '.join(parts)}, in {seconds:.1f} s")
     # Exit 1 while any job's last result is a failure, whether it failed now or in a run before.
     return ExitCode.FAILURE if statuses["error"] or failed_before else ExitCode.OK
 
