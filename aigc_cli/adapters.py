@@ -15,8 +15,8 @@ from .console import Console
 from .engines.image import Lora, parse_lora, tiny_vae_repo
 from .errors import AigcError, ModelUnavailableError, UsageError
 from .hub import cached_snapshot, download, fetch_files
+from .registry import REPO_ID, is_path
 
-REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 VAE_CLASSES = ("AutoencoderTiny", "AutoencoderKL")
 HUB_BLOB = re.compile(r"^[0-9a-f]{64}$")
 
@@ -28,11 +28,7 @@ def find_lora(spec: str, console: Console, what: str = "--lora") -> Lora:
     a Hub repo not cached while offline)."""
     name, weight = parse_lora(spec)
     path = Path(name).expanduser()
-    if (
-        path.exists()
-        or name.startswith((".", "/", "~"))
-        or (name.endswith(".safetensors") and not _hub(name))
-    ):
+    if is_path(name) or (name.endswith(".safetensors") and not _hub(name)):
         if not path.exists():
             raise UsageError(f"No such file: {name} ({what})")
         file = _adapter_file(path, name, what)
@@ -53,6 +49,13 @@ def _named_as(noun: str, what: str) -> Iterator[None]:
         if exc.message.startswith("Model '"):
             exc.message = f"The {noun} '" + exc.message.removeprefix("Model '") + f" ({what})"
         raise
+
+
+def local_parts(lora: list[str] | None, vae: str | None) -> list[tuple[str, str]]:
+    """(setting, name) of each LoRA and VAE a request names by a path on this machine (a server loads
+    those only from the Hub; the CLI then runs here)."""
+    named = [("lora", parse_lora(spec)[0]) for spec in lora or []] + ([("vae", vae)] if vae else [])
+    return [(setting, name) for setting, name in named if is_path(name)]
 
 
 def _hub(name: str) -> bool:
@@ -129,7 +132,7 @@ def find_vae(name: str, model_folder: Path, console: Console, what: str = "--vae
         return _checked(path / "vae" if (path / "vae" / "config.json").is_file() else path, name, what), str(
             path
         )
-    if path.exists() or name.startswith((".", "/", "~")) or not REPO_ID.match(name):
+    if is_path(name) or not REPO_ID.match(name):
         raise UsageError(f"No such folder: {name} ({what}): give taesd, a VAE's folder or a Hub repo id")
     with _named_as("VAE", what):
         return _checked(_snapshot(name, console, name), name, what), name

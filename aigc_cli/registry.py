@@ -183,6 +183,12 @@ _BY_NAME = {name.lower(): spec for spec in SPECS for name in (spec.name, *spec.a
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
+def is_path(name: str) -> bool:
+    """Whether a model, LoRA or VAE name means a path on this machine: written as one (./x, /x, ~/x) or
+    naming a file or folder that exists here. Anything else is an alias or a Hub repo id."""
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
 @dataclass(frozen=True)
 class ModelRef:
     """What a model name resolved to."""

@@ -56,29 +56,44 @@ def new_token_ids(folder, prompt: str, chat: bool, seed: int = 0, **kwargs) -> l
 
 @lru_cache(maxsize=4)
 def image_pipeline(folder: str, img2img: bool = False):
-    from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+    return new_image_pipeline(folder, "img2img" if img2img else "text2image")
 
-    auto = AutoPipelineForImage2Image if img2img else AutoPipelineForText2Image
-    pipe = auto.from_pretrained(folder)
+
+def new_image_pipeline(folder, kind: str = "text2image", **components):
+    """A fresh diffusers auto pipeline (text2image, img2img or inpaint), not cached: a test may load LoRA
+    adapters into it. `components` replace the folder's (vae=...)."""
+    import diffusers
+
+    auto = {
+        "text2image": diffusers.AutoPipelineForText2Image,
+        "img2img": diffusers.AutoPipelineForImage2Image,
+        "inpaint": diffusers.AutoPipelineForInpainting,
+    }[kind]
+    pipe = auto.from_pretrained(folder, **components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def pipeline_image(pipe, prompt: str, seed: int, **kwargs):
+    """The pipeline called with a CPU generator seeded with `seed`; the image as a uint8 array."""
+    import numpy as np
+    import torch
+
+    return np.asarray(pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0])
 
 
 def image(folder, prompt: str, seed: int, scheduler: str | None = None, **kwargs):
     """Plain diffusers: the pipeline called with a CPU generator; the result as a uint8 array."""
     import diffusers
-    import numpy as np
-    import torch
 
     pipe = image_pipeline(str(folder), img2img="image" in kwargs)
     original = pipe.scheduler
     if scheduler is not None:
         pipe.scheduler = getattr(diffusers, scheduler).from_config(original.config)
     try:
-        result = pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0]
+        return pipeline_image(pipe, prompt, seed, **kwargs)
     finally:
         pipe.scheduler = original
-    return np.asarray(result)
 
 
 def speech(folder, sentences: list[str], seed: int, **forward_params):

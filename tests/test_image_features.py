@@ -56,22 +56,8 @@ def lora(path, weight: float) -> Lora:
     return Lora(str(path), weight, str(path), hashlib.sha256(path.read_bytes()).hexdigest())
 
 
-def raw_pipeline(folder, kind: str = "text2image", **components):
-    import diffusers
-
-    auto = {
-        "text2image": diffusers.AutoPipelineForText2Image,
-        "inpaint": diffusers.AutoPipelineForInpainting,
-    }[kind]
-    pipe = auto.from_pretrained(folder, **components)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def raw_pixels(pipe, prompt: str, seed: int, **kwargs) -> np.ndarray:
-    import torch
-
-    return np.asarray(pipe(prompt, generator=torch.Generator("cpu").manual_seed(seed), **kwargs).images[0])
+raw_pipeline = raw.new_image_pipeline
+raw_pixels = raw.pipeline_image
 
 
 # --- in-process: equal to plain diffusers ---------------------------------------------------------------------

@@ -155,11 +155,6 @@ def _sent(resolved: Resolved, names: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _is_local(name: str) -> bool:
-    """A name that is a path here (a file or folder that exists, or written as a path)."""
-    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
-
-
 def _model_name(name: str) -> str:
     """A local folder as an absolute path (the server runs elsewhere), else the name as given."""
     path = Path(name).expanduser()
@@ -317,11 +312,11 @@ def remote_image(
 
     load_init, init_name, load_mask, mask_name = images
     s = resolved.values
-    from ..engines.image import parse_lora
+    from ..adapters import local_parts
 
-    local = [n for n in [*(parse_lora(x)[0] for x in s.lora or []), s.vae or ""] if n and _is_local(n)]
+    local = local_parts(s.lora, s.vae)
     if local:
-        console.note(f"aigc: {local[0]} is on this machine: running here, not on the server")
+        console.note(f"aigc: {local[0][1]} is on this machine: running here, not on the server")
         return False
     body: dict[str, Any] = {
         "model": _model_name(s.model),

@@ -41,30 +41,25 @@ class ServerState:
         """Refuse (RefusedError, HTTP 403) a model the request names by a local path the server was not
         started with. Aliases, Hub repo ids (from the cache, or pulled with --allow-pull) and what the
         server's own config names are fine."""
-        from ..engines.image import parse_lora
+        from ..adapters import local_parts
+        from ..registry import is_path, lookup
 
         s = resolved.values
-        for field, names in (
-            ("lora", [parse_lora(n)[0] for n in getattr(s, "lora", None) or []]),
-            ("vae", [getattr(s, "vae", None) or ""]),
-        ):
-            for each in names:
-                if resolved.sources.get(field, "").startswith("request") and each and _local(each):
-                    raise RefusedError(
-                        f"'{each}' ({field}) is a local path: this server loads adapters and VAEs only "
-                        "from the Hugging Face Hub"
-                    )
+        for field, each in local_parts(getattr(s, "lora", None), getattr(s, "vae", None)):
+            if resolved.sources.get(field, "").startswith("request"):
+                raise RefusedError(
+                    f"'{each}' ({field}) is a local path: this server loads adapters and VAEs only "
+                    "from the Hugging Face Hub"
+                )
         if not resolved.sources.get("model", "").startswith("request"):
             return
         name = resolved.values.model
         if name in self.preload_names:
             return
-        from ..registry import lookup
-
         if lookup(name) is not None:
             return
-        path = Path(name).expanduser()
-        if path.is_absolute() or name.startswith((".", "~")) or path.exists():
+        if is_path(name):
+            path = Path(name).expanduser()
             if path.exists() and path.resolve() in self.allowed_folders:
                 return
             raise RefusedError(
@@ -172,8 +167,3 @@ def engine_bytes(engine: Any, key: EngineKey) -> int:
     # An export's weights live in its files (ONNX, OpenVINO IR), beside the torch parts of an image pipeline.
     folder = Path(export or key.folder)
     return total + sum(p.stat().st_size for p in folder.rglob("*") if p.suffix in {".onnx", ".data", ".bin"})
-
-
-def _local(name: str) -> bool:
-    """A name written as a local path, or one that exists on this machine."""
-    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
