@@ -78,17 +78,18 @@ def config_path() -> Path:
 def read_config_file() -> tuple[dict[str, dict[str, object]], Path]:
     """(the tables of config.toml, its path); a malformed file is a usage error naming file and line.
 
-    Parsed once per version of the file: every setting of a command looks here.
+    Parsed once per version of the file (its inode too: an atomic rewrite is a new one): every setting of a
+    command looks here.
     """
     path = config_path()
     if not path.is_file():
         return {}, path
     stat = path.stat()
-    return _parse_config(path, stat.st_mtime_ns, stat.st_size), path
+    return _parse_config(path, stat.st_mtime_ns, stat.st_size, stat.st_ino), path
 
 
 @lru_cache(maxsize=4)
-def _parse_config(path: Path, mtime_ns: int, size: int) -> dict[str, dict[str, object]]:
+def _parse_config(path: Path, mtime_ns: int, size: int, inode: int) -> dict[str, dict[str, object]]:
     import tomllib
 
     from .errors import UsageError
@@ -97,7 +98,7 @@ def _parse_config(path: Path, mtime_ns: int, size: int) -> dict[str, dict[str, o
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: {exc}") from exc
+        raise UsageError(f"{path}: {exc}: fix that line, or move the file away to start afresh") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"Cannot read {path}: {exc}") from exc
     for section, values in data.items():
@@ -117,23 +118,54 @@ def _parse_config(path: Path, mtime_ns: int, size: int) -> dict[str, dict[str, o
 
 
 def write_default_model(modality: str, name: str) -> Path:
-    """Set `model = NAME` in the [modality] table of config.toml, keeping the rest of the file as it is."""
-    import re
+    """Set `model = NAME` in the [modality] table of config.toml and return the file's path.
 
-    read_config_file()  # refuse to edit a file that does not parse
-    path = config_path()
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    line = f'model = "{name}"'
-    header = next((i for i, text in enumerate(lines) if text.strip() == f"[{modality}]"), None)
-    if header is None:
-        lines += ([""] if lines else []) + [f"[{modality}]", line]
-    else:
-        end = next((i for i in range(header + 1, len(lines)) if lines[i].strip().startswith("[")), len(lines))
-        found = next((i for i in range(header + 1, end) if re.match(r"\s*model\s*=", lines[i])), None)
-        if found is None:
-            lines.insert(header + 1, line)
+    tomlkit edits the file, so the user's comments, other tables and layout stay as they were. The new text
+    is written atomically, and only once it parses and reads back as the old settings plus this one value:
+    a file that does not parse now, or an edit that would not read back, leaves the old file untouched.
+    """
+    import stat
+    import tomllib
+
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    from .errors import OutputError, UsageError
+    from .output import write_atomic
+    from .settings import knob_env
+    from .streams import as_text
+
+    _, path = read_config_file()  # a file that does not parse fails here, naming file, line and remedy
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes of argv that are not UTF-8 (kept as lone surrogates)
+        raise UsageError(
+            f"'{as_text(name)}' cannot be kept in {path}: it holds bytes that are not UTF-8, and a TOML file "
+            f"is UTF-8 text; rename the folder, or set {knob_env(modality)} instead"
+        ) from None
+    cannot = f"Cannot set the {modality} model in {path}"
+    remedy = f"the file is as it was; edit it by hand, or set {knob_env(modality)} instead"
+    old_text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    try:
+        document = tomlkit.parse(old_text)
+        if modality in document:
+            document[modality]["model"] = name
         else:
-            lines[found] = line
+            document[modality] = {"model": name}
+        new_text = tomlkit.dumps(document)
+    except TOMLKitError as exc:  # a file tomllib reads and tomlkit does not: refuse rather than guess
+        raise OutputError(f"{cannot}: tomlkit cannot edit it ({exc}); {remedy}") from exc
+    expected = tomllib.loads(old_text)  # the settings before, as tomllib reads them
+    expected.setdefault(modality, {})["model"] = name
+    try:
+        read_back = tomllib.loads(new_text)
+    except tomllib.TOMLDecodeError as exc:
+        raise OutputError(f"{cannot}: the new text would not parse ({exc}); {remedy}") from exc
+    if read_back != expected:
+        raise OutputError(f"{cannot}: the new text would not read back model = {name!r}; {remedy}")
     ensure_home(path.parent)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # A config.toml that links into the user's dotfiles stays a link: the file it points to is replaced.
+    target = path.resolve() if path.is_symlink() else path
+    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else None
+    write_atomic(target, new_text.encode("utf-8"), mode=mode)
     return path

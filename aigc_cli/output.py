@@ -67,8 +67,9 @@ def write_binary(data: bytes) -> None:
         raise _stdout_failed(exc) from exc
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """A temp file in the same folder, then a rename: an interrupted run leaves no truncated file."""
+def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+    """A temp file in the same folder, then a rename: an interrupted run leaves no truncated file. The file
+    gets permission bits `mode` (those of the file it replaces, say), else a new file's (by the umask)."""
     folder = path.parent
     try:
         handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
@@ -77,7 +78,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
-        os.chmod(temp, 0o666 & ~_umask())
+        os.chmod(temp, 0o666 & ~_umask() if mode is None else mode)
         os.replace(temp, path)
     except OSError as exc:
         raise OutputError(f"Cannot write {path}: {exc.strerror or exc}") from exc

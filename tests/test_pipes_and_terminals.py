@@ -113,7 +113,7 @@ def test_terminal_shows_text_notes_and_the_drawn_seed(tiny):
 )
 def test_help_imports_nothing_heavy(args):
     heavy, result = heavy_imports(
-        *args, modules=("torch", "transformers", "diffusers", "numpy", "huggingface_hub")
+        *args, modules=("torch", "transformers", "diffusers", "numpy", "huggingface_hub", "tomlkit")
     )
     assert heavy == []
     assert b"Usage" in result.stdout or b"aigc 0." in result.stdout
