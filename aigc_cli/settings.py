@@ -325,8 +325,8 @@ class SpeechSettings:
     voice: str | None = knob(
         "Piper speaker id or name; SpeechT5 x-vector .npy.", str, flag="--voice", path=True
     )
-    speed: float | None = knob(
-        "Above 1 speaks faster.", float, flag="--speed", low=0.0, low_open=True, high=10.0, default_text="1.0"
+    speed: float | None = knob(  # OpenAI's /v1/audio/speech range; engines.speech.SPEED_RANGE
+        "Above 1 speaks faster.", float, flag="--speed", low=0.25, high=4.0, default_text="1.0"
     )
     sentence_silence: float | None = knob(
         "Silence after each sentence.",

@@ -102,7 +102,7 @@ def test_environment_sits_between_flag_and_file(isolated, monkeypatch):
             "sentence_silence = -2",
             "[speech] sentence_silence in {path} must be at least 0 (got -2)",
         ),
-        ("speech", "speed = 0", "[speech] speed in {path} must be above 0 (got 0)"),
+        ("speech", "speed = 0", "[speech] speed in {path} must be at least 0.25 (got 0)"),
     ],
 )
 def test_bad_config_values_are_exit_2_naming_file_and_key(
@@ -133,7 +133,9 @@ def test_doctor_runs_with_a_broken_config_and_shows_the_problem(aigc, isolated):
     path = write_config(isolated, "[speech]\nspeed = 0\n")
     doctor = aigc("doctor", "--json")
     assert doctor.returncode == 0, doctor.stderr
-    assert json.loads(doctor.stdout)["problems"] == [f"[speech] speed in {path} must be above 0 (got 0)"]
+    assert json.loads(doctor.stdout)["problems"] == [
+        f"[speech] speed in {path} must be at least 0.25 (got 0)"
+    ]
     path.write_text("[text\n")
     shown = aigc("doctor")
     assert shown.returncode == 0 and f"PROBLEM     {path}: " in shown.stdout.decode()
@@ -233,7 +235,7 @@ def test_seeds_past_the_range_are_refused_before_anything_runs(aigc, tiny, pipes
     [
         ("speak", ["--sentence-silence", "inf"], "--sentence-silence must be a finite number (got inf)"),
         ("speak", ["--sentence-silence", "1e9"], "--sentence-silence must be at most 60 (got 1e+09)"),
-        ("speak", ["--speed", "1e300"], "--speed must be at most 10 (got 1e+300)"),
+        ("speak", ["--speed", "1e300"], "--speed must be at most 4 (got 1e+300)"),
         ("text", ["--temperature", "inf"], "--temperature must be a finite number (got inf)"),
         ("image", ["--width", "800000"], "--width must be at most 8192 (got 800000)"),
     ],

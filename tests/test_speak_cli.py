@@ -226,7 +226,7 @@ def test_terminal_refuses_binary_and_gets_a_file(vits, tmp_path):
     [
         (["--format", "mp3"], 2, "Unknown format 'mp3': use wav, flac, ogg or raw"),
         (["-o", "a.mp3"], 2, "Cannot tell the audio format of 'a.mp3'"),
-        (["--speed", "0"], 2, "--speed must be above 0"),
+        (["--speed", "0"], 2, "--speed must be at least 0.25 (got 0)"),
         (["--voice", "alice"], 2, "--voice is not supported for vits models here"),
         (["--format", "raw", "--play"], 2, "--play needs a file format"),
         (["-o", "/no/such/dir/a.wav"], 4, "Cannot write /no/such/dir/a.wav: No such file or directory"),

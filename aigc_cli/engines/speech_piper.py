@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .base import EngineKey
-from .speech import SpeechRequest, split_sentences
+from .speech import SpeechRequest, check_input, split_sentences
 
 _SEEDING = threading.Lock()  # onnxruntime's seed is process-wide: set it and create the session together
 
@@ -65,6 +65,9 @@ class PiperEngine:
         raise UsageError(f"Unknown voice '{voice}' for {self.name}: use {known}")
 
     def check(self, request: SpeechRequest) -> None:
+        """Before any work: the speed and text every engine takes (check_input: a NUL is a ValueError in
+        Piper's espeak call, a lone surrogate a UnicodeEncodeError), and the speaker."""
+        check_input(request)
         self.speaker_id(request.voice)
 
     def _seeded_voice(self, seed: int) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .base import EngineKey
-from .speech import SpeechRequest, split_sentences
+from .speech import SpeechRequest, check_input, split_sentences
 
 
 class TransformersSpeechEngine:
@@ -46,6 +46,9 @@ class TransformersSpeechEngine:
         return split_sentences(text)
 
     def check(self, request: SpeechRequest) -> None:
+        """Before any work: the speed and text every engine takes (check_input), the voice and speed this
+        model takes, and a sentence its tokenizer reads nothing of."""
+        check_input(request)
         self.forward_params(request)
         tokenizer = getattr(self.pipe, "tokenizer", None)
         if tokenizer is None:
