@@ -44,12 +44,13 @@ install: $(STAMP) ## Create .venv; install torch (TORCH_SPEC), aigc with EXTRAS,
 demo: install ## Install, then generate text with the embedded model (works offline)
 	$(BIN)/aigc text "$(PROMPT)" --seed 7
 
-test: install ## Install, then run the whole test suite
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+test: install ## Install, then run the whole test suite (the 20 slowest tests are listed at the end)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=20 $(PYTEST_ARGS)
 
-lint: install ## ruff check and ruff format --check
+lint: install ## ruff check, ruff format --check, and the layer contracts (lint-imports, pyproject.toml)
 	$(BIN)/ruff check aigc_cli tests benchmarks
 	$(BIN)/ruff format --check aigc_cli tests benchmarks
+	$(BIN)/lint-imports
 
 format: install ## ruff format and ruff check --fix
 	$(BIN)/ruff format aigc_cli tests benchmarks

@@ -10,18 +10,21 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .console import Console
 from .engines.image import Lora, parse_lora, tiny_vae_repo
 from .errors import AigcError, ModelUnavailableError, UsageError
 from .hub import cached_snapshot, download, fetch_files
 from .registry import REPO_ID, is_path
 
+if TYPE_CHECKING:
+    from .core.events import Reporter
+
 VAE_CLASSES = ("AutoencoderTiny", "AutoencoderKL")
 HUB_BLOB = re.compile(r"^[0-9a-f]{64}$")
 
 
-def find_lora(spec: str, console: Console, what: str = "--lora") -> Lora:
+def find_lora(spec: str, console: Reporter, what: str = "--lora") -> Lora:
     """The adapter `spec` names (`NAME_OR_PATH[:WEIGHT]`, settings-checked): a local .safetensors file, a
     local folder holding one, a Hub repo (`owner/name`) or a file in one (`owner/name/file.safetensors`).
     Raises UsageError (exit 2: no such file, no adapter in the folder) or ModelNotCachedError (exit 3:
@@ -75,7 +78,7 @@ def _split_hub(name: str, what: str) -> tuple[str, str]:
     return repo, "/".join(parts[2:])
 
 
-def _snapshot(repo: str, console: Console, name: str) -> Path:
+def _snapshot(repo: str, console: Reporter, name: str) -> Path:
     return cached_snapshot(repo) or download(repo, console, name)
 
 
@@ -115,7 +118,7 @@ def _sha256(file: Path) -> str:
     return digest.hexdigest()
 
 
-def find_vae(name: str, model_folder: Path, console: Console, what: str = "--vae") -> tuple[Path, str]:
+def find_vae(name: str, model_folder: Path, console: Reporter, what: str = "--vae") -> tuple[Path, str]:
     """(the folder of the VAE `name` names, where it came from: the Hub repo or the folder). `taesd` is
     the tiny autoencoder for the model's family (engines.image.TINY_VAES); else a local folder (a VAE's,
     or a pipeline's with a vae/ subfolder) or a Hub repo of an AutoencoderTiny or AutoencoderKL.

@@ -153,12 +153,12 @@ def text(
     ] = None,
 ) -> None:
     """Generate text with a causal language model; tokens stream to stdout."""
-    from .commands.text import run_text
+    from .commands.text import TextOptions, run_text
 
     if offline:
         go_offline()
-    console = Console(quiet=quiet, verbose=verbose)
-    run_text(prompt, flags or {}, stream, json_out, console, local, no_log, cid, continue_last)
+    options = TextOptions(prompt, flags or {}, stream, json_out, local, no_log, cid, continue_last)
+    run_text(options, Console(quiet=quiet, verbose=verbose))
 
 
 @app.command()
@@ -215,12 +215,12 @@ def image(
     no_log: NoLogOpt = False,
 ) -> None:
     """Generate images with a Stable Diffusion pipeline; every image records how it was made."""
-    from .commands.image import run_image
+    from .commands.image import ImageOptions, run_image
 
     if offline:
         go_offline()
-    console = Console(quiet=quiet, verbose=verbose)
-    run_image(prompt, flags or {}, out, init_image, from_file, json_out, console, local, no_log, mask)
+    options = ImageOptions(prompt, flags or {}, out, init_image, mask, from_file, json_out, local, no_log)
+    run_image(options, Console(quiet=quiet, verbose=verbose))
 
 
 @app.command()
@@ -248,12 +248,12 @@ def speak(
     no_log: NoLogOpt = False,
 ) -> None:
     """Speak text with a Piper voice or a transformers TTS model; long text is read sentence by sentence."""
-    from .commands.speak import run_speak
+    from .commands.speak import SpeakOptions, run_speak
 
     if offline:
         go_offline()
-    console = Console(quiet=quiet, verbose=verbose)
-    run_speak(prompt, flags or {}, out, audio_format, play, json_out, console, local, no_log)
+    options = SpeakOptions(prompt, flags or {}, out, audio_format, play, json_out, local, no_log)
+    run_speak(options, Console(quiet=quiet, verbose=verbose))
 
 
 @app.command()

@@ -1,33 +1,12 @@
-"""stderr output: notes, warnings, progress. Every TTY check goes through `Terminal`, one seam for tests."""
+"""stderr output: notes, warnings, progress. Every TTY check goes through `terminal.Terminal`."""
 
 from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
-from typing import IO, Any
+from typing import Any
 
-
-class Terminal:
-    """Which standard streams are terminals."""
-
-    @staticmethod
-    def isatty(stream: IO[Any]) -> bool:
-        try:
-            return stream.isatty()
-        except (AttributeError, ValueError):
-            return False
-
-    def stdin(self) -> bool:
-        return self.isatty(sys.stdin)
-
-    def stdout(self) -> bool:
-        return self.isatty(sys.stdout)
-
-    def stderr(self) -> bool:
-        return self.isatty(sys.stderr)
-
-
-terminal = Terminal()
+from .terminal import Terminal, terminal  # noqa: F401 (the seam's old home)
 
 
 class Console:

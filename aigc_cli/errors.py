@@ -34,6 +34,13 @@ class UsageError(AigcError):
     exit_code = ExitCode.USAGE
 
 
+class ContextFull(UsageError):
+    """The prompt (a conversation) fills the model's context: chat drops its oldest turns on this."""
+
+    code = "context_length_exceeded"
+    """OpenAI's error code for it, which the server answers with and the client maps back."""
+
+
 class ModelUnavailableError(AigcError):
     """Unknown name, wrong modality, not cached while offline, not a model at all."""
 

@@ -8,11 +8,14 @@ import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from .config import is_offline
-from .console import Console
 from .errors import ModelNotCachedError, WrongModalityError
+
+if TYPE_CHECKING:
+    from .core.events import Reporter
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot")
 SKIPPED_DIRS = ("onnx/", "openvino/", "flax/", "tf/", "coreml/", "original/", "gguf/", "mlx/")
@@ -118,7 +121,7 @@ def require_hub(name: str, pulling: bool = False) -> None:
 
 def download(
     repo: str,
-    console: Console,
+    console: Reporter,
     name: str | None = None,
     before_weights: Callable[[Path], None] | None = None,
     pulling: bool = False,
@@ -145,7 +148,7 @@ def download(
 
 
 def fetch_files(
-    repo: str, files: tuple[str, ...], name: str, console: Console, pulling: bool = False
+    repo: str, files: tuple[str, ...], name: str, console: Reporter, pulling: bool = False
 ) -> Path:
     """Some files of a repo (a Piper voice), from the cache or the Hub; the folder of the first."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache

@@ -7,19 +7,21 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import settings
-from .console import Console
 from .errors import ModelUnavailableError, WrongModalityError
 from .hub import cached_snapshot, download, fetch_files
 from .made_once import make_once, safetensors_problem
 from .registry import ModelRef, ModelSpec
 
+if TYPE_CHECKING:
+    from .core.events import Reporter
+
 SPEECH_MODEL_TYPES = {"vits", "speecht5", "fastspeech2_conformer", "bark", "seamless_m4t", "musicgen"}
 
 
-def quiet_libraries(console: Console, diffusers: bool = False) -> None:
+def quiet_libraries(console: Reporter, diffusers: bool = False) -> None:
     """Library logging and progress bars go to stderr only when it is a terminal (or --verbose)."""
     import huggingface_hub.utils as hub_utils
     import transformers
@@ -92,7 +94,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def locate(ref: ModelRef, modality: str | None, console: Console, trust_remote_code: bool = False) -> Path:
+def locate(ref: ModelRef, modality: str | None, console: Reporter, trust_remote_code: bool = False) -> Path:
     """The local folder holding the model, fetching or converting it when needed; its modality, its need
     of repository code (text) and its weights checked before anything loads."""
     if ref.folder is not None:
@@ -172,7 +174,7 @@ def embedded_package(spec: ModelSpec) -> Path | None:
     return Path(next(iter(found.submodule_search_locations)))
 
 
-def embedded_folder(spec: ModelSpec, console: Console) -> Path | None:
+def embedded_folder(spec: ModelSpec, console: Reporter) -> Path | None:
     """A model folder from the spec's registry package (None when it is not installed).
 
     A Piper voice is used where it lies; a GGUF is converted once into a safetensors folder.
@@ -199,7 +201,7 @@ def embedded_folder(spec: ModelSpec, console: Console) -> Path | None:
     )
 
 
-def convert_gguf(gguf: Path, out: Path, console: Console) -> None:
+def convert_gguf(gguf: Path, out: Path, console: Reporter) -> None:
     """De-quantise a GGUF into a float32 safetensors folder that loads in well under a second."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -207,33 +207,62 @@ def latest_conversation() -> str | None:
     return row["conversation"] if row else None
 
 
-def record_file(
+def log_generation(
     command: str,
     modality: str,
     record: dict[str, Any],
-    flags: dict[str, Any],
-    path: Path | None,
-    seconds: float | None,
+    settings: Any,
+    *,
+    prompt: str | None = None,
+    path: Path | None = None,
+    seconds: float | None = None,
+    folder: str | Path | None = None,
+    messages: tuple[tuple[str, str], ...] | None = None,
+    conversation: str | None = None,
+    turn: int | None = None,
+    system: str | None = None,
     no_log: bool = False,
-    folder: str | None = None,
 ) -> int | None:
-    """Log an image or audio result: its record (what the file carries), the settings that ran (`flags`,
-    what `aigc logs rerun` passes again), the file's path, size and SHA-256, and the model folder's
-    revision."""
-    return record_entry(
-        {
-            "command": command,
-            "modality": modality,
-            "model": record.get("model"),
-            "source": record.get("source"),
-            "prompt": record.get("prompt", record.get("text")),
-            "settings": {"flags": flags, "record": record},
-            "seed": record.get("seed"),
+    """The one row builder: log a result of any command (text, chat, image, speak, batch, a server run).
+
+    record: what the output records (the --json line: a completion's, an image's or an audio file's);
+    settings: the settings dataclass that ran (settings.py), kept as the flags `aigc logs rerun` passes
+    again, with the result's own seed (count left out: a row is one result); path: the file written, if
+    any (its path, size and SHA-256 are kept); folder: the model folder that ran here, for its revision;
+    messages / conversation / turn: a text turn's history and place (a text result without a conversation
+    starts one); system: the system message that applied. Returns the row's id, or None (see
+    record_entry)."""
+    from dataclasses import asdict
+
+    ran = {k: v for k, v in asdict(settings).items() if v is not None and k != "count"}
+    ran["seed"] = record.get("seed")
+    entry: dict[str, Any] = {
+        "command": command,
+        "modality": modality,
+        "model": record.get("model"),
+        "source": record.get("source"),
+        "seed": record.get("seed"),
+        "device": record.get("device"),
+        "dtype": record.get("dtype"),
+        "backend": record.get("backend"),
+        "seconds": seconds if seconds is not None else record.get("seconds"),
+        "revision": revision_of(folder),
+    }
+    if modality == "text":
+        ran["system"] = system
+        entry.update(
+            prompt=prompt,
+            system=system,
+            messages=[list(m) for m in messages] if messages else None,
+            settings={"flags": ran, "record": {k: v for k, v in record.items() if k != "text"}},
+            output=record.get("text"),
+            conversation=conversation or new_conversation(),
+            turn=turn or 1,
+        )
+    else:
+        entry.update(
+            prompt=record.get("prompt", record.get("text")) if prompt is None else prompt,
+            settings={"flags": ran, "record": record},
             **file_facts(path),
-            "device": record.get("device"),
-            "dtype": record.get("dtype"),
-            "seconds": seconds,
-            "revision": revision_of(folder),
-        },
-        no_log,
-    )
+        )
+    return record_entry(entry, no_log)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .console import terminal
 from .errors import OutputError, PipeClosed, UsageError
+from .terminal import terminal
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 AUDIO_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
@@ -272,3 +272,40 @@ def pcm16(samples: Any) -> bytes:
     import numpy as np
 
     return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+
+
+def audio_json(
+    record: dict[str, Any], path: Path | None, fmt: str, duration: float | None, compute: float | None
+) -> dict[str, Any]:
+    """What --json prints of one audio result (and a batch job's result)."""
+    total = duration if duration is not None else 0.0
+    return {
+        **record,
+        "path": str(path) if path else None,
+        "format": fmt,
+        "duration": round(total, 3),
+        "real_time_factor": round(compute / total, 4) if total and compute is not None else None,
+    }
+
+
+def encode_image(image: Any, fmt: str, metadata: dict[str, Any]) -> bytes:
+    """The image file's bytes in `fmt` (PNG, JPEG, WEBP), with its record (metadata.image_metadata)."""
+    import io
+
+    buffer = io.BytesIO()
+    extra = {"quality": 95} if fmt in {"JPEG", "WEBP"} else {}
+    image.save(buffer, format=fmt, **metadata, **extra)
+    return buffer.getvalue()
+
+
+def save_image(image: Any, index: int, record: dict[str, Any], plan: OutputPlan) -> Path | None:
+    """Write one image (PIL) where the plan says, with its record: the path written, or None (stdout)."""
+    from .metadata import image_metadata
+
+    if plan.to_stdout:
+        write_binary(encode_image(image, "PNG", image_metadata("PNG", record)))
+        return None
+    path = plan.path(index, record["prompt"], record["seed"])
+    assert path is not None
+    write_atomic(path, encode_image(image, plan.format, image_metadata(plan.format, record)))
+    return path

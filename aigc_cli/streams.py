@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .console import terminal
 from .errors import UsageError
+from .terminal import terminal
 
 
 def read_prompt(argument: str | None) -> str:
@@ -29,6 +29,19 @@ def read_prompt(argument: str | None) -> str:
     if not prompt.strip():
         raise UsageError("The prompt is empty: give it as an argument, or pipe it in on stdin")
     return prompt
+
+
+def read_bytes(source: str, what: str) -> bytes:
+    """The bytes of a file, or of stdin for '-'; UsageError naming `what` (the flag or field) when the file
+    is missing or cannot be read."""
+    from pathlib import Path
+
+    if source != "-" and not Path(source).is_file():
+        raise UsageError(f"No such file: {source} ({what})")
+    try:
+        return sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"Cannot read {source} ({what}): {exc.strerror or exc}") from exc
 
 
 def as_text(argument: str) -> str:

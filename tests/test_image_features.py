@@ -291,7 +291,7 @@ def test_masks_are_checked_against_the_init_image(size, mode, message):
 
     from PIL import Image
 
-    from aigc_cli.commands.image import decode_init_image, decode_mask
+    from aigc_cli.core.image import decode_init_image, decode_mask
     from aigc_cli.errors import UsageError
 
     buffer = io.BytesIO()
@@ -338,16 +338,19 @@ def test_a1111_names_loras_as_other_tools_read_them():
 
 
 def test_no_denoising_step_is_refused_before_the_model_loads():
-    from aigc_cli.commands.image import prepare_image
-    from aigc_cli.console import Console
+    from aigc_cli.core import image as core_image
+    from aigc_cli.core.events import Reporter
     from aigc_cli.errors import UsageError
     from aigc_cli.settings import resolve_settings
 
     resolved = resolve_settings("image", {"model": "not/loaded", "steps": 2, "strength": 0.25})
+    inputs = core_image.ImageInputs(init=b"not read yet", mask=b"not read yet")
     with pytest.raises(UsageError, match=r"--steps 2 with --strength 0\.25 leaves no denoising step"):
-        prepare_image(
-            resolved, "a cat", lambda: None, "i.png", Console(quiet=True), None, lambda i: None, "m.png"
-        )
+        core_image.prepare(resolved, "a cat", Reporter(), None, inputs)
+    # The same rule from an API body names its fields.
+    from_api = resolve_settings("image", {"steps": 2, "strength": 0.25}, given_in="request")
+    with pytest.raises(UsageError, match=r"field 'steps' 2 with field 'strength' 0\.25 leaves no"):
+        core_image.prepare(from_api, "a cat", Reporter(), None, inputs)
 
 
 def test_adapters_and_vaes_are_found_or_refused(pipes, parts, tmp_path):

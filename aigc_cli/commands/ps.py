@@ -28,7 +28,7 @@ def _until(row: dict[str, Any]) -> str:
 
 
 def run_ps(as_json: bool) -> None:
-    from ..server.client import Unreachable, get_json
+    from ..client import Unreachable, get_json
 
     server = find_server()
     if server is None:

@@ -14,10 +14,13 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import settings
-from ..console import Console
 from ..made_once import make_once
+
+if TYPE_CHECKING:
+    from ..core.events import Reporter
 
 PRECISIONS = ("fp32", "int4")
 # Architectures onnxruntime-genai's model builder converts (the ones aigc's aliases use and their kin).
@@ -75,7 +78,7 @@ def export_key(folder: Path, precision: str) -> str:
     return f"{folder.name}-{digest}-{precision}"
 
 
-def exported(folder: Path, precision: str, console: Console) -> Path:
+def exported(folder: Path, precision: str, console: Reporter) -> Path:
     """The export for this model and precision, made once (raises ExportFailed with the reason)."""
     target = settings().home / "onnx" / export_key(folder, precision)
     try:
@@ -117,6 +120,9 @@ def _export(folder: Path, precision: str, out: Path) -> None:
 
 SMOKE_TEST = """
 import sys, onnxruntime_genai as og
+
+if TYPE_CHECKING:
+    from ..core.events import Reporter
 model = og.Model(sys.argv[1])
 params = og.GeneratorParams(model)
 params.set_search_options(max_length=4, do_sample=False)

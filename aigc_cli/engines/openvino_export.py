@@ -18,11 +18,13 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import settings
-from ..console import Console
 from ..made_once import make_once
+
+if TYPE_CHECKING:
+    from ..core.events import Reporter
 
 FORMAT = 1
 """Bumped when the exported graphs change, so that older exports are made again."""
@@ -114,7 +116,7 @@ def export_key(folder: Path) -> str:
     return f"{folder.name}-{hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:16]}"
 
 
-def exported(folder: Path, console: Console) -> Path:
+def exported(folder: Path, console: Reporter) -> Path:
     """The OpenVINO export of the pipeline in `folder` (a folder with unet.xml/.bin, vae_decoder.xml/.bin),
     made once under AIGC_HOME/openvino. Raises ExportFailed with a short reason (nothing is left behind)."""
     target = settings().home / "openvino" / export_key(folder)

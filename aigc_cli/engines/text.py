@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
+from ..errors import ContextFull, UsageError
 
 if TYPE_CHECKING:
     from .base import TextEngine
@@ -185,7 +185,7 @@ def fit_to_context(engine: TextEngine, request: TextRequest) -> tuple[TextReques
     if not limit:
         return request, prompt_tokens
     if prompt_tokens >= limit:
-        raise UsageError(
+        raise ContextFull(
             f"The prompt is {prompt_tokens} tokens and the model reads {limit} in all (prompt and reply): "
             "shorten the prompt"
         )

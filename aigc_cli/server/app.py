@@ -1,7 +1,7 @@
 """The FastAPI app: OpenAI-compatible routes over the core.
 
-Each route reads its body into aigc's settings (api.py), finds and loads the engine through the same
-`prepare_*` step the CLI runs (commands/), leases the engine for one generation at a time (pool.py), and
+Each route reads its body into aigc's settings (protocol.py), finds and loads the engine through the same
+`core.*.prepare` step the CLI runs, leases the engine for one generation at a time (pool.py), and
 answers in OpenAI's shapes with aigc's record added (`aigc`). Generation runs in worker threads, so that
 /health, /v1/models and /api/ps answer while it runs; a client that goes away mid-stream stops its
 generation at the next token or sentence.
@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
-from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,14 +26,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..console import Console
 from ..errors import AigcError, GenerationError, map_exception
-from .api import (
+from .protocol import (
     MAX_BODY_BYTES,
     OPENAI_VOICES,
     BodyError,
     error_body,
     error_json,
+    notices_json,
     parse_chat,
     parse_completion,
     parse_image,
@@ -134,7 +133,7 @@ def _hostname(host: str) -> str:
 
 async def read_body(request: Request) -> dict[str, Any]:
     """The JSON object of the body; 413 past MAX_BODY_BYTES even without a Content-Length."""
-    from .api import parse_json
+    from .protocol import parse_json
 
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -288,7 +287,7 @@ def create_app(
 
 def _model_list(state: ServerState) -> list[dict[str, Any]]:
     """Loaded models, what --preload named, and every alias whose files are here (embedded or cached)."""
-    from ..commands.models import available_models
+    from ..catalog import available_models
 
     seen: dict[str, dict[str, Any]] = {}
     for row in state.loaded():
@@ -304,34 +303,44 @@ def _model_list(state: ServerState) -> list[dict[str, Any]]:
     ]
 
 
+def request_reporter(state: ServerState) -> Any:
+    """A request's Reporter: its notices are kept for the response (the `aigc` object) and written to the
+    server's log as a local run prints them."""
+    from ..core.events import Notice, Reporter
+
+    console = state.console
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, Notice):
+            {"note": console.note, "info": console.info}.get(event.level, console.warn)(event.message)
+
+    return Reporter(on_event, chatty=console.chatty, verbose=console.verbose)
+
+
 # --- text ---------------------------------------------------------------------------------------------------
 
 
 async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> Response:
-    from ..commands.common import check_seeds, pick_seed
-    from ..commands.text import completion_record, prepare_text
+    from ..core import text as core_text
+    from ..core.events import Result, TextDelta
 
     state.check_model(call.resolved)
+    reporter = request_reporter(state)
     job = await run_in_threadpool(
-        prepare_text, call.resolved, call.prompt, state.console, state.pool, call.messages
+        core_text.prepare, call.resolved, call.prompt, reporter, state.pool, call.messages
     )
     state.labels[job.key] = job.label
-    check_seeds(call.resolved.values.seed, job.count)
-    seed = pick_seed(call.resolved.values.seed, Console(quiet=True), job.count)
-    requests = [replace(job.request, seed=seed + i) for i in range(job.count)]
+    requests = core_text.requests(job)
+    notices = {"notices": notices_json(reporter.events)}
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     base = {"id": ident, "created": created, "model": job.label, "system_fingerprint": f"aigc-{__version__}"}
 
     if not call.stream:
 
-        def run_all() -> list[tuple[Any, dict[str, Any]]]:
-            from ..commands.common import model_errors
-            from ..engines.text import generate_text
-
-            with state.text_engine(job.key, job.request) as engine, model_errors(job.label):
-                done = [generate_text(engine, r) for r in requests]
-                return [(c, completion_record(c, job, engine)) for c in done]
+        def run_all() -> list[Any]:
+            with state.text_engine(job.key, job.request) as engine:
+                return [e for e in core_text.run(job, engine) if isinstance(e, Result)]
 
         try:
             results = await run_in_threadpool(run_all)
@@ -339,43 +348,44 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
             state.after_request()
         choices = [
             {
-                "index": i,
-                **({"message": {"role": "assistant", "content": c.text}} if chat else {"text": c.text}),
-                "finish_reason": c.finish_reason,
+                "index": r.index,
+                **(
+                    {"message": {"role": "assistant", "content": r.payload.text}}
+                    if chat
+                    else {"text": r.payload.text}
+                ),
+                "finish_reason": r.payload.finish_reason,
                 "logprobs": None,
-                "aigc": record,
+                "aigc": r.record,
             }
-            for i, (c, record) in enumerate(results)
+            for r in results
         ]
         return JSONResponse(
             {
                 **base,
                 "object": "chat.completion" if chat else "text_completion",
                 "choices": choices,
-                "usage": _usage(c for c, _ in results),
+                "usage": _usage(r.payload for r in results),
+                "aigc": notices,
             }
         )
 
     def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
-        from ..commands.common import model_errors
-        from ..engines.text import stream_text
-
         try:
-            with state.text_engine(job.key, job.request) as engine, model_errors(job.label):
-                for index, one in enumerate(requests):
-                    with closing(stream_text(engine, one)) as chunks:
-                        made = 0
-                        for chunk in chunks:
-                            if cancelled.is_set():
-                                state.console.info(
-                                    f"aigc: the client went away: stopped {job.label} after {made} tokens"
-                                )
-                                return
-                            made = chunk.tokens
-                            record = None
-                            if chunk.completion is not None:
-                                record = completion_record(chunk.completion, job, engine)
-                            emit((index, chunk, record))
+            with (
+                state.text_engine(job.key, job.request) as engine,
+                closing(core_text.run(job, engine)) as events,
+            ):
+                made = 0
+                for event in events:
+                    if cancelled.is_set():
+                        state.console.info(
+                            f"aigc: the client went away: stopped {job.label} after {made} tokens"
+                        )
+                        return
+                    if isinstance(event, TextDelta):
+                        made = event.tokens
+                    emit(event)
         finally:
             state.after_request()
 
@@ -383,25 +393,23 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
 
     async def events() -> AsyncIterator[bytes]:
         done = []
-        if chat:
-            for index in range(len(requests)):
-                delta = {"role": "assistant", "content": ""}
-                yield _sse({**base, "object": kind, "choices": [_choice(index, delta, None, chat)]})
+        for index in range(len(requests)):
+            first = {"role": "assistant", "content": ""} if chat else ""
+            chunk = {**base, "object": kind, "choices": [_choice(index, first, None, chat)]}
+            yield _sse({**chunk, "aigc": notices} if index == 0 else chunk)
         async for item in from_thread(request, produce):
             if isinstance(item, BaseException):
                 error = _failure(item, job.label)
                 state.console.info(f"aigc: error: {error.message}")
                 yield _sse(error_body(error)[1])
                 break
-            index, chunk, record = item
-            if chunk.text:
-                delta = {"content": chunk.text} if chat else chunk.text
-                yield _sse({**base, "object": kind, "choices": [_choice(index, delta, None, chat)]})
-            if chunk.completion is not None:
-                done.append(chunk.completion)
-                empty = {} if chat else ""
-                last = _choice(index, empty, chunk.completion.finish_reason, chat)
-                yield _sse({**base, "object": kind, "choices": [{**last, "aigc": record}]})
+            if isinstance(item, TextDelta):
+                delta = {"content": item.text} if chat else item.text
+                yield _sse({**base, "object": kind, "choices": [_choice(item.index, delta, None, chat)]})
+            elif isinstance(item, Result):
+                done.append(item.payload)
+                last = _choice(item.index, {} if chat else "", item.payload.finish_reason, chat)
+                yield _sse({**base, "object": kind, "choices": [{**last, "aigc": item.record}]})
         else:
             if call.include_usage:
                 yield _sse({**base, "object": kind, "choices": [], "usage": _usage(done)})
@@ -431,84 +439,72 @@ def _sse(data: dict[str, Any]) -> bytes:
 
 
 def _images(state: ServerState, call: Any) -> dict[str, Any]:
-    from ..commands.common import model_errors
-    from ..commands.image import decode_init_image, decode_mask, encode_image, prepare_image
+    from ..core import image as core_image
+    from ..core.events import Notice, Result
     from ..metadata import image_metadata
+    from ..output import encode_image
 
-    s = call.resolved.values
-    loader = None
-    if call.init_png is not None:
-
-        def loader() -> Any:
-            return decode_init_image(call.init_png, "field 'init_image'", s.width, s.height)
-
-    mask_loader = None
-    if call.mask_png is not None:
-
-        def mask_loader(init: Any) -> Any:
-            return decode_mask(call.mask_png, "field 'mask'", init)
-
-    init_name = "request body" if call.init_png is not None else None
-    mask_name = "request body" if call.mask_png is not None else None
-    job = prepare_image(
-        call.resolved, call.prompt, loader, init_name, state.console, state.pool, mask_loader, mask_name
+    inputs = core_image.ImageInputs(
+        init=call.init_png,
+        init_name="request body" if call.init_png is not None else None,
+        init_what="field 'init_image'",
+        mask=call.mask_png,
+        mask_name="request body" if call.mask_png is not None else None,
+        mask_what="field 'mask'",
+        fields=("'init_image'", "field 'mask'"),
     )
+    reporter = request_reporter(state)
+    job = core_image.prepare(call.resolved, call.prompt, reporter, state.pool, inputs)
     state.labels[job.key] = job.label
     data = []
-    with state.pool.lease(job.key) as engine, model_errors(job.label):
-        for result in engine.generate(job.request):
-            record = {**job.record, "seed": result.seed}
-            png = encode_image(result.image, "PNG", image_metadata("PNG", record))
-            timings = {
-                "seconds": result.seconds,
-                "step_seconds": result.step_seconds,
-                "decode_seconds": result.decode_seconds,
-                "vae_retried": result.vae_retried,
-            }
+    with state.pool.lease(job.key) as engine:
+        for event in core_image.run(job, engine):
+            if isinstance(event, Notice):
+                reporter.emit(event)
+            if not isinstance(event, Result):
+                continue
+            png = encode_image(event.payload, "PNG", image_metadata("PNG", event.record))
             data.append(
                 {
                     "b64_json": base64.b64encode(png).decode("ascii"),
                     "revised_prompt": None,
-                    "aigc": {**record, **timings},
+                    "aigc": {**event.record, **event.timings},
                 }
             )
-    return {"created": int(time.time()), "data": data}
+    return {"created": int(time.time()), "data": data, "aigc": {"notices": notices_json(reporter.events)}}
 
 
 # --- speech -------------------------------------------------------------------------------------------------
 
 
 async def _speech(state: ServerState, request: Request, call: Any) -> Response:
-    from ..commands.speak import prepare_speech
+    from ..core import speech as core_speech
+    from ..core.events import AudioChunk, Result
+    from ..output import encode_audio, pcm16
 
     state.check_model(call.resolved)
+    reporter = request_reporter(state)
     job = await run_in_threadpool(
-        prepare_speech, call.resolved, call.text, state.console, state.pool, OPENAI_VOICES
+        core_speech.prepare, call.resolved, call.text, reporter, state.pool, OPENAI_VOICES
     )
     state.labels[job.key] = job.label
     # The record rides in a header without the text (the client has it; a header is no place for a book).
     headers = {
         "x-aigc-record": json.dumps({k: v for k, v in job.record.items() if k != "text"}, ensure_ascii=True),
         "x-aigc-sample-rate": str(job.record["sample_rate"]),
+        "x-aigc-notices": json.dumps(notices_json(reporter.events), ensure_ascii=True),
     }
 
     if call.response_format == "pcm":
 
         def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
-            from ..commands.common import model_errors
-            from ..engines.speech import synthesize
-            from ..output import pcm16
-
             try:
-                with (
-                    state.pool.lease(job.key) as voice,
-                    model_errors(job.label),
-                    closing(synthesize(voice, job.request)) as chunks,
-                ):
-                    for chunk in chunks:
+                with state.pool.lease(job.key) as voice, closing(core_speech.run(job, voice)) as events:
+                    for event in events:
                         if cancelled.is_set():
                             return
-                        emit(pcm16(chunk.samples))
+                        if isinstance(event, AudioChunk):
+                            emit(pcm16(event.samples))
             finally:
                 state.after_request()
 
@@ -522,23 +518,16 @@ async def _speech(state: ServerState, request: Request, call: Any) -> Response:
 
         return StreamingResponse(audio(), media_type=MEDIA_TYPES["pcm"], headers=headers)
 
-    def run() -> tuple[bytes, float, float]:
-        from ..commands.common import model_errors
-        from ..engines.speech import synthesize_all
-        from ..output import encode_audio
-
-        with state.pool.lease(job.key) as voice, model_errors(job.label):
-            samples, compute = synthesize_all(voice, job.request)
-        return (
-            encode_audio(samples, voice.sample_rate, call.response_format, job.record),
-            compute,
-            len(samples) / voice.sample_rate,
-        )
+    def run() -> Any:
+        with state.pool.lease(job.key) as voice:
+            (result,) = [e for e in core_speech.run(job, voice) if isinstance(e, Result)]
+        rate = result.record["sample_rate"]
+        return encode_audio(result.payload, rate, call.response_format, job.record), result.timings
 
     try:
-        data, compute, duration = await run_in_threadpool(run)
+        data, timings = await run_in_threadpool(run)
     finally:
         state.after_request()
-    headers["x-aigc-compute-seconds"] = f"{compute:.4f}"
-    headers["x-aigc-duration"] = f"{duration:.4f}"
+    headers["x-aigc-compute-seconds"] = f"{timings['compute']:.4f}"
+    headers["x-aigc-duration"] = f"{timings['duration']:.4f}"
     return Response(data, media_type=MEDIA_TYPES[call.response_format], headers=headers)

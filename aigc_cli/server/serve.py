@@ -73,26 +73,20 @@ def preload(state: Any, names: list[str], console: Console) -> None:
     """Load each model now, through the path its first request takes; local folders become servable."""
     from pathlib import Path
 
-    from ..commands.image import prepare_image
-    from ..commands.models import modality_of
-    from ..commands.speak import prepare_speech
-    from ..commands.text import prepare_text
+    from ..catalog import modality_of
+    from ..core import MODALITIES
     from ..settings import resolve_settings
+    from .app import request_reporter
 
     for name in names:
-        modality = modality_of(name)
-        resolved = resolve_settings(modality, {"model": name})
-        if modality == "text":
-            job = prepare_text(resolved, "Hello", console, state.pool)
-        elif modality == "image":
-            job = prepare_image(resolved, "Hello", None, None, console, state.pool)
-        else:
-            job = prepare_speech(resolved, "Hello.", console, state.pool)
+        modality = MODALITIES[modality_of(name)]
+        resolved = resolve_settings(modality.name, {"model": name})
+        job = modality.prepare(resolved, modality.sample_prompt, request_reporter(state), state.pool)
         state.labels[job.key] = job.label
         folder = Path(name).expanduser()
         if folder.is_dir():
             state.allow_folder(folder)
-        console.info(f"aigc: loaded {job.label} ({modality}) on {job.key.device}")
+        console.info(f"aigc: loaded {job.label} ({modality.name}) on {job.key.device}")
 
 
 def run_server(

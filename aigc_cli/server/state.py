@@ -12,7 +12,7 @@ from ..console import Console
 from ..engines import EngineKey
 from ..pool import EnginePool
 from ..settings import Resolved
-from .api import RefusedError
+from .protocol import LOCAL_PATH, RefusedError
 
 
 class ServerState:
@@ -49,7 +49,8 @@ class ServerState:
             if resolved.sources.get(field, "").startswith("request"):
                 raise RefusedError(
                     f"'{each}' ({field}) is a local path: this server loads adapters and VAEs only "
-                    "from the Hugging Face Hub"
+                    "from the Hugging Face Hub",
+                    LOCAL_PATH,
                 )
         if not resolved.sources.get("model", "").startswith("request"):
             return
@@ -64,7 +65,8 @@ class ServerState:
                 return
             raise RefusedError(
                 f"'{name}' is a local path: this server loads only the folders it was started with "
-                "(aigc serve --preload PATH)"
+                "(aigc serve --preload PATH)",
+                LOCAL_PATH,
             )
 
     def allow_folder(self, folder: Path) -> None:

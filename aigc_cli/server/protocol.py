@@ -1,4 +1,6 @@
-"""Request bodies of the OpenAI-compatible API, read into aigc's settings, and errors in OpenAI's shape.
+"""The wire protocol of `aigc serve`, in one module: request bodies of the OpenAI-compatible API read into
+aigc's settings (and the body the CLI's client sends, derived from the same schema), how the record and the
+notices travel, and errors in OpenAI's shape with a code the client maps back by type, never by text.
 
 A body holds OpenAI's fields (what the official clients send) and aigc's own settings under the schema's
 names (settings.py: the names of the flags and config.toml keys). Both are checked as flags are: an unknown
@@ -39,6 +41,95 @@ class RefusedError(AigcError):
     """What the server will not do for a client, whatever the body says (HTTP 403)."""
 
     exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, code: str = "usage") -> None:
+        super().__init__(message)
+        self.code = code
+        """LOCAL_PATH when the request names a path on the client's machine: the CLI runs it there."""
+
+
+LOCAL_PATH = "local_path"
+"""The error code of a refusal that the CLI's client answers by running the request in-process."""
+
+# The settings that travel in a body under their schema names; the rest travel otherwise (model and n under
+# OpenAI's names, raw as the route taken) or never (trust_remote_code: the server runs no model's code).
+NOT_SENT = {
+    "text": {"model", "count", "raw", "trust_remote_code"},
+    "image": {"model", "count"},
+    "speech": {"model"},
+}
+
+
+def sent_settings(modality: str, resolved: Resolved) -> dict[str, Any]:
+    """The settings the client sends: every schema field but NOT_SENT's that this machine's flags,
+    environment or config.toml set (defaults and alias defaults are the server's to apply, as a local run
+    applies them). Derived from the schema, so a new setting travels without anyone listing it."""
+    out = {}
+    for name in knobs(SCHEMAS[modality]):
+        source = resolved.sources.get(name, "default")
+        if name in NOT_SENT[modality] or source == "default" or source.startswith("alias"):
+            continue
+        out[name] = getattr(resolved.values, name)
+    return out
+
+
+def local_name(name: str) -> str:
+    """A model named by a local folder as an absolute path (the server runs elsewhere), else as given."""
+    from pathlib import Path
+
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
+def text_request(
+    resolved: Resolved, prompt: str, messages: tuple[tuple[str, str], ...] = ()
+) -> tuple[str, dict[str, Any]]:
+    """(route, body) the client sends for a text run: /v1/completions for a raw prompt, else
+    /v1/chat/completions with the conversation (messages, prompt last); streamed."""
+    s = resolved.values
+    body: dict[str, Any] = {"model": local_name(s.model), "stream": True, **sent_settings("text", resolved)}
+    if s.count:
+        body["n"] = s.count
+    if s.raw:
+        body.pop("system", None)  # a configured system message does not apply to a raw prompt
+        body["prompt"] = prompt
+        return "/v1/completions", body
+    turns = messages or (("user", prompt),)
+    body["messages"] = [{"role": role, "content": content} for role, content in turns]
+    return "/v1/chat/completions", body
+
+
+def image_request(
+    resolved: Resolved, prompt: str, init: bytes | None = None, mask: bytes | None = None
+) -> dict[str, Any]:
+    """The body the client sends to /v1/images/generations; init and mask: image files, sent as base64."""
+    s = resolved.values
+    body: dict[str, Any] = {
+        "model": local_name(s.model),
+        "prompt": prompt,
+        "response_format": "b64_json",
+        **sent_settings("image", resolved),
+    }
+    if s.count:
+        body["n"] = s.count
+    if init is not None:
+        body["init_image"] = base64.b64encode(init).decode("ascii")
+    if mask is not None:
+        body["mask"] = base64.b64encode(mask).decode("ascii")
+    return body
+
+
+def speech_request(resolved: Resolved, text: str, fmt: str) -> dict[str, Any]:
+    """The body the client sends to /v1/audio/speech; fmt: wav, flac, ogg or raw (sent as pcm)."""
+    body = {"model": local_name(resolved.values.model), "input": text, "response_format": fmt}
+    return {**body, "response_format": "pcm" if fmt == "raw" else fmt, **sent_settings("speech", resolved)}
+
+
+def notices_json(events: list[Any]) -> list[dict[str, str]]:
+    """The notices among a job's prepare events, as they travel in the `aigc` object (core.events)."""
+    from ..core.events import Notice
+
+    return [event.as_json() for event in events if isinstance(event, Notice)]
 
 
 @dataclass(frozen=True)
@@ -362,7 +453,8 @@ def error_body(exc: AigcError) -> tuple[int, dict[str, Any]]:
     """(HTTP status, OpenAI's error JSON) for an aigc error. `code` names aigc's exit code, so that the CLI
     fails as a local run would."""
     status, kind = next(((s, k) for cls, s, k in ERROR_STATUS if isinstance(exc, cls)), (500, "server_error"))
-    return status, error_json(exc.message, kind, EXIT_CODES.get(exc.exit_code, "generation_failed"))
+    code = getattr(exc, "code", None) or EXIT_CODES.get(exc.exit_code, "generation_failed")
+    return status, error_json(exc.message, kind, code)
 
 
 def error_json(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
