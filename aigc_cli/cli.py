@@ -22,6 +22,59 @@ from .console import Console, error_line
 from .errors import AigcError, ExitCode, PipeClosed, map_exception
 from .settings import ImageSettings, Knob, SpeechSettings, TextSettings, knobs
 
+
+def _light_conversion() -> None:
+    """Typer (0.26+) converts every option's value, even one that was not given, through a pydantic
+    TypeAdapter: importing pydantic and building the adapters is 0.1-0.3 s of every run, more than a Piper
+    sentence takes. aigc's own options are str, int, float, bool or lists of str without Typer-side ranges
+    (the settings resolver checks ranges, in the user's words, whatever the source): those are converted
+    here as Click converted them, and everything else is left to Typer. Where Typer's internals differ
+    (another version), nothing is changed."""
+    try:
+        from typer import _coercion, core
+    except ImportError:  # pragma: no cover - another Typer layout: keep its own conversion
+        return
+    base = getattr(_coercion, "RuntimeParam", None)
+    get = getattr(getattr(core, "_TyperParameter", None), "get_runtime_param", None)
+    if base is None or get is None:  # pragma: no cover
+        return
+    from typing import get_args, get_origin
+
+    names = {str: "a string", int: "an integer", float: "a number"}
+
+    class Light(base):  # type: ignore[misc, valid-type]
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            kind = self.annotation
+            if get_origin(kind) is list:
+                return [self._one(get_args(kind)[0], v, param, ctx) for v in value]
+            return self._one(kind, value, param, ctx)
+
+        @staticmethod
+        def _one(kind: type, value: Any, param: Any, ctx: Any) -> Any:
+            if kind is bool or isinstance(value, kind):
+                return value
+            try:
+                return kind(value)
+            except (TypeError, ValueError):
+                raise typer.BadParameter(f"{value!r} is not {names[kind]}", ctx=ctx, param=param) from None
+
+    def simple(descriptor: Any) -> bool:
+        info, kind = descriptor.parameter_info, descriptor.annotation
+        if get_origin(kind) is list:
+            kind = get_args(kind)[0] if len(get_args(kind)) == 1 else None
+        plain = all(getattr(info, a, None) in (None, False) for a in ("min", "max", "parser", "clamp"))
+        return kind in (str, int, float, bool) and plain and descriptor.file_annotation is None
+
+    def get_runtime_param(self: Any) -> Any:
+        if self._runtime_param is None and simple(self.type_descriptor):
+            self._runtime_param = Light(self.type_descriptor.parameter_info, self.type_descriptor.annotation)
+        return get(self)
+
+    core._TyperParameter.get_runtime_param = get_runtime_param
+
+
+_light_conversion()
+
 app = typer.Typer(
     name="aigc",
     help="Generate text, images and speech from pretrained Hugging Face models, in shell pipelines.",

@@ -150,10 +150,22 @@ def _error_event(server: ServerRef, error: dict[str, Any]) -> AigcError:
     return RemoteError(message, CODES.get(error.get("code"), ExitCode.FAILURE))
 
 
-def _notices(aigc: Any) -> Iterator[Event]:
-    """The notices a response's `aigc` object carries (protocol.notices_json), as events."""
-    for notice in (aigc or {}).get("notices", []) if isinstance(aigc, dict) else []:
-        yield Notice.from_json(notice)
+def _notices(aigc: Any, resolved: Resolved, modality: str) -> Iterator[Event]:
+    """The notices a response's `aigc` object carries (protocol.notices_json), as events; the settings a
+    notice names are named as this run's user gave them (a flag, not the request field the server saw)."""
+    from dataclasses import replace
+
+    from .settings import knobs, subject
+
+    schema = knobs(type(resolved.values))
+    for data in (aigc or {}).get("notices", []) if isinstance(aigc, dict) else []:
+        notice = Notice.from_json(data)
+        message = notice.message
+        for name in notice.settings:
+            if name in schema:
+                here = subject(name, schema[name], resolved.sources.get(name, "flag"), modality)
+                message = message.replace(f"field '{name}'", here)
+        yield replace(notice, message=message)
 
 
 def _send(
@@ -203,13 +215,15 @@ def remote_text(
     path, body = text_request(resolved, prompt, messages)
     console.note(f"aigc: generating on the server at {server.url} ({server.source}); --local runs here")
     response = _send(server, console, path, body, s.model)
-    return None if response is None else _text_events(server, response, s.seed is None)
+    return None if response is None else _text_events(server, response, resolved)
 
 
-def _text_events(server: ServerRef, response: http.client.HTTPResponse, drawn: bool) -> Iterator[Event]:
-    seeded = False
+def _text_events(
+    server: ServerRef, response: http.client.HTTPResponse, resolved: Resolved
+) -> Iterator[Event]:
+    seeded, drawn = False, resolved.values.seed is None
     for event in _events(server, response):
-        yield from _notices(event.get("aigc"))
+        yield from _notices(event.get("aigc"), resolved, "text")
         for choice in event.get("choices", []):
             index = choice["index"]
             piece = choice.get("delta", {}).get("content") if "delta" in choice else choice.get("text")
@@ -258,13 +272,16 @@ def remote_image(
     if response is None:
         return None
     answer = _read(server, lambda: json.loads(response.read()))
-    return _image_events(server, answer, inputs, s.seed is None)
+    return _image_events(server, answer, inputs, resolved)
 
 
-def _image_events(server: ServerRef, answer: dict[str, Any], inputs: Any, drawn: bool) -> Iterator[Event]:
+def _image_events(
+    server: ServerRef, answer: dict[str, Any], inputs: Any, resolved: Resolved
+) -> Iterator[Event]:
     from PIL import Image
 
-    yield from _notices(answer.get("aigc"))
+    drawn = resolved.values.seed is None
+    yield from _notices(answer.get("aigc"), resolved, "image")
     data = _read(server, lambda: answer["data"])
     for index, item in enumerate(data):
         record = dict(item["aigc"])
@@ -296,15 +313,16 @@ def remote_speech(
     wire = body["response_format"]
     console.note(f"aigc: speaking on the server at {server.url} ({server.source}); --local runs here")
     response = _send(server, console, "/v1/audio/speech", body, s.model)
-    return None if response is None else _speech_events(server, response, text, wire, s.seed is None)
+    return None if response is None else _speech_events(server, response, text, wire, resolved)
 
 
 def _speech_events(
-    server: ServerRef, response: http.client.HTTPResponse, text: str, wire: str, drawn: bool
+    server: ServerRef, response: http.client.HTTPResponse, text: str, wire: str, resolved: Resolved
 ) -> Iterator[Event]:
+    drawn = resolved.values.seed is None
     header = _read(server, lambda: json.loads(response.getheader("x-aigc-record") or ""))
     notices = _read(server, lambda: json.loads(response.getheader("x-aigc-notices") or "[]"))
-    yield from _notices({"notices": notices})
+    yield from _notices({"notices": notices}, resolved, "speech")
     record = {}
     for key, value in header.items():
         record[key] = value

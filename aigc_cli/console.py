@@ -61,6 +61,32 @@ class Console:
                 self._write(text)
             yield
 
+    def show(self, event: Any) -> None:
+        """A core event on stderr (core/events.py): a notice by its level (notes only when chatty), a seed
+        drawn at random when it plays a part; other events are not the console's."""
+        from .core.events import Notice, SeedChosen
+
+        if isinstance(event, Notice):
+            if event.level == "note":
+                self.note(event.message)
+            elif event.level == "info":
+                self.info(f"aigc: {event.message}")
+            else:
+                self.warn(event.message)
+        elif isinstance(event, SeedChosen) and event.drawn and event.matters:
+            self.info(f"aigc: seed {event.seed} (drawn at random; --seed {event.seed} repeats this run)")
+
+    def reporter(self, seeds: bool = True) -> Any:
+        """A core Reporter that shows each notice (and, with `seeds`, a drawn seed) as it comes, and this
+        console's status (a spinner on a terminal) while a model loads."""
+        from .core.events import Reporter, SeedChosen
+
+        def on_event(event: Any) -> None:
+            if seeds or not isinstance(event, SeedChosen):
+                self.show(event)
+
+        return Reporter(on_event, self.status, self.chatty, self.verbose)
+
 
 class LogConsole(Console):
     """Plain lines on stderr, safe from many threads and beside a progress bar: no spinners; notes only

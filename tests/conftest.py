@@ -85,7 +85,11 @@ def run_aigc(
 
 @pytest.fixture
 def aigc():
-    return run_aigc
+    """`aigc` in this process (inproc.run_cli): the features through the real main(). Contract points that
+    need a real process (pipes between processes, terminals, signals, imports) use run_aigc."""
+    from inproc import run_cli
+
+    return run_cli
 
 
 HEAVY_PROBE = """

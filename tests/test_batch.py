@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import AIGC, isolate, run_aigc
+from conftest import AIGC, isolate
+from inproc import run_cli
 from PIL import Image
 
 SMALL_IMAGE = ["--steps", "2", "--width", "64", "--height", "64"]
@@ -41,12 +42,12 @@ SUMMARY = re.compile(
 
 
 def batch(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
-    return run_aigc("batch", *args, input=input)
+    return run_cli("batch", *args, input=input)
 
 
 def single(*args: str) -> dict:
     """The `--json` line of a single run that must succeed."""
-    result = run_aigc(*args, "--json")
+    result = run_cli(*args, "--json")
     assert result.returncode == 0, result.stderr.decode()
     (line,) = result.stdout.decode().splitlines()
     return json.loads(line)
@@ -164,7 +165,7 @@ def main_batch(tiny, pipes, vits, tmp_path_factory):
         alone["hi"] = single(
             "speak", "hello there, this is a test.", "-m", str(vits), "--seed", "3", "-o", "hi.wav"
         )
-        ghost = run_aigc("text", "Hi", "-m", "nope/not-there", "--max-tokens", "4")
+        ghost = run_cli("text", "Hi", "-m", "nope/not-there", "--max-tokens", "4")
     return {"folder": folder, "result": result, "alone": alone, "ghost": ghost}
 
 
@@ -481,7 +482,7 @@ def test_ctrl_c_writes_whole_lines_and_a_rerun_finishes(tiny, pipes, tmp_path):
             image.load()
             assert image.size == (64, 64)
 
-    rest = run_aigc(*command[1:])
+    rest = run_cli(*command[1:])
     assert rest.returncode == 0, rest.stderr.decode()
     assert summary(rest) == {
         "jobs": 19,

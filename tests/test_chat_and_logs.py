@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import AIGC, run_aigc
+from conftest import AIGC
+from inproc import run_cli
 
 SMALL_IMAGE = ["--steps", "2", "--width", "64", "--height", "64"]
 
@@ -57,7 +58,7 @@ def template_tokens(folder: Path, messages: list[list[str]]) -> int:
 def test_chat_from_a_pipe_is_a_conversation_that_text_continues(tiny):
     llama = tiny["llama"]
     args = ["-m", str(llama), "--max-tokens", "6", "--temperature", "0"]
-    chat = ok(run_aigc("chat", *args, input="Hello\n\nHow are you?\n"))
+    chat = ok(run_cli("chat", *args, input="Hello\n\nHow are you?\n"))
     first, second = rows(home())
     assert chat.stdout.decode() == f"{first['output']}\n{second['output']}\n"
     assert (first["command"], first["turn"], second["turn"]) == ("chat", 1, 2)
@@ -68,29 +69,29 @@ def test_chat_from_a_pipe_is_a_conversation_that_text_continues(tiny):
     assert second["settings"]["record"]["prompt_tokens"] == template_tokens(llama, history)
 
     # `aigc text -c` goes on with the latest conversation, `--cid` with a given one.
-    more = ok(run_aigc("text", "And then?", "-c", *args))
+    more = ok(run_cli("text", "And then?", "-c", *args))
     third = rows(home())[-1]
     assert (third["conversation"], third["turn"], third["command"]) == (first["conversation"], 3, "text")
     history += [["assistant", second["output"]], ["user", "And then?"]]
     assert third["messages"] == history
     assert third["settings"]["record"]["prompt_tokens"] == template_tokens(llama, history)
     assert more.stdout.decode() == third["output"] + "\n"
-    ok(run_aigc("text", "A new one", *args))  # a conversation of its own
-    ok(run_aigc("text", "Back to the first", "--cid", first["conversation"], *args))
+    ok(run_cli("text", "A new one", *args))  # a conversation of its own
+    ok(run_cli("text", "Back to the first", "--cid", first["conversation"], *args))
     fifth = rows(home())[-1]
     assert (fifth["conversation"], fifth["turn"]) == (first["conversation"], 4)
 
-    unknown = run_aigc("text", "hi", "--cid", "nope", *args)
+    unknown = run_cli("text", "hi", "--cid", "nope", *args)
     assert unknown.returncode == 2 and "No conversation 'nope' in the log" in unknown.stderr.decode()
-    raw = run_aigc("text", "hi", "-c", "--raw", *args)
+    raw = run_cli("text", "hi", "-c", "--raw", *args)
     assert raw.returncode == 2 and "--raw" in raw.stderr.decode()
 
 
 def test_continue_with_no_log_yet_and_a_model_that_cannot_chat(tiny):
-    nothing = run_aigc("text", "hi", "-c", "-m", str(tiny["llama"]))
+    nothing = run_cli("text", "hi", "-c", "-m", str(tiny["llama"]))
     assert nothing.returncode == 2
     assert nothing.stderr.decode().count("\n") == 1 and "No log yet" in nothing.stderr.decode()
-    plain = run_aigc("chat", "-m", str(tiny["gpt2"]), input="hi\n")
+    plain = run_cli("chat", "-m", str(tiny["gpt2"]), input="hi\n")
     assert plain.returncode == 2
     assert "has no chat template" in plain.stderr.decode() and plain.stdout == b""
 
@@ -182,7 +183,7 @@ def test_chat_drops_the_oldest_turns_when_the_context_is_full(tiny):
     # The tiny Llama reads 512 tokens: long turns fill it after a few.
     words = " ".join(["lighthouse"] * 60)
     lines = "".join(f"{i} {words}\n" for i in range(6))
-    result = ok(run_aigc("chat", "-m", str(tiny["llama"]), "--max-tokens", "8", input=lines))
+    result = ok(run_cli("chat", "-m", str(tiny["llama"]), "--max-tokens", "8", input=lines))
     assert "dropped its oldest turn" in result.stderr.decode()
     last = rows(home())[-1]
     assert len(last["messages"]) < 2 * 6 - 1  # not the whole history
@@ -195,11 +196,11 @@ def test_chat_drops_the_oldest_turns_when_the_context_is_full(tiny):
 def test_logs_list_search_show_and_rerun_for_each_modality(tiny, pipes, vits, tmp_path):
     llama = str(tiny["llama"])
     text = ok(
-        run_aigc("text", "Write about a lighthouse", "-m", llama, "--max-tokens", "8", "--temperature", "0.9")
+        run_cli("text", "Write about a lighthouse", "-m", llama, "--max-tokens", "8", "--temperature", "0.9")
     )
-    ok(run_aigc("image", "a red fox", "-m", str(pipes["sd"]), *SMALL_IMAGE, "-o", "fox.png"))
-    ok(run_aigc("speak", "Hello there.", "-m", str(vits), "-o", "hello.wav"))
-    ok(run_aigc("text", "not this one", "-m", llama, "--max-tokens", "2", "--no-log"))
+    ok(run_cli("image", "a red fox", "-m", str(pipes["sd"]), *SMALL_IMAGE, "-o", "fox.png"))
+    ok(run_cli("speak", "Hello there.", "-m", str(vits), "-o", "hello.wav"))
+    ok(run_cli("text", "not this one", "-m", llama, "--max-tokens", "2", "--no-log"))
     logged = rows(home())
     assert [r["modality"] for r in logged] == ["text", "image", "speech"]
     assert logged[0]["output"] + "\n" == text.stdout.decode()
@@ -211,40 +212,38 @@ def test_logs_list_search_show_and_rerun_for_each_modality(tiny, pipes, vits, tm
     assert fox["sha256"] == hashlib.sha256((tmp_path / "fox.png").read_bytes()).hexdigest()
     assert stat.S_IMODE((home() / "logs.db").stat().st_mode) == 0o600
 
-    listed = ok(run_aigc("logs")).stdout.decode().splitlines()
+    listed = ok(run_cli("logs")).stdout.decode().splitlines()
     assert listed[0].split()[:3] == ["ID", "TIME", "COMMAND"] and len(listed) == 4
     found = [
-        json.loads(line) for line in ok(run_aigc("logs", "-q", "lighthouse", "--json")).stdout.splitlines()
+        json.loads(line) for line in ok(run_cli("logs", "-q", "lighthouse", "--json")).stdout.splitlines()
     ]
     assert [r["id"] for r in found] == [logged[0]["id"]]
     only = [
-        json.loads(line) for line in ok(run_aigc("logs", "--modality", "image", "--json")).stdout.splitlines()
+        json.loads(line) for line in ok(run_cli("logs", "--modality", "image", "--json")).stdout.splitlines()
     ]
     assert [r["id"] for r in only] == [fox["id"]]
-    assert (
-        json.loads(ok(run_aigc("logs", "show", str(fox["id"]), "--json")).stdout)["sha256"] == fox["sha256"]
-    )
+    assert json.loads(ok(run_cli("logs", "show", str(fox["id"]), "--json")).stdout)["sha256"] == fox["sha256"]
 
     # rerun: the same text, the same pixels and records, the same samples.
-    assert ok(run_aigc("logs", "rerun", str(logged[0]["id"]))).stdout == text.stdout
-    ok(run_aigc("logs", "rerun", str(fox["id"]), "-o", "again.png"))
+    assert ok(run_cli("logs", "rerun", str(logged[0]["id"]))).stdout == text.stdout
+    ok(run_cli("logs", "rerun", str(fox["id"]), "-o", "again.png"))
     assert (tmp_path / "again.png").read_bytes() == (tmp_path / "fox.png").read_bytes()
-    ok(run_aigc("logs", "rerun", str(logged[2]["id"]), "-o", "again.wav"))
+    ok(run_cli("logs", "rerun", str(logged[2]["id"]), "-o", "again.wav"))
     assert (tmp_path / "again.wav").read_bytes() == (tmp_path / "hello.wav").read_bytes()
-    missing = run_aigc("logs", "rerun", "999")
+    missing = run_cli("logs", "rerun", "999")
     assert missing.returncode == 2 and "No generation 999" in missing.stderr.decode()
 
 
 def test_logs_off_and_on(tiny):
     args = ["text", "hi", "-m", str(tiny["llama"]), "--max-tokens", "2"]
-    ok(run_aigc(*args))
-    assert "logging off" in ok(run_aigc("logs", "off")).stdout.decode()
-    ok(run_aigc(*args))
+    ok(run_cli(*args))
+    assert "logging off" in ok(run_cli("logs", "off")).stdout.decode()
+    ok(run_cli(*args))
     assert len(rows(home())) == 1
-    status = ok(run_aigc("logs", "status")).stdout.decode()
+    status = ok(run_cli("logs", "status")).stdout.decode()
     assert status.startswith("logging off") and "(1 generations)" in status
-    ok(run_aigc("logs", "on"))
-    ok(run_aigc(*args))
+    ok(run_cli("logs", "on"))
+    ok(run_cli(*args))
     assert len(rows(home())) == 2
 
 
@@ -270,15 +269,15 @@ def test_twenty_processes_logging_at_once_lose_nothing():
 
 def test_a_log_that_cannot_be_written_never_fails_the_generation(tiny):
     args = ["text", "hi", "-m", str(tiny["llama"]), "--max-tokens", "3", "--temperature", "0"]
-    expected = ok(run_aigc(*args, "--no-log")).stdout
+    expected = ok(run_cli(*args, "--no-log")).stdout
     home().mkdir(parents=True, exist_ok=True)
     (home() / "logs.db").write_bytes(b"this is not a database" * 100)  # damaged
-    damaged = run_aigc(*args)
+    damaged = run_cli(*args)
     assert damaged.returncode == 0 and damaged.stdout == expected
     assert damaged.stderr.decode().count("warning: the log") == 1
     (home() / "logs.db").unlink()
     (home() / "logs.db").mkdir()  # not a file at all
-    blocked = run_aigc(*args)
+    blocked = run_cli(*args)
     assert blocked.returncode == 0 and blocked.stdout == expected
     assert "cannot be written" in blocked.stderr.decode()
 
@@ -297,11 +296,11 @@ def test_an_old_log_migrates_forward_and_keeps_its_rows(tiny):
     )
     old.commit()
     old.close()
-    ok(run_aigc("text", "hi", "-m", str(tiny["llama"]), "--max-tokens", "2"))
+    ok(run_cli("text", "hi", "-m", str(tiny["llama"]), "--max-tokens", "2"))
     db = sqlite3.connect(home() / "logs.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(logs.MIGRATIONS)
     assert [r[0] for r in db.execute("SELECT prompt FROM generations ORDER BY id")] == ["from before", "hi"]
-    found = ok(run_aigc("logs", "-q", "old reply", "--json")).stdout.splitlines()
+    found = ok(run_cli("logs", "-q", "old reply", "--json")).stdout.splitlines()
     assert [json.loads(line)["prompt"] for line in found] == ["from before"]
     assert logs.revision_of("/cache/models--org--name/snapshots/abc123") == "abc123"
     assert logs.revision_of(str(tiny["llama"])) is None

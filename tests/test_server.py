@@ -13,7 +13,8 @@ import threading
 import time
 
 import pytest
-from conftest import AIGC, heavy_imports, run_aigc
+from conftest import AIGC, heavy_imports
+from inproc import run_cli
 from PIL import Image
 from server_helpers import http, server_env, start_server
 
@@ -46,14 +47,14 @@ def client(server):
 
 def local(*args: str, input: bytes | str | None = None) -> subprocess.CompletedProcess:
     """`aigc ARGS --local`: the in-process run to compare with."""
-    result = run_aigc(*args, "--local", input=input)
+    result = run_cli(*args, "--local", input=input)
     assert result.returncode == 0, result.stderr.decode()
     return result
 
 
 def via(server, *args: str, input: bytes | str | None = None, **env: str) -> subprocess.CompletedProcess:
     """`aigc ARGS` sent to the server (AIGC_HOST)."""
-    return run_aigc(*args, input=input, env={"AIGC_HOST": server.url, **env})
+    return run_cli(*args, input=input, env={"AIGC_HOST": server.url, **env})
 
 
 # --- the openai client --------------------------------------------------------------------------------------
@@ -312,11 +313,11 @@ def test_cli_runs_locally_when_the_server_does_not_serve_the_folder(server, tiny
 
 
 def test_unreachable_aigc_host_is_one_line_exit_1(tiny):
-    result = run_aigc("text", "hi", "-m", str(tiny["llama"]), env={"AIGC_HOST": "127.0.0.1:9"})
+    result = run_cli("text", "hi", "-m", str(tiny["llama"]), env={"AIGC_HOST": "127.0.0.1:9"})
     assert result.returncode == 1
     assert "Cannot reach the server at http://127.0.0.1:9 (AIGC_HOST)" in result.stderr.decode()
     assert result.stderr.decode().count("\n") == 1
-    bad = run_aigc("text", "hi", env={"AIGC_HOST": "ftp://x"})
+    bad = run_cli("text", "hi", env={"AIGC_HOST": "ftp://x"})
     assert bad.returncode == 2 and "AIGC_HOST must be" in bad.stderr.decode()
 
 
@@ -329,25 +330,25 @@ def test_the_cli_finds_the_server_by_its_record_and_stops_using_it(tiny, isolate
     env["AIGC_HOME"] = os.environ["AIGC_HOME"]  # the test's own home: the CLI below shares it
     running = start_server(isolated, "--preload", llama, env=env)
     args = ["text", "hi", "-m", llama, "--max-tokens", "4", "--temperature", "0", "-v"]
-    served = run_aigc(*args)
+    served = run_cli(*args)
     assert "on the server at" in served.stderr.decode()
-    table = run_aigc("ps")
+    table = run_cli("ps")
     assert table.returncode == 0
     header, row = table.stdout.decode().splitlines()[:2]
     assert header.split()[:3] == ["NAME", "MODALITY", "BACKEND"]
     assert row.split()[1:3] == ["text", "torch"]
     assert running.stop() == 0
     assert not (isolated / "aigc-home" / "server.json").exists()
-    here = run_aigc(*args)
+    here = run_cli(*args)
     assert "server" not in here.stderr.decode()
     assert here.stdout == served.stdout
-    gone = run_aigc("ps")
+    gone = run_cli("ps")
     assert gone.returncode == 1 and "No aigc server is running" in gone.stderr.decode()
     # A record left by a server killed with SIGKILL names a dead process: ignored.
     (isolated / "aigc-home" / "server.json").write_text(
         json.dumps({"pid": 2**22 + 7, "host": "127.0.0.1", "port": 9})
     )
-    assert "server" not in run_aigc(*args).stderr.decode()
+    assert "server" not in run_cli(*args).stderr.decode()
 
 
 def test_keep_alive_unloads_idle_models(tiny, tmp_path):
@@ -510,3 +511,31 @@ def test_a_server_that_dies_mid_request_is_one_line_and_no_file(tiny, pipes, tmp
     assert "stopped mid-request" in err.decode()
     assert list(out.iterdir()) == []
     images.stop()
+
+
+def test_notices_reach_the_cli_and_http_clients(server, client, tiny, pipes):
+    """A warning a run gives locally (max tokens capped, a prompt the text encoder cuts) is printed the same
+    through the server, and an HTTP client gets it in the response's `aigc` object, with a stable code."""
+    llama = str(tiny["llama"])
+    args = ["text", "Write a poem", "-m", llama, "--max-tokens", "100000", "--temperature", "0", "-q"]
+    capped = ["text", "Write a poem", "-m", llama, "--max-tokens", "100000", "--temperature", "0"]
+    here, served = local(*capped), via(server, *capped)
+    assert served.returncode == 0 and served.stdout == here.stdout
+    warning = [line for line in here.stderr.decode().splitlines() if "warning" in line]
+    assert warning and "--max-tokens 100000 capped to" in warning[0]
+    assert [line for line in served.stderr.decode().splitlines() if "warning" in line] == warning
+    assert via(server, *args).stderr == b""  # -q: nothing
+
+    answer = client.chat.completions.create(
+        model=llama, messages=[{"role": "user", "content": "hi"}], max_tokens=100000, temperature=0
+    )
+    (notice,) = answer.model_extra["aigc"]["notices"]
+    assert notice["code"] == "max_tokens_capped" and notice["level"] == "warning"
+    assert notice["message"].startswith("field 'max_tokens' 100000 capped to")
+
+    long = ["image", "word " * 120, "-m", str(pipes["sd"]), "--seed", "1", *SMALL_IMAGE, "-o", "x.png"]
+    lines = [line for line in local(*long).stderr.decode().splitlines() if "warning" in line]
+    assert len(lines) == 1 and "text encoder reads" in lines[0]
+    served = via(server, *long)
+    assert served.returncode == 0
+    assert [line for line in served.stderr.decode().splitlines() if "warning" in line] == lines

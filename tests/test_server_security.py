@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_aigc
+from inproc import run_cli
 from server_helpers import Server, http, server_env, start_server
 
 MB = 2**20
@@ -298,12 +298,12 @@ def test_aigc_api_key_in_the_environment_works_as_api_key(tmp_path):
 def test_the_cli_needs_aigc_api_key_for_a_keyed_server(keyed, tiny, monkeypatch):
     monkeypatch.delenv("AIGC_API_KEY", raising=False)
     args = ("text", "hi", "-m", str(tiny["llama"]), "--max-tokens", "3", "--temperature", "0")
-    refused = run_aigc(*args, env={"AIGC_HOST": keyed.url}, timeout=120)
+    refused = run_cli(*args, env={"AIGC_HOST": keyed.url}, timeout=120)
     assert refused.returncode == 2, refused.stderr
     assert refused.stdout == b""
     assert "AIGC_API_KEY" in one_line(refused.stderr)
 
-    done = run_aigc(*args, env={"AIGC_HOST": keyed.url, "AIGC_API_KEY": "sekrit"}, timeout=120)
+    done = run_cli(*args, env={"AIGC_HOST": keyed.url, "AIGC_API_KEY": "sekrit"}, timeout=120)
     assert done.returncode == 0, done.stderr
     text = done.stdout.decode()
     assert text.strip()
@@ -319,7 +319,7 @@ def test_the_cli_needs_aigc_api_key_for_a_keyed_server(keyed, tiny, monkeypatch)
 
 def test_a_non_loopback_host_without_a_key_exits_2_at_once(monkeypatch):
     monkeypatch.delenv("AIGC_API_KEY", raising=False)
-    result = run_aigc("serve", "--host", "0.0.0.0", "--port", "0", timeout=60)
+    result = run_cli("serve", "--host", "0.0.0.0", "--port", "0", timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stdout == b""  # never printed a URL: never served
     line = one_line(result.stderr)
@@ -343,14 +343,14 @@ def test_a_port_in_use_exits_1_naming_it():
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        result = run_aigc("serve", "--port", str(port), timeout=60)
+        result = run_cli("serve", "--port", str(port), timeout=60)
     assert result.returncode == 1, result.stderr
     assert result.stdout == b""
     assert f":{port}" in one_line(result.stderr)
 
 
 def test_a_bad_keep_alive_exits_2():
-    result = run_aigc("serve", "--port", "0", "--keep-alive", "soon", timeout=60)
+    result = run_cli("serve", "--port", "0", "--keep-alive", "soon", timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stdout == b""
     line = one_line(result.stderr)

@@ -46,15 +46,7 @@ class JobRunner:
 
     def _reporter(self) -> Reporter:
         """Notices go to the batch's log console (its stderr lines), as a single run prints them."""
-        from ..core.events import Notice
-
-        def on_event(event: Any) -> None:
-            if isinstance(event, Notice):
-                {"note": self.console.note, "info": self.console.info}.get(event.level, self.console.warn)(
-                    event.message
-                )
-
-        return Reporter(on_event, chatty=self.console.chatty, verbose=self.console.verbose)
+        return self.console.reporter(seeds=False)
 
     def _text(self, job: Job) -> dict[str, Any]:
         from ..core import text as core_text

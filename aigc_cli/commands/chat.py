@@ -56,11 +56,10 @@ class Conversation:
         from ..core import text as core_text
         from ..engines.text import has_chat_template
         from ..pool import default_pool
-        from .render import reporter
 
         pool = default_pool()
         # Each turn draws its own seed (below): the one drawn for loading is not this conversation's.
-        self.job = core_text.prepare(self._settings(), "Hello", reporter(self.console, seeds=False), pool)
+        self.job = core_text.prepare(self._settings(), "Hello", self.console.reporter(seeds=False), pool)
         self.engine = pool.get(self.job.key)
         if not has_chat_template(self.engine.tokenizer):
             raise UsageError(

@@ -60,7 +60,7 @@ def run_image(options: ImageOptions, console: Console) -> None:
     from ..core.seeds import check_seeds
     from ..pool import default_pool
     from ..server.discovery import find_server
-    from .render import render_images, reporter
+    from .render import render_images
 
     record = None
     prompt_arg, init_image, mask = options.prompt, options.init_image, options.mask
@@ -116,7 +116,7 @@ def run_image(options: ImageOptions, console: Console) -> None:
         events = remote_image(server, resolved, prompt, inputs, console)
     if events is None:
         pool = default_pool()
-        report = reporter(console)
+        report = console.reporter()
         job = core_image.prepare(resolved, prompt, report, pool, inputs)
         core_image.check_replay(record, job, report)
         folder.append(job.key.folder)

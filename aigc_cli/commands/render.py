@@ -10,32 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..console import Console, StepBar
-from ..core.events import AudioChunk, Event, ImageStep, Notice, Reporter, Result, SeedChosen, TextDelta
+from ..core.events import AudioChunk, Event, ImageStep, Result, TextDelta
 from ..output import OutputPlan, audio_json, end_text, write_json_line, write_text
-
-
-def show(event: Event, console: Console) -> None:
-    """A notice or the drawn seed on stderr, as the console's rules say (notes only when chatty)."""
-    if isinstance(event, Notice):
-        if event.level == "note":
-            console.note(event.message)
-        elif event.level == "info":
-            console.info(f"aigc: {event.message}")
-        else:
-            console.warn(event.message)
-    elif isinstance(event, SeedChosen) and event.drawn and event.matters:
-        console.info(f"aigc: seed {event.seed} (drawn at random; --seed {event.seed} repeats this run)")
-
-
-def reporter(console: Console, seeds: bool = True) -> Reporter:
-    """A Reporter that prints each notice (and, with `seeds`, a drawn seed) as it comes, and shows a
-    spinner while a model loads."""
-
-    def on_event(event: Event) -> None:
-        if seeds or not isinstance(event, SeedChosen):
-            show(event, console)
-
-    return Reporter(on_event, console.status, console.chatty, console.verbose)
 
 
 def render_text(
@@ -70,7 +46,7 @@ def render_text(
             log(event)
             results.append(event)
         else:
-            show(event, console)
+            console.show(event)
     return results
 
 
@@ -98,7 +74,7 @@ def render_images(
                 elif path is not None and plan.print_paths:
                     progress.print_line(str(path))
             else:
-                show(event, console)
+                console.show(event)
 
 
 @dataclass
@@ -148,7 +124,7 @@ def render_speech(
                     elif done.path is not None:
                         write_atomic(done.path, done.data)
             else:
-                show(event, console)
+                console.show(event)
         if done.record:
             duration = None if streaming else done.timings.get("duration")
             if as_json:

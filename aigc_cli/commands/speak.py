@@ -56,7 +56,7 @@ def run_speak(options: SpeakOptions, console: Console) -> None:
     from ..engines.speech import split_sentences
     from ..pool import default_pool
     from ..server.discovery import find_server
-    from .render import render_speech, reporter
+    from .render import render_speech
 
     resolved = resolve_settings("speech", options.flags)
     plan = plan_output("audio", options.out, 1, options.as_json, options.audio_format, options.play)
@@ -72,7 +72,7 @@ def run_speak(options: SpeakOptions, console: Console) -> None:
         events = remote_speech(server, resolved, text, plan.format, console)
     if events is None:
         pool = default_pool()
-        job = core_speech.prepare(resolved, text, reporter(console), pool)
+        job = core_speech.prepare(resolved, text, console.reporter(), pool)
         folder = job.key.folder
         events = core_speech.run(job, pool.get(job.key))
     with raising():

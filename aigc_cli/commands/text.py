@@ -42,7 +42,7 @@ def run_text(options: TextOptions, console: Console) -> None:
     from ..core import text as core_text
     from ..pool import default_pool
     from ..server.discovery import find_server
-    from .render import render_text, reporter
+    from .render import render_text
 
     check_stdout()  # a closed stdout fails before anything loads
     resolved = resolve_settings("text", options.flags)
@@ -86,7 +86,7 @@ def run_text(options: TextOptions, console: Console) -> None:
         events = remote_text(server, resolved, prompt, console, messages)
     if events is None:
         pool = default_pool()
-        job = core_text.prepare(resolved, prompt, reporter(console), pool, messages)
+        job = core_text.prepare(resolved, prompt, console.reporter(), pool, messages)
         ran.update(folder=str(job.folder), system=job.request.system)
         events = core_text.run(job, pool.get(job.key))
     with raising():

@@ -25,13 +25,23 @@ class Notice:
     message: str
     """One line in the user's words, naming the flag, API field or config key by where the value came from
     (settings.subject)."""
+    settings: tuple[str, ...] = ()
+    """The settings the message names (schema names), so that an edge can name them its own way: the CLI
+    says `--max-tokens` where the server it sent the request to said `field 'max_tokens'`."""
 
-    def as_json(self) -> dict[str, str]:
-        return {"level": self.level, "code": self.code, "message": self.message}
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "code": self.code,
+            "message": self.message,
+            "settings": list(self.settings),
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Notice:
-        return cls(str(data.get("level", "warning")), str(data.get("code", "")), str(data.get("message", "")))
+        names = tuple(str(n) for n in data.get("settings") or () if isinstance(n, str))
+        level, code = str(data.get("level", "warning")), str(data.get("code", ""))
+        return cls(level, code, str(data.get("message", "")), names)
 
 
 @dataclass(frozen=True)
@@ -131,8 +141,8 @@ class Reporter:
     def info(self, message: str, code: str = "info") -> None:
         self.emit(Notice("info", code, message.removeprefix("aigc: ")))
 
-    def warn(self, message: str, code: str = "warning") -> None:
-        self.emit(Notice("warning", code, message))
+    def warn(self, message: str, code: str = "warning", settings: tuple[str, ...] = ()) -> None:
+        self.emit(Notice("warning", code, message, settings))
 
     def status(self, text: str) -> AbstractContextManager[Any]:
         """The edge's context while something slow runs (loading a model); nothing by default."""

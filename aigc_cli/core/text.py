@@ -118,6 +118,7 @@ def prepare(
             f"{named(resolved, 'max_tokens', 'text')} {s.max_tokens} capped to {base.max_tokens}: {label} "
             f"reads {engine.context_length} tokens in all and the prompt is {prompt_tokens}",
             "max_tokens_capped",
+            ("max_tokens",),
         )
     sampling = settings_for(engine.generation_defaults, base).do_sample
     # Greedy decoding ignores the seed: it is reported (and recorded) only when sampling.
@@ -208,5 +209,6 @@ def engine_key(target: Target, resolved: Resolved, reporter: Reporter) -> Engine
             f"{named(resolved, 'precision', 'text')} applies to the onnx backend; transformers runs in "
             f"{named(resolved, 'dtype', 'text')}",
             "setting_unused",
+            ("precision", "dtype"),
         )
     return EngineKey("text", str(folder), device, target.dtype, "torch", trust)

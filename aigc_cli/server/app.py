@@ -305,16 +305,8 @@ def _model_list(state: ServerState) -> list[dict[str, Any]]:
 
 def request_reporter(state: ServerState) -> Any:
     """A request's Reporter: its notices are kept for the response (the `aigc` object) and written to the
-    server's log as a local run prints them."""
-    from ..core.events import Notice, Reporter
-
-    console = state.console
-
-    def on_event(event: Any) -> None:
-        if isinstance(event, Notice):
-            {"note": console.note, "info": console.info}.get(event.level, console.warn)(event.message)
-
-    return Reporter(on_event, chatty=console.chatty, verbose=console.verbose)
+    server's log as a local run prints them (notes with -v)."""
+    return state.console.reporter(seeds=False)
 
 
 # --- text ---------------------------------------------------------------------------------------------------
