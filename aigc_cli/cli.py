@@ -232,11 +232,13 @@ def chat(
 ) -> None:
     """Chat with a model: replies stream as they come; /exit, /clear, /system TEXT, \"\"\" for several lines.
     Without a terminal, each line of stdin is a turn."""
-    from .commands.chat import run_chat
+    from .commands.chat import ChatOptions, run_chat
 
     if offline:
         go_offline()
-    run_chat(flags or {}, Console(quiet=quiet, verbose=verbose), local, no_log, cid, continue_last)
+    run_chat(
+        ChatOptions(flags or {}, local, no_log, cid, continue_last), Console(quiet=quiet, verbose=verbose)
+    )
 
 
 @app.command()
@@ -346,7 +348,7 @@ def batch(
 ) -> None:
     """Run many jobs from a JSONL file, each model loaded once; RESULTS makes it resumable. The flags are
     defaults for every job whose task has that setting; a job's own value wins."""
-    from .batch.local import run_batch
+    from .batch.local import BatchOptions, run_batch
 
     if offline:
         go_offline()
@@ -354,10 +356,10 @@ def batch(
         raise typer.BadParameter(f"'{task}': use text, image or speech", param_hint="--task")
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"'{engine}': use local or ray", param_hint="--engine")
-    console = Console(quiet=quiet, verbose=verbose)
-    code = run_batch(
-        jobs, out, out_dir, task, flags or {}, retry_errors, engine, workers, ray_address, console, no_log
+    options = BatchOptions(
+        jobs, out, out_dir, task, flags or {}, retry_errors, engine, workers, ray_address, no_log
     )
+    code = run_batch(options, Console(quiet=quiet, verbose=verbose))
     raise typer.Exit(code)
 
 

@@ -285,6 +285,14 @@ def load_image_pipeline(folder: Path, device: str, dtype: Any, offload: bool = F
     return pipe.to(device)
 
 
+def revision_of(folder: str | Path | None) -> str | None:
+    """The Hub commit of a model folder in the Hugging Face cache (`.../snapshots/COMMIT`), else None."""
+    if folder is None:
+        return None
+    path = Path(folder)
+    return path.name if path.parent.name == "snapshots" else None
+
+
 def source_of(ref: ModelRef, folder: Path) -> str:
     """What a record names as the model's source: the Hub repo for a model from the Hugging Face cache,
     else the folder (the user's, or an embedded model's)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import settings
+from .loading import revision_of
 
 MIGRATIONS = [
     # 1: generations, and full-text search over prompts and outputs.
@@ -124,14 +125,6 @@ def _statements(script: str) -> Iterator[str]:
             buffer = ""
 
 
-def revision_of(folder: str | Path | None) -> str | None:
-    """The Hub commit of a model folder in the Hugging Face cache (`.../snapshots/COMMIT`), else None."""
-    if folder is None:
-        return None
-    path = Path(folder)
-    return path.name if path.parent.name == "snapshots" else None
-
-
 def new_conversation() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -228,7 +221,8 @@ def log_generation(
     record: what the output records (the --json line: a completion's, an image's or an audio file's);
     settings: the settings dataclass that ran (settings.py), kept as the flags `aigc logs rerun` passes
     again, with the result's own seed (count left out: a row is one result); path: the file written, if
-    any (its path, size and SHA-256 are kept); folder: the model folder that ran here, for its revision;
+    any (its path, size and SHA-256 are kept); folder: the model folder that ran here, for its revision
+    (else the record's `revision`, as a server or a batch job reports it);
     messages / conversation / turn: a text turn's history and place (a text result without a conversation
     starts one); system: the system message that applied. Returns the row's id, or None (see
     record_entry)."""
@@ -246,7 +240,7 @@ def log_generation(
         "dtype": record.get("dtype"),
         "backend": record.get("backend"),
         "seconds": seconds if seconds is not None else record.get("seconds"),
-        "revision": revision_of(folder),
+        "revision": revision_of(folder) or record.get("revision"),
     }
     if modality == "text":
         ran["system"] = system

@@ -382,6 +382,13 @@ def subject(name: str, knob_: Knob, source: str, modality: str) -> str:
     return name
 
 
+def named(resolved: Resolved, name: str, modality: str) -> str:
+    """How a message names setting `name`: its flag, the config.toml key, the record or API field, by where
+    its value came from (settings.subject)."""
+    schema = knobs(type(resolved.values))
+    return subject(name, schema[name], resolved.sources.get(name, "flag"), modality)
+
+
 def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 

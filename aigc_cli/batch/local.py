@@ -7,6 +7,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,22 +52,35 @@ def check_flags(jobs: list[Job], flags: dict[str, Any]) -> None:
         )
 
 
-def run_batch(
-    source: str,
-    results_path: str | None,
-    out_dir: str | None,
-    task: str | None,
-    flags: dict[str, Any],
-    retry_errors: bool,
-    engine: str,
-    workers: int | None,
-    ray_address: str | None,
-    console: Console,
-    no_log: bool = False,
-) -> int:
-    """Run the jobs of `source` (a JSONL file, or '-' for stdin); the exit code: 0 when every job ran, 1
-    when any failed (its result line says why). A batch that cannot start (bad flags, duplicate ids) raises
-    UsageError (exit 2) before anything runs."""
+@dataclass(frozen=True)
+class BatchOptions:
+    """What `aigc batch` was asked."""
+
+    source: str
+    """The jobs: a JSONL file, or '-' for stdin."""
+    results_path: str | None = None
+    """RESULTS (-o): one line per job, resumable; None or '-' for stdout."""
+    out_dir: str | None = None
+    """Where image and audio files go (default: the current folder)."""
+    task: str | None = None
+    """text, image or speech, for jobs that name no task."""
+    flags: dict[str, Any] = field(default_factory=dict)
+    """Settings given as flags: defaults for every job whose task has them."""
+    retry_errors: bool = False
+    engine: str = "local"
+    """local (this process) or ray (Ray Data)."""
+    workers: int | None = None
+    ray_address: str | None = None
+    no_log: bool = False
+
+
+def run_batch(options: BatchOptions, console: Console) -> int:
+    """Run the jobs of `options.source`; the exit code: 0 when every job ran, 1 when any failed (its result
+    line says why). A batch that cannot start (bad flags, duplicate ids) raises UsageError (exit 2) before
+    anything runs."""
+    source, results_path, out_dir, task = options.source, options.results_path, options.out_dir, options.task
+    flags, retry_errors, engine, no_log = options.flags, options.retry_errors, options.engine, options.no_log
+    workers, ray_address = options.workers, options.ray_address
     started = time.perf_counter()
     jobs = read_jobs(source, task)
     if not jobs:

@@ -11,7 +11,7 @@ Each turn is logged (logs.py) as a turn of one conversation, which `aigc text -c
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..console import Console, terminal
@@ -157,15 +157,23 @@ def read_message(first: str) -> str:
         lines.append(line)
 
 
-def run_chat(
-    flags: dict[str, Any],
-    console: Console,
-    local: bool = False,
-    no_log: bool = False,
-    cid: str | None = None,
-    continue_last: bool = False,
-) -> None:
-    resolved = resolve_settings("text", flags)
+@dataclass(frozen=True)
+class ChatOptions:
+    """What `aigc chat` was asked: the settings flags and the command's own options."""
+
+    flags: dict[str, Any] = field(default_factory=dict)
+    local: bool = False
+    no_log: bool = False
+    cid: str | None = None
+    """Go on with this conversation."""
+    continue_last: bool = False
+    """Go on with the latest conversation."""
+
+
+def run_chat(options: ChatOptions, console: Console) -> None:
+    """`aigc chat`: a terminal conversation, or one turn per line of a piped stdin."""
+    local, no_log, cid, continue_last = options.local, options.no_log, options.cid, options.continue_last
+    resolved = resolve_settings("text", options.flags)
     if resolved.values.raw:
         raise UsageError("aigc chat needs the chat template, and --raw turns it off")
     if (resolved.values.count or 1) > 1:

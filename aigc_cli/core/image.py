@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..engines import EngineKey
 from ..errors import UsageError
-from ..settings import Resolved
+from ..loading import revision_of
+from ..settings import Resolved, named
 from .events import Event, ImageStep, Reporter, Result, SeedChosen
 from .models import find_model, load, model_errors
 from .seeds import check_seeds, draw_seed
-from .text import named
 
 if TYPE_CHECKING:
     from ..engines.image import ImageRequest
@@ -202,6 +202,7 @@ def prepare(
         "prompt": request.prompt,
         "negative": request.negative,
         "model": label,
+        "revision": revision_of(target.folder),
         "source": source_of(target.ref, target.folder),
         "steps": request.steps,
         "guidance": request.guidance,

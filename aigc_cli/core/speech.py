@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..engines import EngineKey
 from ..errors import UsageError
-from ..settings import Resolved
+from ..loading import revision_of
+from ..settings import Resolved, named
 from .events import AudioChunk, Event, Reporter, Result, SeedChosen
 from .models import find_folder, find_model, load, model_errors
 from .seeds import draw_seed
@@ -77,9 +78,11 @@ def prepare(
     if is_piper_voice(folder):  # onnxruntime on the CPU: no torch to import, no device to pick
         key = EngineKey("speech", str(folder), "cpu", "float32", "piper")
         if s.device not in (None, "auto", "cpu") or s.dtype not in (None, "auto", "float32"):
+            given = "/".join(named(resolved, n, "speech") for n in ("device", "dtype"))
             reporter.warn(
-                "Piper voices run on onnxruntime's CPU provider in float32: --device/--dtype do not apply",
+                f"Piper voices run on onnxruntime's CPU provider in float32: {given} do not apply",
                 "setting_unused",
+                ("device", "dtype"),
             )
     else:
         target = find_model("speech", s.model, s.device, s.dtype, reporter)
@@ -104,6 +107,7 @@ def prepare(
         "kind": "speech",
         "text": text,
         "model": label,
+        "revision": revision_of(folder),
         "source": source_of(ref, folder),
         "voice": request.voice,
         "speed": request.speed,

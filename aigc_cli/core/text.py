@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..engines import EngineKey
 from ..errors import UsageError
-from ..settings import Resolved, knobs, subject
+from ..loading import revision_of
+from ..settings import Resolved, named
 from .events import Event, Reporter, Result, SeedChosen, TextDelta
 from .models import Target, find_model, load, model_errors
 from .seeds import check_seeds, draw_seed
@@ -40,13 +41,6 @@ class TextJob:
     prompt_tokens: int
     seed_drawn: bool = False
     """No seed was given: request.seed was drawn at random."""
-
-
-def named(resolved: Resolved, name: str, modality: str) -> str:
-    """How a message names setting `name`: its flag, the config.toml key, the record or API field, by where
-    its value came from (settings.subject)."""
-    schema = knobs(type(resolved.values))
-    return subject(name, schema[name], resolved.sources.get(name, "flag"), modality)
 
 
 def prepare(
@@ -128,9 +122,11 @@ def prepare(
 
 def record(completion: Completion, job: TextJob, engine: Any) -> dict[str, Any]:
     """What --json prints of a completion (and the server returns as `aigc`, and the log keeps)."""
+
     return {
         "text": completion.text,
         "model": job.label,
+        "revision": revision_of(job.folder),
         "backend": engine.backend,
         "precision": engine.precision,
         "device": engine.device,

@@ -120,9 +120,6 @@ def _export(folder: Path, precision: str, out: Path) -> None:
 
 SMOKE_TEST = """
 import sys, onnxruntime_genai as og
-
-if TYPE_CHECKING:
-    from ..core.events import Reporter
 model = og.Model(sys.argv[1])
 params = og.GeneratorParams(model)
 params.set_search_options(max_length=4, do_sample=False)
