@@ -24,6 +24,16 @@ def _stream(handle: object) -> io.TextIOWrapper:
     return io.TextIOWrapper(handle, encoding="utf-8", errors="surrogateescape", write_through=True)  # type: ignore[arg-type]
 
 
+def _hub_constants_from_environment() -> None:
+    """huggingface_hub reads HF_HOME, HF_HUB_OFFLINE, HF_ENDPOINT... once, when it is imported; a real
+    process imports it with this run's environment, so read them again here."""
+    import importlib
+
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        importlib.reload(constants)
+
+
 def run_cli(
     *args: str,
     input: bytes | str | None = None,
@@ -55,6 +65,7 @@ def run_cli(
             if cwd is not None:
                 os.chdir(cwd)
             sys.argv = ["aigc", *args]
+            _hub_constants_from_environment()
             sys.stdin, sys.stdout, sys.stderr = stdin, stdout, stderr
             try:
                 cli.main()

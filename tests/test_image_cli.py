@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import raw
 from conftest import AIGC
+from inproc import run_cli
 from PIL import Image
 from test_pipes_and_terminals import run_in_pty
 
@@ -212,9 +213,7 @@ def test_stdout_pipe_gets_one_png(pipes):
     result = subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode() == 'PNG (64, 64) {"kind": \n'
-    plain = subprocess.run(  # no -o and a piped stdout: the PNG bytes go there too
-        [AIGC, "image", "a red fox", "-m", str(pipes["sd"]), *SMALL, "--seed", "7"], capture_output=True
-    )
+    plain = run_cli("image", "a red fox", "-m", str(pipes["sd"]), *SMALL, "--seed", "7")  # no -o: bytes too
     assert plain.stdout.startswith(b"\x89PNG") and plain.stderr == b""
     expected = raw.image(pipes["sd"], "a red fox", 7, num_inference_steps=2, width=64, height=64)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(plain.stdout)).convert("RGB")), expected)
@@ -225,23 +224,26 @@ def test_prompt_from_aigc_text(tiny, pipes, tmp_path):
     text_args = f"-m '{tiny['llama']}' --temperature 0 --max-tokens 8"
     script = f"'{AIGC}' text 'a lighthouse' {text_args} | '{AIGC}' image -m '{pipes['sd']}' {' '.join(SMALL)} -o '{out}'"
     ok(subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True))
-    said = ok(
-        subprocess.run(
-            [AIGC, "text", "a lighthouse", *text_args.replace("'", "").split()], capture_output=True
-        )
-    )
-    record = json.loads(ok(subprocess.run([AIGC, "info", str(out), "--json"], capture_output=True)).stdout)
+    said = ok(run_cli("text", "a lighthouse", *text_args.replace("'", "").split()))
+    record = json.loads(ok(run_cli("info", str(out), "--json")).stdout)
     assert record["prompt"] == said.stdout.decode().rstrip("\n")
 
 
-def test_terminal_gets_new_auto_named_files(pipes, tmp_path):
+def test_terminal_gets_new_auto_named_files(pipes, tmp_path, monkeypatch):
     args = [AIGC, "image", "A red fox!", "-m", str(pipes["sd"]), *SMALL, "--seed", "7"]
-    shown = [re.search(r"/\S+\.png", run_in_pty(args)).group(0) for _ in range(2)]
-    assert shown == [str(tmp_path / "a-red-fox-7.png"), str(tmp_path / "a-red-fox-7-2.png")]
-    assert np.array_equal(pixels(shown[0]), pixels(shown[1]))
-    refused = run_in_pty([*args, "-o", "-"], expect=2)
-    assert (
-        refused == "aigc: error: Not writing PNG bytes to a terminal: pipe stdout somewhere, or use -o FILE\n"
+    first = re.search(r"/\S+\.png", run_in_pty(args)).group(0)  # a real terminal
+    assert first == str(tmp_path / "a-red-fox-7.png")
+    # The rest through the terminal seam (aigc_cli.terminal), in-process: stdout is a terminal.
+    from aigc_cli.terminal import terminal
+
+    monkeypatch.setattr(terminal, "stdout", lambda: True)
+    again = ok(run_cli(*args[1:]))
+    assert again.stdout.decode() == f"{tmp_path / 'a-red-fox-7-2.png'}\n"  # never overwritten
+    assert np.array_equal(pixels(first), pixels(tmp_path / "a-red-fox-7-2.png"))
+    refused = run_cli(*args[1:], "-o", "-")
+    assert refused.returncode == 2 and refused.stdout == b""
+    assert refused.stderr.decode() == (
+        "aigc: error: Not writing PNG bytes to a terminal: pipe stdout somewhere, or use -o FILE\n"
     )
 
 

@@ -1,4 +1,5 @@
-"""The onnxruntime-genai backend against the transformers reference, through real `aigc` processes."""
+"""The onnxruntime-genai backend against the transformers reference: `aigc` in-process (the export runs the
+model builder as its own process), and a real process where what it imports is the point."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import pytest
 import raw
 from conftest import AIGC, heavy_imports
+from inproc import run_cli
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("onnxruntime_genai") is None, reason="onnxruntime-genai is not installed"
@@ -18,10 +20,8 @@ GREEDY = ["--temperature", "0", "--max-tokens", "24"]
 
 
 def run(*args, env=None):
-    result = subprocess.run(
-        [AIGC, *args], capture_output=True, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}
-    )
-    return result
+    """`aigc ARGS` in-process (inproc.run_cli); the export itself is the model builder's own process."""
+    return run_cli(*args, env=env)
 
 
 def ok(result):

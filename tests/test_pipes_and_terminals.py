@@ -10,6 +10,7 @@ import time
 
 import pytest
 from conftest import AIGC, heavy_imports
+from inproc import run_cli
 
 
 def test_pipeline_text_into_text(tiny):
@@ -18,12 +19,8 @@ def test_pipeline_text_into_text(tiny):
     flags = "--temperature 0 --max-tokens 10"
     pipeline = f"'{AIGC}' text 'The quick brown fox' -m '{gpt2}' {flags} | '{AIGC}' text -m '{llama}' {flags}"
     piped = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, check=True)
-    first = subprocess.run(
-        [AIGC, "text", "The quick brown fox", "-m", gpt2, *flags.split()], capture_output=True
-    )
-    second = subprocess.run(
-        [AIGC, "text", "-m", llama, *flags.split()], input=first.stdout, capture_output=True
-    )
+    first = run_cli("text", "The quick brown fox", "-m", gpt2, *flags.split())  # the references, in-process
+    second = run_cli("text", "-m", llama, *flags.split(), input=first.stdout)
     assert piped.stdout == second.stdout and piped.stdout
     assert piped.stderr == b""
 

@@ -14,6 +14,7 @@ import pytest
 import raw
 import soundfile
 from conftest import AIGC, heavy_imports
+from inproc import run_cli
 from test_pipes_and_terminals import run_in_pty
 from tiny_speech import build_speecht5
 
@@ -163,24 +164,11 @@ def test_text_into_speak_pipeline(tiny, tmp_path):
     script = f"'{AIGC}' text 'a lighthouse' -m '{tiny['llama']}' --temperature 0 --max-tokens 6 | '{AIGC}' speak -o '{out}' --seed 1"
     ok(subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True))
     said = ok(
-        subprocess.run(
-            [
-                AIGC,
-                "text",
-                "a lighthouse",
-                "-m",
-                str(tiny["llama"]),
-                "--temperature",
-                "0",
-                "--max-tokens",
-                "6",
-            ],
-            capture_output=True,
-        )
+        run_cli("text", "a lighthouse", "-m", str(tiny["llama"]), "--temperature", "0", "--max-tokens", "6")
     )
     from aigc_cli.engines.speech import clean_text
 
-    record = json.loads(ok(subprocess.run([AIGC, "info", str(out), "--json"], capture_output=True)).stdout)
+    record = json.loads(ok(run_cli("info", str(out), "--json")).stdout)
     # The tiny model's random text may hold control characters: the voice reads (and records) it cleaned.
     assert record["text"] == clean_text(said.stdout.decode().rstrip("\n"))[0]
     assert record["model"] == "piper-joe"
