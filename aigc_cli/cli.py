@@ -599,13 +599,28 @@ def _flush_stdout(code: Any) -> Any:
     return code
 
 
-def main() -> None:
-    """Entry point: known failures become one stderr line and an exit code; AIGC_DEBUG=1 shows tracebacks."""
+def _command_for(args: list[str]) -> Any:
+    """The Click command for these arguments. Typer builds every command's options when it builds the
+    group (a third of `aigc speak`'s start-up beyond Piper's own); a run of one generating command needs
+    only that one, so the group is built with that command alone. Anything else (help, completion, the
+    other commands, an unknown name) gets the whole group, so that its listing and errors are Typer's."""
     from typer.main import get_command
 
+    name = args[0] if args else None
+    if name in ("text", "image", "speak") and not {"-h", "--help"} & set(args):
+        one = typer.Typer(name=app.info.name, pretty_exceptions_enable=False, add_completion=False)
+        one.registered_callback = app.registered_callback
+        one.registered_commands = [c for c in app.registered_commands if c.callback.__name__ == name]
+        one.info = app.info
+        return get_command(one)
+    return get_command(app)
+
+
+def main() -> None:
+    """Entry point: known failures become one stderr line and an exit code; AIGC_DEBUG=1 shows tracebacks."""
     debug = settings().debug
     try:
-        code = get_command(app).main(args=sys.argv[1:], prog_name="aigc", standalone_mode=False)
+        code = _command_for(sys.argv[1:]).main(args=sys.argv[1:], prog_name="aigc", standalone_mode=False)
     except typer.TyperException as exc:  # usage errors from the parser (bad flag, bad value)
         if type(exc).__name__ == "NoArgsIsHelpError":
             typer.echo(exc.format_message(), err=True)
