@@ -85,23 +85,8 @@ def test_terminal_shows_text_notes_and_the_drawn_seed(tiny):
     assert "drawn at random" in shown  # the seed, so the run can be repeated
     assert "on cpu (float32)" in shown  # a loading note: stderr is a terminal
     seed = shown.split("--seed ")[1].split()[0]
-    piped = subprocess.run(
-        [
-            AIGC,
-            "text",
-            "hello",
-            "-m",
-            str(tiny["llama"]),
-            "--temperature",
-            "0.8",
-            "--max-tokens",
-            "8",
-            "--seed",
-            seed,
-        ],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-    )
+    piped = run_cli("text", "hello", "-m", str(tiny["llama"]), "--temperature", "0.8", "--max-tokens", "8",
+                    "--seed", seed)  # fmt: skip
     assert piped.stdout.decode().strip() in shown
 
 
@@ -117,9 +102,7 @@ def test_help_imports_nothing_heavy(args):
 
 
 def test_text_help_lists_every_flag():
-    result = subprocess.run(
-        [AIGC, "text", "--help"], capture_output=True, env={**os.environ, "COLUMNS": "200"}
-    )
+    result = run_cli("text", "--help", env={"COLUMNS": "200"})
     assert result.returncode == 0
     for flag in (
         "--model", "--system", "--raw", "--max-tokens", "--temperature", "--top-k", "--top-p",

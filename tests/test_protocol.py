@@ -109,3 +109,41 @@ def test_errors_travel_by_code():
     assert (status, body["error"]["code"]) == (422, "context_length_exceeded")
     status, body = error_body(RefusedError("'/x' is a local path", LOCAL_PATH))
     assert (status, body["error"]["code"]) == (403, LOCAL_PATH)
+
+
+@pytest.mark.parametrize(
+    ("parse", "body", "words"),
+    [
+        ("parse_chat", {"messages": []}, "field 'messages' must be a non-empty list"),
+        (
+            "parse_chat",
+            {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
+            "field 'max_tokens'",
+        ),
+        ("parse_chat", {"messages": [{"role": "user", "content": "hi"}], "stop": ["x", 5]}, "field 'stop'"),
+        (
+            "parse_chat",
+            {"messages": [{"role": "user", "content": "hi"}], "temperature": -1},
+            "field 'temperature'",
+        ),
+        ("parse_chat", {"messages": [{"role": "user", "content": "hi"}], "nonsense": 1}, "'nonsense'"),
+        ("parse_completion", {"prompt": "  "}, "field 'prompt' must be a non-empty string"),
+        ("parse_image", {"prompt": "a cat", "size": "big"}, "field 'size' must be WIDTHxHEIGHT"),
+        ("parse_image", {"prompt": "a cat", "strength": 0.5}, "field 'strength' needs 'init_image'"),
+        (
+            "parse_image",
+            {"prompt": "a cat", "n": 2, "seed": 4294967295},
+            "field 'seed' 4294967295 with field 'n' 2 needs seeds",
+        ),
+        ("parse_speech", {"input": "hi", "response_format": "mp3"}, "field 'response_format' must be"),
+        ("parse_speech", {"input": "hi", "speed": 9}, "field 'speed'"),
+    ],
+)
+def test_bad_bodies_name_the_field(parse, body, words):
+    """The API's validation, in-process (tests/test_server_security.py checks the HTTP side once)."""
+    from aigc_cli.errors import UsageError
+    from aigc_cli.server import protocol
+
+    with pytest.raises(UsageError) as raised:
+        getattr(protocol, parse)(body)
+    assert words in raised.value.message

@@ -182,35 +182,30 @@ def test_play_uses_the_first_player_found(vits, tmp_path):
         f'#!/bin/sh\nfor last; do :; done\ncp "$last" {tmp_path}/played.wav\necho "$@" > {tmp_path}/args\n'
     )
     player.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.path.dirname(AIGC)}:/usr/bin:/bin"}
-    ok(
-        subprocess.run(
-            [AIGC, "speak", "hello there.", "-m", str(vits), "--seed", "3", "--play"],
-            env=env,
-            capture_output=True,
-        )
-    )
+    env = {"PATH": f"{bin_dir}:{os.path.dirname(AIGC)}:/usr/bin:/bin"}
+    ok(run_cli("speak", "hello there.", "-m", str(vits), "--seed", "3", "--play", env=env))
     expected, rate = raw.speech(vits, ["hello there."], seed=3)
     assert np.array_equal(read_wav(tmp_path / "played.wav")[0], raw.as_pcm16_wav(expected, rate))
     assert (tmp_path / "args").read_text().startswith("-q ")
     player.unlink()
-    result = subprocess.run(
-        [AIGC, "speak", "hello.", "-m", str(vits), "--play"], env=env, capture_output=True
-    )
+    result = run_cli("speak", "hello.", "-m", str(vits), "--play", env=env)
     assert result.returncode == 1
     assert result.stderr.decode().endswith(
         "aigc: error: --play found no audio player: install one of ffplay, aplay, paplay, afplay\n"
     )
 
 
-def test_terminal_refuses_binary_and_gets_a_file(vits, tmp_path):
-    refused = run_in_pty([AIGC, "speak", "hello.", "-m", str(vits), "-o", "-"], expect=2)
-    assert (
-        refused
-        == "aigc: error: Not writing audio bytes to a terminal: pipe stdout somewhere, or use -o FILE\n"
-    )
-    shown = run_in_pty([AIGC, "speak", "hello.", "-m", str(vits), "--seed", "9"])
+def test_terminal_refuses_binary_and_gets_a_file(vits, tmp_path, monkeypatch):
+    shown = run_in_pty([AIGC, "speak", "hello.", "-m", str(vits), "--seed", "9"])  # a real terminal
     assert str(tmp_path / "hello-9.wav") in shown and (tmp_path / "hello-9.wav").is_file()
+    from aigc_cli.terminal import terminal  # the terminal seam, in-process
+
+    monkeypatch.setattr(terminal, "stdout", lambda: True)
+    refused = run_cli("speak", "hello.", "-m", str(vits), "-o", "-")
+    assert refused.returncode == 2 and refused.stdout == b""
+    assert refused.stderr.decode() == (
+        "aigc: error: Not writing audio bytes to a terminal: pipe stdout somewhere, or use -o FILE\n"
+    )
 
 
 @pytest.mark.parametrize(

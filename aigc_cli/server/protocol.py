@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import AigcError, ExitCode, ModelUnavailableError, UsageError
-from ..settings import SCHEMAS, SEED_MAX, Resolved, check_value, knobs, resolve_settings
+from ..settings import SCHEMAS, Resolved, check_value, knobs, resolve_settings
 
 MAX_N = 16
 """Most results one request may ask for (`n`): one request must not hold a model for hours."""
@@ -280,17 +280,15 @@ def _common_text(body: _Body) -> tuple[dict[str, Any], bool, bool]:
     return flags, stream, include_usage
 
 
-def _check_seeds(resolved: Resolved) -> None:
-    """Item i of `n` uses seed + i: refuse, before any model loads, an `n` whose seeds would run past the
-    largest (the libraries take 0..2**32-1), naming the fields as the client sent them."""
-    count, seed = resolved.values.count or 1, resolved.values.seed
+def _check_seeds(resolved: Resolved, modality: str) -> None:
+    """At most MAX_N results; item i of `n` uses seed + i, so an `n` whose seeds would run past the largest
+    is refused before any model loads (core.seeds, naming the fields as the client sent them)."""
+    from ..core.seeds import check_seeds
+
+    count = resolved.values.count or 1
     if count > MAX_N:
         raise UsageError(f"field 'n' must be at most {MAX_N} (got {count}): send several requests")
-    if seed is not None and seed + count - 1 > SEED_MAX:
-        raise UsageError(
-            f"fields 'seed' {seed} and 'n' {count} need seeds up to {seed + count - 1}, past the largest "
-            f"({SEED_MAX}): send a seed of {SEED_MAX - count + 1} or lower"
-        )
+    check_seeds(resolved, modality)
 
 
 def _content(message: dict[str, Any], index: int) -> str:
@@ -332,7 +330,7 @@ def parse_chat(data: dict[str, Any]) -> TextCall:
     _only_default(body, "response_format", {"type": "text"})
     _check_unknown(body, "/v1/chat/completions")
     resolved = resolve_settings("text", flags, given_in="request")
-    _check_seeds(resolved)
+    _check_seeds(resolved, "text")
     return TextCall(resolved, turns[-1][1], tuple(turns), stream, include_usage)
 
 
@@ -353,7 +351,7 @@ def parse_completion(data: dict[str, Any]) -> TextCall:
         raise UsageError("field 'system' needs the chat template: use /v1/chat/completions")
     flags["raw"] = True
     resolved = resolve_settings("text", flags, given_in="request")
-    _check_seeds(resolved)
+    _check_seeds(resolved, "text")
     return TextCall(resolved, prompt, (), stream, include_usage)
 
 
@@ -394,7 +392,7 @@ def parse_image(data: dict[str, Any]) -> ImageCall:
     init_png, mask_png = (_base64(body, name) for name in ("init_image", "mask"))
     _check_unknown(body, "/v1/images/generations")
     resolved = resolve_settings("image", flags, given_in="request")
-    _check_seeds(resolved)
+    _check_seeds(resolved, "image")
     if resolved.values.strength is not None and init_png is None:
         raise UsageError("field 'strength' needs 'init_image'")
     if mask_png is not None and init_png is None:
