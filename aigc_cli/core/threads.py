@@ -19,7 +19,7 @@ _END = object()
 def events_of(work: Callable[[Callable[[Any], None]], None], name: str = "aigc-work") -> Iterator[Any]:
     """Run `work(emit)` in a thread and yield what it emits; its exception is raised here. Closing the
     iterator early makes the next emit raise Cancelled in the work, and waits for the work to end (so that
-    an engine is never used by two runs at once)."""
+    an engine is never used by two runs at once); Ctrl-C (KeyboardInterrupt here) does not wait."""
     items: queue.Queue[Any] = queue.Queue()
     cancelled = threading.Event()
     failure: list[BaseException] = []
@@ -41,6 +41,7 @@ def events_of(work: Callable[[Callable[[Any], None]], None], name: str = "aigc-w
 
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
+    interrupted = False
     try:
         while True:
             try:
@@ -50,8 +51,12 @@ def events_of(work: Callable[[Callable[[Any], None]], None], name: str = "aigc-w
             if item is _END:
                 break
             yield item
+    except KeyboardInterrupt:
+        interrupted = True  # the process is ending (exit 130): do not wait for the step to finish
+        raise
     finally:
         cancelled.set()
-        thread.join()
+        if not interrupted:
+            thread.join()
     if failure:
         raise failure[0]
