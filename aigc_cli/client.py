@@ -169,11 +169,17 @@ def _notices(aigc: Any, resolved: Resolved, modality: str) -> Iterator[Event]:
 
 
 def _send(
-    server: ServerRef, console: Console, path: str, body: dict[str, Any], model: str
+    server: ServerRef, console: Console, path: str, body: dict[str, Any], resolved: Resolved
 ) -> http.client.HTTPResponse | None:
-    """Send the request; its response, or None when it should run here after all (said on stderr)."""
+    """Send the request; its response, or None when it should run here after all (said on stderr). A
+    model the server cannot find is named with where its name came from, as a local run names it."""
+    model, source = resolved.values.model, resolved.sources.get("model", "")
     try:
         return request(server, "POST", path, body)
+    except RemoteError as exc:
+        if exc.exit_code == ExitCode.MODEL_UNAVAILABLE and source.startswith(("environment", "config file")):
+            exc.message = f"{exc.message} [the model comes from the {source}]"
+        raise
     except Unreachable as exc:
         if server.source == "AIGC_HOST":
             raise GenerationError(
@@ -214,7 +220,7 @@ def remote_text(
         return None
     path, body = text_request(resolved, prompt, messages)
     console.note(f"aigc: generating on the server at {server.url} ({server.source}); --local runs here")
-    response = _send(server, console, path, body, s.model)
+    response = _send(server, console, path, body, resolved)
     return None if response is None else _text_events(server, response, resolved)
 
 
@@ -268,7 +274,7 @@ def remote_image(
             decode_mask(inputs.mask, inputs.mask_what, init)
     body = image_request(resolved, prompt, inputs.init, inputs.mask)
     console.note(f"aigc: generating on the server at {server.url} ({server.source}); --local runs here")
-    response = _send(server, console, "/v1/images/generations", body, s.model)
+    response = _send(server, console, "/v1/images/generations", body, resolved)
     if response is None:
         return None
     answer = _read(server, lambda: json.loads(response.read()))
@@ -305,20 +311,21 @@ def remote_speech(
     """Speak through the server: notices, the seed, AudioChunks (raw PCM bytes, as it streams), and one
     Result holding the file the server encoded (Result.data); or None to run here. fmt: wav, flac, ogg or
     raw."""
-    s = resolved.values
     body = speech_request(resolved, text, fmt)
     if isinstance(body.get("voice"), str) and Path(body["voice"]).expanduser().is_file():
         console.note("aigc: --voice names a file here: running here")
         return None
     wire = body["response_format"]
     console.note(f"aigc: speaking on the server at {server.url} ({server.source}); --local runs here")
-    response = _send(server, console, "/v1/audio/speech", body, s.model)
+    response = _send(server, console, "/v1/audio/speech", body, resolved)
     return None if response is None else _speech_events(server, response, text, wire, resolved)
 
 
 def _speech_events(
     server: ServerRef, response: http.client.HTTPResponse, text: str, wire: str, resolved: Resolved
 ) -> Iterator[Event]:
+    from .engines.speech import clean_text
+
     drawn = resolved.values.seed is None
     header = _read(server, lambda: json.loads(response.getheader("x-aigc-record") or ""))
     notices = _read(server, lambda: json.loads(response.getheader("x-aigc-notices") or "[]"))
@@ -327,7 +334,7 @@ def _speech_events(
     for key, value in header.items():
         record[key] = value
         if key == "kind":
-            record["text"] = text
+            record["text"] = clean_text(text)[0]  # what the voice read, as a local run records it
     yield SeedChosen(record["seed"], drawn)
     rate = record["sample_rate"]
     if wire == "pcm":

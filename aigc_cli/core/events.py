@@ -7,7 +7,7 @@ SSE (server/protocol.py). Nothing here prints.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,7 +128,6 @@ class Reporter:
         self._status = status
         self.chatty = chatty
         self.verbose = verbose
-        self.quiet = False
 
     def emit(self, event: Event) -> None:
         self.events.append(event)
@@ -150,8 +149,3 @@ class Reporter:
 
     def notices(self) -> list[Notice]:
         return [e for e in self.events if isinstance(e, Notice)]
-
-
-def replay(events: list[Event]) -> Iterator[Event]:
-    """The events as an iterator (a job's prepare events, for an edge that did not listen live)."""
-    yield from events
