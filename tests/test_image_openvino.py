@@ -9,6 +9,7 @@ room for the summation order of other CPUs. Through generate() (PIL, uint8) imag
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 
@@ -30,6 +31,7 @@ from aigc_cli.engines.image import ImageRequest, Lora
 from aigc_cli.engines.image_openvino import OpenVinoImageEngine, load_pipeline
 from aigc_cli.engines.openvino_export import AUTO_CHOICE, ExportFailed, choose_image_backend, exported
 from aigc_cli.errors import UsageError
+from aigc_cli.made_once import FailedBefore
 
 PIXEL_TOLERANCE = 1e-4
 PROMPT = "a red fox, watercolor"
@@ -240,6 +242,8 @@ def test_failed_export_leaves_nothing(pipes, isolated):
     with pytest.raises(ExportFailed, match="the unet did not export: ValueError: class_labels"):
         exported(folder, Console(quiet=True))
     assert not [p for p in (isolated / "aigc-home" / "openvino").iterdir() if p.is_dir()]
+    with pytest.raises(FailedBefore, match="the unet did not export: ValueError: class_labels"):
+        exported(folder, Console(quiet=True))  # remembered: not tried again
     assert choose_image_backend("openvino", "cpu", "auto", folder, False)[0] == "torch"
 
 
@@ -290,7 +294,7 @@ def test_choose_image_backend(pipes, isolated, monkeypatch):
 # --- the CLI --------------------------------------------------------------------------------------------------
 
 
-def test_cli_openvino_when_asked_for_and_a_failed_export_falls_back(aigc, pipes, tmp_path):
+def test_cli_openvino_when_asked_for_and_a_failed_export_falls_back(aigc, pipes, tmp_path, monkeypatch):
     from PIL import Image
 
     args = ["image", PROMPT, "-m", str(pipes["sd"]), "--seed", "4", "--steps", "2", "--width", "64"]
@@ -331,6 +335,33 @@ def test_cli_openvino_when_asked_for_and_a_failed_export_falls_back(aigc, pipes,
     b = np.asarray(Image.open("blocked.png"), dtype=int)
     assert np.abs(a - b).max() <= 1  # openvino within one level of diffusers
     assert Image.open("blocked.png").tobytes() == raw_image_bytes(pipes["sd"])
+
+    # A failed export is remembered: the next run does not export again; changed weights try again.
+    builds = []
+
+    def stand_in(folder, out):  # counts the exports tried
+        builds.append(folder)
+        raise ExportFailed("the unet did not export: stand-in")
+
+    monkeypatch.setattr(openvino_export, "_export", stand_in)
+    model = shutil.copytree(pipes["sd"], tmp_path / "sd-copy")  # the session's pipeline stays untouched
+    args[args.index(str(pipes["sd"]))] = str(model)
+    env = {"AIGC_HOME": str(tmp_path / "failing-home"), "AIGC_IMAGE_BACKEND": "openvino"}
+    failed = aigc(*args, "-o", "failed.png", env=env)
+    assert failed.returncode == 0 and len(builds) == 1, failed.stderr.decode()
+    assert failed.stderr.decode().endswith("failed (the unet did not export: stand-in); using diffusers\n")
+    (marker,) = (tmp_path / "failing-home" / "openvino").glob("*.failed.json")
+    remembered = aigc(*args, "-o", "remembered.png", env=env)
+    assert remembered.returncode == 0 and len(builds) == 1, remembered.stderr.decode()
+    assert remembered.stderr.decode() == (
+        f"aigc: warning: the OpenVINO export of {model} failed before (the unet did not export: stand-in); "
+        f"using diffusers (delete {marker} to try the export again)\n"
+    )
+    assert json.loads(remembered.stdout)["backend"] == "torch"
+    weights = next((model / "vae").glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    changed = aigc(*args, "-o", "changed.png", env=env)
+    assert changed.returncode == 0 and len(builds) == 2, changed.stderr.decode()
 
 
 def raw_image_bytes(folder) -> bytes:

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 import raw
@@ -93,12 +94,16 @@ def test_explicit_onnx_on_an_unsupported_architecture_falls_back_with_a_warning(
     assert result.stdout.decode() == expected + "\n"
 
 
-def test_failed_export_leaves_nothing_and_falls_back(tmp_path, home):
-    """A Llama with 8-wide attention heads exports, but onnxruntime's attention kernel cannot run it."""
+def test_failed_export_leaves_nothing_and_falls_back(tmp_path, home, monkeypatch):
+    """A Llama with 8-wide attention heads exports, but onnxruntime's attention kernel cannot run it. The
+    failure is remembered: the next run does not export again; changed weights or libraries try again."""
     from tiny_models import build_llama
 
+    from aigc_cli.engines import onnx_export
+
     model = build_llama(tmp_path / "narrow-heads", hidden_size=32, intermediate_size=64)
-    result = ok(run("text", "hi", "-m", str(model), *GREEDY, "--backend", "onnx", "--json", env=home))
+    args = ["text", "hi", "-m", str(model), *GREEDY, "--backend", "onnx", "--json"]
+    result = ok(run(*args, env=home))
     record = json.loads(result.stdout)
     assert record["backend"] == "torch"
     assert record["text"] == raw.generate(model, "hi", chat=True, do_sample=False, max_new_tokens=24)
@@ -109,9 +114,36 @@ def test_failed_export_leaves_nothing_and_falls_back(tmp_path, home):
         and err.endswith("; using transformers\n")
     )
     exports = os.listdir(os.path.join(home["AIGC_HOME"], "onnx"))
+    key = onnx_export.export_key(model, "fp32")
     assert [
         n for n in exports if n.startswith((".exporting-", "narrow-heads")) and not n.endswith(".lock")
-    ] == []
+    ] == [f"{key}.failed.json"]
+    marker = Path(home["AIGC_HOME"]) / "onnx" / f"{key}.failed.json"
+    remembered = json.loads(marker.read_text())
+    assert "head_size" in remembered["reason"] and remembered["inputs"]["versions"]["onnxruntime-genai"]
+
+    builds = []
+
+    def stand_in(folder, precision, out):  # counts the exports tried from here on
+        builds.append(folder)
+        raise onnx_export.ExportFailed("stand-in")
+
+    monkeypatch.setattr(onnx_export, "_export", stand_in)
+    again = ok(run(*args, env=home))
+    assert builds == [] and json.loads(again.stdout)["text"] == record["text"]
+    assert again.stderr.decode() == (
+        f"aigc: warning: the ONNX export of narrow-heads failed before ({remembered['reason']}); using "
+        f"transformers (delete {marker} to try the export again)\n"
+    )
+    # A weight file changed: a new key, tried again (the stand-in fails: remembered for that key).
+    weights = model / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert b"the ONNX export failed (stand-in)" in ok(run(*args, env=home)).stderr and len(builds) == 1
+    assert b"failed before (stand-in)" in ok(run(*args, env=home)).stderr and len(builds) == 1
+    # Another library version: tried again.
+    versions = onnx_export.library_versions
+    monkeypatch.setattr(onnx_export, "library_versions", lambda *names: {**versions(*names), "torch": "9"})
+    assert b"the ONNX export failed (stand-in)" in ok(run(*args, env=home)).stderr and len(builds) == 2
 
 
 def test_stop_count_and_sampling_contract(tiny, home):

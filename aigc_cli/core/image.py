@@ -280,8 +280,11 @@ def _vae_retried() -> Any:
 
 def engine_key(resolved: Resolved, target: Any, loras: bool, reporter: Reporter) -> EngineKey:
     """The engine to run: OpenVINO where the backend choice says so and its export works (made once, under
-    AIGC_HOME), else diffusers on torch; the choice and why as a note, a fallback as one warning."""
+    AIGC_HOME), else diffusers on torch; the choice and why as a note, a fallback as one warning. An export
+    that failed before for these weights and libraries is not tried again (--backend openvino falls back
+    rather than failing, so this holds for it too): the warning says so and names the file to delete."""
     from ..engines.openvino_export import ExportFailed, choose_image_backend, exported
+    from ..made_once import FailedBefore
 
     s = resolved.values
     device = target.device.device
@@ -294,6 +297,12 @@ def engine_key(resolved: Resolved, target: Any, loras: bool, reporter: Reporter)
     if backend == "openvino":
         try:
             export = exported(target.folder, reporter)  # type: ignore[arg-type]
+        except FailedBefore as exc:
+            reporter.warn(
+                f"the OpenVINO export of {target.ref.label} failed before ({exc}); using diffusers "
+                f"(delete {exc.marker} to try the export again)",
+                "backend_fallback",
+            )
         except ExportFailed as exc:
             reporter.warn(
                 f"the OpenVINO export of {target.ref.label} failed ({exc}); using diffusers",
@@ -318,6 +327,7 @@ def _load_engine(
     import shutil
 
     from ..engines.openvino_export import ExportFailed, exported
+    from ..made_once import FailedBefore
 
     try:
         return key, load(pool, key, reporter, text, label)
@@ -331,7 +341,7 @@ def _load_engine(
     try:
         exported(target.folder, reporter)  # type: ignore[arg-type]
         return key, load(pool, key, reporter, text, label)
-    except (ExportFailed, RuntimeError, ValueError, OSError) as exc:
+    except (ExportFailed, FailedBefore, RuntimeError, ValueError, OSError) as exc:
         reporter.warn(
             f"the OpenVINO export of {label} failed again ({exc}); using diffusers", "backend_fallback"
         )

@@ -174,8 +174,11 @@ def run_one(job: TextJob, engine: Any, request: TextRequest, index: int = 0) -> 
 
 def engine_key(target: Target, resolved: Resolved, reporter: Reporter) -> EngineKey:
     """The engine to run: onnxruntime-genai when the backend choice says so and its export works (made
-    once here), else the transformers reference; the choice as a note, a fallback as one warning."""
+    once here), else the transformers reference; the choice as a note, a fallback as one warning. An export
+    that failed before for this model and these libraries is not tried again, with auto or --backend onnx
+    alike (both fall back): the warning says so and names the file to delete to try again."""
     from ..engines.onnx_export import ExportFailed, choose_backend, exported
+    from ..made_once import FailedBefore
 
     s = resolved.values
     folder = target.folder
@@ -191,6 +194,12 @@ def engine_key(target: Target, resolved: Resolved, reporter: Reporter) -> Engine
         precision = s.precision or "fp32"
         try:
             export = exported(folder, precision, reporter)  # type: ignore[arg-type]
+        except FailedBefore as exc:
+            reporter.warn(
+                f"the ONNX export of {folder.name} failed before ({exc}); using transformers "
+                f"(delete {exc.marker} to try the export again)",
+                "backend_fallback",
+            )
         except ExportFailed as exc:
             reporter.warn(f"the ONNX export failed ({exc}); using transformers", "backend_fallback")
         else:

@@ -32,7 +32,8 @@ class OpenVinoImageEngine(DiffusersEngine):
         """key.folder: a diffusers UNet pipeline; key.device: cpu; key.dtype: float32 or bfloat16 (the
         precision OpenVINO computes in; torch parts stay float32); key.option("export"): the folder from
         openvino_export.exported() (made here, quietly, when absent). ValueError for another dtype or
-        device; ExportFailed when the export cannot be made."""
+        device; ExportFailed when the export cannot be made, made_once.FailedBefore when it failed before
+        (not tried again)."""
         from ..console import Console
         from .openvino_export import exported
 

@@ -3,6 +3,11 @@
 Exports live in AIGC_HOME/onnx/, keyed by the model folder (a Hub snapshot folder names its revision),
 its weights' sizes and times, and the precision. A file lock and an atomic rename make concurrent first
 uses safe; a failed export leaves nothing behind and the caller falls back to transformers.
+
+A failed export is remembered in AIGC_HOME/onnx/<key>.failed.json (the model's fingerprint, the precision,
+the versions of aigc, onnxruntime-genai, onnxruntime, transformers and torch, and the reason): later runs
+and servers raise FailedBefore at once instead of exporting again (5 s and more) until the model's files or
+one of those versions change, or the file is deleted.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import settings
-from ..made_once import make_once
+from ..made_once import Memo, library_versions, make_once
 
 if TYPE_CHECKING:
     from ..core.events import Reporter
@@ -69,18 +74,38 @@ def choose_backend(
     return "onnx", "asked for" if requested == "onnx" else "auto: a CPU and a supported architecture"
 
 
-def export_key(folder: Path, precision: str) -> str:
+LIBRARIES = ("onnxruntime-genai", "onnxruntime", "transformers", "torch")
+"""What the export runs on (the model builder, its smoke test): a new version of one tries a failed export
+again."""
+
+
+def fingerprint(folder: Path) -> list[str]:
+    """The model folder's resolved path and its weight files' names, sizes and modification times."""
     weights = sorted(p for p in folder.iterdir() if p.suffix in {".safetensors", ".bin"})
-    fingerprint = [str(folder.resolve())] + [
-        f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights
-    ]
-    digest = hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:16]
+    return [str(folder.resolve())] + [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights]
+
+
+def export_key(folder: Path, precision: str) -> str:
+    digest = hashlib.sha256(json.dumps(fingerprint(folder)).encode()).hexdigest()[:16]
     return f"{folder.name}-{digest}-{precision}"
 
 
 def exported(folder: Path, precision: str, console: Reporter) -> Path:
-    """The export for this model and precision, made once (raises ExportFailed with the reason)."""
+    """The export for this model and precision, made once. Raises ExportFailed with the reason, or
+    made_once.FailedBefore (nothing tried) when the export failed before for the same model files,
+    precision and library versions; its `marker` is the file to delete to try again.
+
+    The caller falls back to transformers either way, with --backend onnx as with auto (an explicit
+    backend falls back with a warning rather than failing), so a remembered failure holds for both."""
     target = settings().home / "onnx" / export_key(folder, precision)
+    memo = Memo(
+        lambda: {
+            "model": fingerprint(folder),
+            "precision": precision,
+            "versions": library_versions(*LIBRARIES),
+        },
+        (ExportFailed,),
+    )
     try:
         return make_once(
             target,
@@ -89,6 +114,7 @@ def exported(folder: Path, precision: str, console: Reporter) -> Path:
             lambda why: console.info(
                 f"aigc: exporting {folder.name} to ONNX ({precision}) once, into {target}..."
             ),
+            memo=memo,
         )
     except OSError as exc:
         raise ExportFailed(f"cannot write the export: {exc}") from exc

@@ -5,6 +5,11 @@ by the model folder and its UNet and VAE weights' names, sizes and times. made_o
 rename make concurrent first uses safe; a damaged export is made again; a failed one leaves nothing behind
 and raises ExportFailed (the caller falls back to diffusers on torch).
 
+A failed export is remembered in AIGC_HOME/openvino/<key>.failed.json (the model's fingerprint, FORMAT, the
+versions of aigc, openvino, torch and diffusers, and the reason): later runs and servers raise FailedBefore
+at once instead of exporting again, until the UNet's or VAE's weights or one of those versions change, or
+the file is deleted. A failure to write the export is not remembered.
+
 Batch, height, width and the text length stay dynamic in the graphs: one export serves guidance on and off
 (batch 2 and 1) and every size.
 """
@@ -21,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import settings
-from ..made_once import make_once
+from ..made_once import Memo, library_versions, make_once
 
 if TYPE_CHECKING:
     from ..core.events import Reporter
@@ -35,6 +40,10 @@ SMOKE_TOLERANCE = 1e-3
 
 class ExportFailed(Exception):
     pass
+
+
+class _CannotWrite(OSError):
+    """OpenVINO could not write the export: a disk's trouble, not the model's (not remembered)."""
 
 
 def openvino_available() -> bool:
@@ -100,9 +109,13 @@ def _config(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def export_key(folder: Path) -> str:
-    """The export's folder name: the model folder's name and a hash of its resolved path and its UNet and
-    VAE weight files (names, sizes, modification times)."""
+LIBRARIES = ("openvino", "torch", "diffusers")
+"""What the export runs on: a new version of one tries a failed export again."""
+
+
+def fingerprint(folder: Path) -> list[str | int]:
+    """The model folder's resolved path, FORMAT, and its UNet and VAE weight files' names, sizes and
+    modification times."""
     weights = sorted(
         p
         for part in ("unet", "vae")
@@ -110,16 +123,29 @@ def export_key(folder: Path) -> str:
         for p in (folder / part).iterdir()
         if p.suffix in {".safetensors", ".bin"}
     )
-    fingerprint = [str(folder.resolve()), FORMAT] + [
+    return [str(folder.resolve()), FORMAT] + [
         f"{p.parent.name}/{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in weights
     ]
-    return f"{folder.name}-{hashlib.sha256(json.dumps(fingerprint).encode()).hexdigest()[:16]}"
+
+
+def export_key(folder: Path) -> str:
+    """The export's folder name: the model folder's name and a hash of its fingerprint."""
+    return f"{folder.name}-{hashlib.sha256(json.dumps(fingerprint(folder)).encode()).hexdigest()[:16]}"
 
 
 def exported(folder: Path, console: Reporter) -> Path:
     """The OpenVINO export of the pipeline in `folder` (a folder with unet.xml/.bin, vae_decoder.xml/.bin),
-    made once under AIGC_HOME/openvino. Raises ExportFailed with a short reason (nothing is left behind)."""
+    made once under AIGC_HOME/openvino. Raises ExportFailed with a short reason (nothing is left behind), or
+    made_once.FailedBefore (nothing tried) when the export failed before for the same weights and library
+    versions; its `marker` is the file to delete to try again.
+
+    The export runs only for --backend openvino (auto is diffusers), and an explicit backend whose export
+    fails falls back to diffusers with a warning rather than failing: so the remembered failure holds for
+    the explicit backend too (else every request would export again)."""
     target = settings().home / "openvino" / export_key(folder)
+    memo = Memo(
+        lambda: {"model": fingerprint(folder), "versions": library_versions(*LIBRARIES)}, (ExportFailed,)
+    )
 
     def announce(why: str | None) -> None:
         if why is None:
@@ -130,7 +156,7 @@ def exported(folder: Path, console: Reporter) -> Path:
     from ..errors import UsageError
 
     try:
-        return make_once(target, "unet.xml", lambda work: _export(folder, work), announce, ir_problem)
+        return make_once(target, "unet.xml", lambda work: _export(folder, work), announce, ir_problem, memo)
     except OSError as exc:
         raise ExportFailed(f"cannot write the export: {exc}") from exc
     except UsageError as exc:  # AIGC_HOME/openvino cannot be made (config.ensure_home)
@@ -170,7 +196,7 @@ def _export(folder: Path, out: Path) -> None:
             warnings.simplefilter("ignore")  # the tracer's warnings about Python branches on shapes
             try:
                 _export_part(folder, part, out)
-            except ExportFailed:
+            except (ExportFailed, _CannotWrite):
                 raise
             except Exception as exc:
                 raise ExportFailed(f"the {part.replace('_', ' ')} did not export: {_reason(exc)}") from exc
@@ -195,7 +221,7 @@ def _export_part(folder: Path, part: str, out: Path) -> None:
     try:
         ov.save_model(graph, xml, compress_to_fp16=False)
     except (OSError, RuntimeError) as exc:  # OpenVINO raises RuntimeError for a file it cannot write
-        raise ExportFailed(f"cannot write the export: {_reason(exc)}") from exc
+        raise _CannotWrite(_reason(exc)) from exc
     small = inputs(2, 2 * factor, 3 * factor)
     expected = module(*small).numpy()
     del graph, module  # the torch weights go before OpenVINO compiles its own copy
