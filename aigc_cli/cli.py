@@ -286,11 +286,14 @@ def speak(
     ] = None,
     flags: dict[str, Any] | None = None,
     out: Annotated[
-        str | None, typer.Option("-o", "--out", help="WAV, FLAC or OGG by extension; '-' for stdout.")
+        str | None,
+        typer.Option("-o", "--out", help="WAV, FLAC, OGG, MP3, OPUS or AAC by extension; '-' for stdout."),
     ] = None,
     audio_format: Annotated[
         str | None,
-        typer.Option("--format", help="wav, flac, ogg, or raw (16-bit PCM streamed per sentence)."),
+        typer.Option(
+            "--format", help="wav, flac, ogg, mp3, opus, aac, or raw (16-bit PCM streamed per sentence)."
+        ),
     ] = None,
     play: Annotated[
         bool, typer.Option("--play", help="Play it with ffplay, aplay, paplay or afplay.")

@@ -77,7 +77,7 @@ def image_metadata(fmt: str, record: dict[str, Any]) -> dict[str, Any]:
     return {"exif": exif.tobytes()}
 
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aac")
 
 
 class _NotThisKind(Exception):
@@ -85,8 +85,8 @@ class _NotThisKind(Exception):
 
 
 def _read_audio(path: Path) -> tuple[str | None, dict[str, Any]]:
-    """(the aigc JSON or None, facts about the file) from an audio file's tags (WAV INFO, FLAC/OGG
-    comments)."""
+    """(the aigc JSON or None, facts about the file) from an audio file's tags (WAV INFO, FLAC/OGG/Opus
+    comments, MP3 ID3). An AAC (ADTS) stream has no tags, and soundfile cannot read it."""
     import soundfile
 
     try:
@@ -142,6 +142,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
         except OSError as exc:
             raise UsageError(f"Cannot read {path}: {exc.strerror or exc}") from exc
     else:
+        if path.suffix.lower() == ".aac":
+            raise UsageError(f"{path}: an AAC (ADTS) stream has no tags, so aigc records nothing in it")
         raise UsageError(f"{path} is neither an image nor audio that aigc wrote")
     if raw_json is None:
         raise UsageError(f"{path} records no aigc parameters")

@@ -16,7 +16,29 @@ from .errors import OutputError, PipeClosed, UsageError
 from .terminal import terminal
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
-AUDIO_FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS")}
+AUDIO_FORMATS = {
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "ogg": ("OGG", "VORBIS"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "opus": ("OGG", "OPUS"),
+    "aac": ("adts", "aac"),
+}
+"""Audio file format -> (container, codec): soundfile's format and subtype; aac: PyAV's muxer and encoder."""
+AUDIO_MEDIA_TYPES = {
+    "wav": "audio/wav",
+    "flac": "audio/flac",
+    "ogg": "audio/ogg",
+    "mp3": "audio/mpeg",
+    "opus": "audio/ogg; codecs=opus",
+    "aac": "audio/aac",
+}
+"""The media type (HTTP Content-Type) of each audio file format (opus is Ogg Opus, RFC 7845)."""
+AUDIO_FORMAT_NAMES = "wav, flac, ogg, mp3, opus, aac"
+AUDIO_SUFFIX_NAMES = ".wav, .flac, .ogg, .mp3, .opus or .aac"
+MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 
 
 def check_stdout() -> None:
@@ -121,7 +143,7 @@ class OutputPlan:
     kind: str
     """image or audio."""
     format: str
-    """PNG, JPEG or WEBP for images; wav, flac, ogg or raw for audio."""
+    """PNG, JPEG or WEBP for images; wav, flac, ogg, mp3, opus, aac or raw for audio."""
     to_stdout: bool
     """The bytes go to stdout (a pipe or a file, never a terminal)."""
     target: Path | None
@@ -167,8 +189,9 @@ def plan_file(kind: str, out: str | None, folder: Path) -> OutputPlan:
     path = Path(out) if Path(out).is_absolute() else folder / out
     found = _format_of(kind, path)
     if found is None:
-        known = ".png, .jpg, .jpeg or .webp" if kind == "image" else ".wav, .flac or .ogg"
+        known = ".png, .jpg, .jpeg or .webp" if kind == "image" else AUDIO_SUFFIX_NAMES
         raise UsageError(f"Cannot tell the {kind} format of '{out}': use {known}")
+    check_encoder(found)
     check_writable(path)
     return OutputPlan(kind, found, False, path, False, 1, False)
 
@@ -178,7 +201,8 @@ def plan_output(
 ) -> OutputPlan:
     """Decide where binary results go, or raise UsageError (exit 2) / OutputError (exit 4) before any work.
 
-    kind: image or audio. out: the -o value ("-" is stdout). fmt: --format (audio: wav, flac, ogg, raw).
+    kind: image or audio. out: the -o value ("-" is stdout). fmt: --format (audio: wav, flac, ogg, mp3, opus,
+    aac, raw).
     Without -o: a pipe gets the bytes; a terminal or --json gets auto-named files in the current folder
     (never overwriting); --play alone writes nothing. With -o FILE the format is the extension's, and a
     --format that contradicts it is refused.
@@ -190,7 +214,8 @@ def plan_output(
     if fmt is not None:
         wanted = fmt.strip().lower()
         if wanted not in (*AUDIO_FORMATS, "raw"):
-            raise UsageError(f"Unknown format '{fmt}': use wav, flac, ogg or raw")
+            raise UsageError(f"Unknown format '{fmt}': use {AUDIO_FORMAT_NAMES} or raw")
+        check_encoder(wanted)
     payload = "PNG" if image else "audio"
     bytes_to_terminal = UsageError(
         f"Not writing {payload} bytes to a terminal: pipe stdout somewhere, or use -o FILE"
@@ -215,8 +240,9 @@ def plan_output(
                 )
             found = wanted
         if found is None:
-            known = ".png, .jpg, .jpeg or .webp" if image else ".wav, .flac or .ogg, or --format"
+            known = ".png, .jpg, .jpeg or .webp" if image else f"{AUDIO_SUFFIX_NAMES}, or --format"
             raise UsageError(f"Cannot tell the {noun} format of '{out}': use {known}")
+        check_encoder(found)
         check_writable(path)
         return OutputPlan(kind, found, False, path, False, count, terminal.stdout() and not json)
     if play and not json:
@@ -248,22 +274,99 @@ def auto_path(prompt: str, seed: int, suffix: str, folder: Path | None = None) -
     return candidate
 
 
+AAC_NEEDS_AV = "AAC output needs PyAV (the av package): pip install av, or pip install 'aigc[serve]'"
+
+
+def check_encoder(fmt: str) -> None:
+    """Fail before any work when `fmt` needs a package that is not installed (aac: PyAV): OutputError."""
+    import importlib.util
+
+    if fmt == "aac" and importlib.util.find_spec("av") is None:
+        raise OutputError(AAC_NEEDS_AV)
+
+
 def encode_audio(samples: Any, sample_rate: int, fmt: str, record: dict[str, Any]) -> bytes:
-    """A whole WAV, FLAC or OGG file in memory (soundfile cannot seek a pipe), with the record as tags."""
+    """A whole audio file in memory (soundfile cannot seek a pipe), with the record as tags where the
+    container has them. samples: float32 mono in [-1, 1]; fmt: a key of AUDIO_FORMATS.
+
+    wav, flac (16-bit), ogg (Vorbis), opus (Ogg Opus) and mp3 (LAME, ID3 tags) through soundfile; aac (an
+    ADTS stream, as OpenAI returns it; no tags: ADTS has none) through PyAV, imported here (OutputError when
+    it is not installed). A lossy codec that cannot take the voice's rate gets the samples resampled with
+    scipy.signal.resample_poly (polyphase, Kaiser window): opus to 48 kHz unless the rate is 8, 12, 16 or
+    24 kHz; mp3 and aac to the next rate up that they take. The file then says the new rate."""
     import io
 
+    container, subtype = AUDIO_FORMATS[fmt]
+    allowed = {"mp3": MP3_RATES, "aac": AAC_RATES, "opus": OPUS_RATES}.get(fmt)
+    if allowed is not None:  # lossy: clipped to [-1, 1] as the 16-bit formats are, or decoders overshoot
+        import numpy as np
+
+        samples = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+        if sample_rate not in allowed:
+            to = 48000 if fmt == "opus" else next((r for r in allowed if r > sample_rate), allowed[-1])
+            samples, sample_rate = _resample(samples, sample_rate, to), to
+    if fmt == "aac":
+        return _encode_aac(samples, sample_rate)
     import soundfile
 
-    container, subtype = AUDIO_FORMATS[fmt]
     buffer = io.BytesIO()
     with soundfile.SoundFile(
         buffer, "w", samplerate=sample_rate, channels=1, format=container, subtype=subtype
     ) as f:
-        f.title = record.get("text", "")[:200]
+        title = record.get("text", "")[:200]
+        # LAME writes ID3 text as Latin-1 but soundfile hands it UTF-8: keep the mp3 title ASCII (the comment,
+        # the whole record, is ASCII JSON, so the exact text is still there).
+        f.title = _ascii(title) if fmt == "mp3" else title
         f.artist = str(record.get("model", ""))
         f.software = f"aigc {record.get('aigc_version', '')}".strip()
         f.comment = json.dumps(record, ensure_ascii=True)
         f.write(samples)
+    return buffer.getvalue()
+
+
+def _ascii(text: str) -> str:
+    """Accents dropped (é -> e), anything else outside ASCII as '?'."""
+    import unicodedata
+
+    folded = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in folded if not unicodedata.combining(c)).encode("ascii", "replace").decode()
+
+
+def _resample(samples: Any, rate: int, to: int) -> Any:
+    """float32 samples at `rate` -> at `to` (scipy's polyphase resampler), clipped to [-1, 1]."""
+    from math import gcd
+
+    import numpy as np
+    from scipy.signal import resample_poly
+
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.size == 0:
+        return samples
+    step = gcd(rate, to)
+    return np.clip(resample_poly(samples, to // step, rate // step), -1.0, 1.0).astype(np.float32)
+
+
+def _encode_aac(samples: Any, sample_rate: int) -> bytes:
+    """An ADTS AAC stream (FFmpeg's native AAC-LC encoder, its default bit rate) of mono float32 samples."""
+    import io
+
+    import numpy as np
+
+    try:
+        import av
+    except ImportError:
+        raise OutputError(AAC_NEEDS_AV) from None
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="adts") as out:
+        stream = out.add_stream("aac", rate=sample_rate, layout="mono")
+        pcm = np.ascontiguousarray(np.asarray(samples, dtype=np.float32).reshape(1, -1))
+        if pcm.size:
+            frame = av.AudioFrame.from_ndarray(pcm, format="flt", layout="mono")
+            frame.sample_rate = sample_rate
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
     return buffer.getvalue()
 
 

@@ -211,8 +211,8 @@ def test_terminal_refuses_binary_and_gets_a_file(vits, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--format", "mp3"], 2, "Unknown format 'mp3': use wav, flac, ogg or raw"),
-        (["-o", "a.mp3"], 2, "Cannot tell the audio format of 'a.mp3'"),
+        (["--format", "wma"], 2, "Unknown format 'wma': use wav, flac, ogg, mp3, opus, aac or raw"),
+        (["-o", "a.wma"], 2, "Cannot tell the audio format of 'a.wma'"),
         (["--speed", "0"], 2, "--speed must be at least 0.25 (got 0)"),
         (["--voice", "alice"], 2, "--voice is not supported for vits models here"),
         (["--format", "raw", "--play"], 2, "--play needs a file format"),

@@ -90,8 +90,8 @@ class Audio:
 def render_speech(
     events: Iterable[Event], console: Console, plan: OutputPlan, sentences: int, as_json: bool
 ) -> Audio:
-    """Raw PCM streamed to stdout sentence by sentence, or the whole file (WAV, FLAC, OGG) written where the
-    plan says with its record; then the --json line or the path on a terminal."""
+    """Raw PCM streamed to stdout sentence by sentence, or the whole file (WAV, FLAC, OGG, MP3...) written
+    where the plan says with its record; then the --json line or the path on a terminal."""
     from ..output import encode_audio, pcm16, write_atomic, write_binary
 
     done = Audio()

@@ -34,7 +34,7 @@ class SpeakOptions:
     """Setting name -> value, None where the flag was not given (settings.resolve_settings)."""
     out: str | None = None
     audio_format: str | None = None
-    """--format: wav, flac, ogg or raw (None: by the extension of --out, else wav)."""
+    """--format: wav, flac, ogg, mp3, opus, aac or raw (None: by the extension of --out, else wav)."""
     play: bool = False
     as_json: bool = False
     local: bool = False
@@ -61,7 +61,7 @@ def run_speak(options: SpeakOptions, console: Console) -> None:
     resolved = resolve_settings("speech", options.flags)
     plan = plan_output("audio", options.out, 1, options.as_json, options.audio_format, options.play)
     if plan.format == "raw" and options.play:
-        raise UsageError("--play needs a file format (wav, flac or ogg), not raw")
+        raise UsageError("--play needs a file format (wav, flac, ogg, mp3, opus or aac), not raw")
     text = read_prompt(options.prompt)
     player = find_player() if options.play else None
     events, folder = None, None
