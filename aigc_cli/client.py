@@ -22,7 +22,7 @@ from .console import Console
 from .core.events import AudioChunk, Event, Notice, Result, SeedChosen, TextDelta
 from .errors import AigcError, ContextFull, ExitCode, GenerationError, UsageError
 from .server.discovery import ServerRef
-from .server.protocol import LOCAL_PATH, image_request, speech_request, text_request
+from .server.protocol import LOCAL_PATH, exit_code_for, image_request, speech_request, text_request
 from .settings import Resolved
 
 CONNECT_TIMEOUT = 10.0
@@ -43,13 +43,6 @@ class RemoteError(AigcError):
     def __init__(self, message: str, exit_code: ExitCode) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-CODES = {
-    "usage": ExitCode.USAGE,
-    "model_unavailable": ExitCode.MODEL_UNAVAILABLE,
-    "generation_failed": ExitCode.FAILURE,
-}
 
 
 def _connect(server: ServerRef) -> http.client.HTTPConnection:
@@ -100,6 +93,7 @@ def _error(server: ServerRef, response: http.client.HTTPResponse) -> AigcError |
         message, code = str(error["message"]), error.get("code")
     except (ValueError, KeyError, TypeError):
         message, code = f"HTTP {response.status} {response.reason}", None
+        error = {"type": "invalid_request_error" if 400 <= response.status < 500 else "server_error"}
     if response.status == 401:
         if server.api_key:
             return UsageError(f"The server at {server.url} refused the API key in AIGC_API_KEY")
@@ -110,7 +104,7 @@ def _error(server: ServerRef, response: http.client.HTTPResponse) -> AigcError |
         return RunHere(message)
     if code == ContextFull.code:
         return ContextFull(f"{message} (from the server at {server.url})")
-    return RemoteError(f"{message} (from the server at {server.url})", CODES.get(code, ExitCode.FAILURE))
+    return RemoteError(f"{message} (from the server at {server.url})", exit_code_for(error))
 
 
 def get_json(server: ServerRef, path: str) -> Any:
@@ -147,7 +141,7 @@ def _error_event(server: ServerRef, error: dict[str, Any]) -> AigcError:
     message = f"{error.get('message')} (from the server at {server.url})"
     if error.get("code") == ContextFull.code:
         return ContextFull(message)
-    return RemoteError(message, CODES.get(error.get("code"), ExitCode.FAILURE))
+    return RemoteError(message, exit_code_for(error))
 
 
 def _notices(aigc: Any, resolved: Resolved, modality: str) -> Iterator[Event]:

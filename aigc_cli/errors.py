@@ -31,7 +31,21 @@ class GenerationError(AigcError):
 
 
 class UsageError(AigcError):
+    """Bad input: a flag, a config key, a record field, an API body field. `param` names the API field
+    (or its path, `messages[2].content`) when the input came in a request, and `code` is OpenAI's error
+    code for the kind of problem (invalid_value, invalid_type, unknown_parameter, ...), as the server
+    answers them."""
+
     exit_code = ExitCode.USAGE
+    code: str | None = None
+
+    def __init__(
+        self, message: str, model: str | None = None, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, model)
+        self.param = param
+        if code is not None:
+            self.code = code
 
 
 class ContextFull(UsageError):
@@ -52,7 +66,12 @@ class UnknownModelError(ModelUnavailableError):
 
 
 class WrongModalityError(ModelUnavailableError):
-    pass
+    """A model of another modality than the one asked for. `found`: the modality it is (text, image,
+    speech), when it is one aigc runs; the server names the route that serves it."""
+
+    def __init__(self, message: str, model: str | None = None, found: str | None = None) -> None:
+        super().__init__(message, model)
+        self.found = found
 
 
 class ModelNotCachedError(ModelUnavailableError):

@@ -83,7 +83,7 @@ def check_modality(folder: Path, modality: str, name: str) -> None:
             "image": "a text-to-image pipeline",
             "speech": "a speech model",
         }
-        raise WrongModalityError(f"'{name}' is {described}, not {wanted[modality]}")
+        raise WrongModalityError(f"'{name}' is {described}, not {wanted[modality]}", found=found)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

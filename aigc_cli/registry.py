@@ -227,7 +227,8 @@ def resolve(name: str, modality: str) -> ModelRef:
         if spec.modality != modality:
             raise WrongModalityError(
                 f"'{name}' is {_a(spec.modality)} model, not {_a(modality)} model "
-                f"(see `aigc models list --modality {modality}`)"
+                f"(see `aigc models list --modality {modality}`)",
+                found=spec.modality,
             )
         return ModelRef(name, spec, spec.repo, None, spec.files)
     path = Path(name).expanduser()

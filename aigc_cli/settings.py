@@ -55,6 +55,7 @@ class Knob:
     choices: tuple[str, ...] = ()
     """The values allowed, for a string setting."""
     multiple_of: int | None = None
+    """A number that must be a positive multiple of this (said in /openapi.json; `check` enforces it)."""
     env: str | None = None
     """An environment variable that sets it (between the flag and config.toml)."""
     in_config: bool = True
@@ -117,6 +118,7 @@ def _size_knob(side: str) -> Any:
         high=8192,
         unit="pixels",
         check=_multiple_of_8,
+        multiple_of=8,
         in_record=True,
         default_text="the model's",
     )

@@ -56,8 +56,8 @@ def server_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def start_server(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Server:
-    """`aigc serve --port 0 ARGS`, once it prints its URL (its models loaded). Raises with its stderr if it
-    exits first."""
+    """`aigc serve --port 0 ARGS`, once it prints its URL and /health answers 200 (its --preload models
+    loaded). Raises with its stderr if it exits first."""
     env = env or server_env(home)
     process = subprocess.Popen(
         [AIGC, "serve", "--port", "0", *args],
@@ -86,7 +86,22 @@ def start_server(home: Path, *args: str, env: dict[str, str] | None = None, time
         time.sleep(0.2)
         raise RuntimeError(f"aigc serve did not start (exit {process.returncode}):\n{server.stderr()}")
     server.url = line.decode().strip()
+    while time.monotonic() < deadline:  # the URL comes at once; /health says 200 once --preload is done
+        status, _, _ = http(server.url + "/health", headers=_key_of(args))
+        if status != 503 or process.poll() is not None:
+            break
+        time.sleep(0.05)
+    if process.poll() is not None:
+        time.sleep(0.2)
+        raise RuntimeError(
+            f"aigc serve stopped while loading (exit {process.returncode}):\n{server.stderr()}"
+        )
     return server
+
+
+def _key_of(args: tuple[str, ...]) -> dict[str, str]:
+    """/health needs no key; sent anyway when there is one, as a client that always sends it would."""
+    return {"Authorization": f"Bearer {args[args.index('--api-key') + 1]}"} if "--api-key" in args else {}
 
 
 def http(

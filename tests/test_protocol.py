@@ -102,48 +102,207 @@ def test_settings_left_to_the_server_are_not_sent(monkeypatch):
 
 
 def test_errors_travel_by_code():
-    from aigc_cli.errors import ContextFull
-    from aigc_cli.server.protocol import LOCAL_PATH, RefusedError, error_body
+    from aigc_cli.errors import ContextFull, ExitCode, UnknownModelError, WrongModalityError
+    from aigc_cli.server.protocol import LOCAL_PATH, RefusedError, error_body, exit_code_for
 
     status, body = error_body(ContextFull("The prompt is 9000 tokens and the model reads 8192 in all"))
-    assert (status, body["error"]["code"]) == (422, "context_length_exceeded")
+    assert (status, body["error"]["type"], body["error"]["code"]) == (
+        400,
+        "invalid_request_error",
+        "context_length_exceeded",
+    )
+    assert exit_code_for(body["error"]) == ExitCode.USAGE
     status, body = error_body(RefusedError("'/x' is a local path", LOCAL_PATH))
     assert (status, body["error"]["code"]) == (403, LOCAL_PATH)
+    status, body = error_body(UnknownModelError("No model 'x'"))
+    assert (status, body["error"]["code"], body["error"]["param"]) == (404, "model_not_found", "model")
+    assert exit_code_for(body["error"]) == ExitCode.MODEL_UNAVAILABLE
+    wrong = WrongModalityError("'tiny-sd' is an image model, not a text model", found="image")
+    status, body = error_body(wrong, "/v1/chat/completions")
+    assert (status, body["error"]["code"], body["error"]["param"]) == (400, "model_not_supported", "model")
+    assert body["error"]["message"].endswith("send it to /v1/images/generations, not /v1/chat/completions")
+    assert exit_code_for(body["error"]) == ExitCode.MODEL_UNAVAILABLE
+    assert exit_code_for({"type": "server_error", "code": None}) == ExitCode.FAILURE
+
+
+HI = [{"role": "user", "content": "hi"}]
 
 
 @pytest.mark.parametrize(
-    ("parse", "body", "words"),
+    ("parse", "body", "param", "code", "words"),
     [
-        ("parse_chat", {"messages": []}, "field 'messages' must be a non-empty list"),
+        ("parse_chat", {"messages": []}, "messages", "invalid_value", "field 'messages' must be a non-empty"),
+        ("parse_chat", {}, "messages", "missing_required_parameter", "field 'messages' is required"),
+        ("parse_chat", {"messages": HI, "max_tokens": 0}, "max_tokens", "invalid_value", "at least 1"),
         (
             "parse_chat",
-            {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0},
+            {"messages": HI, "max_tokens": -1},
+            "max_tokens",
+            "invalid_value",
             "field 'max_tokens'",
         ),
-        ("parse_chat", {"messages": [{"role": "user", "content": "hi"}], "stop": ["x", 5]}, "field 'stop'"),
         (
             "parse_chat",
-            {"messages": [{"role": "user", "content": "hi"}], "temperature": -1},
+            {"messages": HI, "max_completion_tokens": 0},
+            "max_completion_tokens",
+            "invalid_value",
+            "",
+        ),
+        ("parse_chat", {"messages": HI, "n": 0}, "n", "invalid_value", "field 'n'"),
+        ("parse_chat", {"messages": HI, "n": 17}, "n", "invalid_value", "at most 16"),
+        ("parse_chat", {"messages": HI, "stop": ["x", 5]}, "stop", "invalid_value", "field 'stop'"),
+        (
+            "parse_chat",
+            {"messages": HI, "temperature": -1},
+            "temperature",
+            "invalid_value",
             "field 'temperature'",
         ),
-        ("parse_chat", {"messages": [{"role": "user", "content": "hi"}], "nonsense": 1}, "'nonsense'"),
-        ("parse_completion", {"prompt": "  "}, "field 'prompt' must be a non-empty string"),
-        ("parse_image", {"prompt": "a cat", "size": "big"}, "field 'size' must be WIDTHxHEIGHT"),
-        ("parse_image", {"prompt": "a cat", "strength": 0.5}, "field 'strength' needs 'init_image'"),
+        ("parse_chat", {"messages": HI, "temperature": "hot"}, "temperature", "invalid_value", "a number"),
+        (
+            "parse_chat",
+            {"messages": HI, "stream": "yes"},
+            "stream",
+            "invalid_type",
+            'true or false (got "yes")',
+        ),
+        ("parse_chat", {"messages": HI, "nonsense": 1}, "nonsense", "unknown_parameter", "'nonsense'"),
+        (
+            "parse_chat",
+            {"messages": HI, "tools": [{"type": "function"}]},
+            "tools",
+            "unsupported_parameter",
+            "",
+        ),
+        (
+            "parse_chat",
+            {"messages": HI, "tools": [{"type": "function"}], "tool_choice": "required"},
+            "tool_choice",
+            "unsupported_value",
+            "do not call tools",
+        ),
+        (
+            "parse_chat",
+            {"messages": HI, "response_format": {"type": "json_object"}},
+            "response_format",
+            "unsupported_value",
+            "plain text only",
+        ),
+        (
+            "parse_chat",
+            {"messages": HI, "logprobs": True},
+            "logprobs",
+            "unsupported_value",
+            "log probabilities",
+        ),
+        (
+            "parse_chat",
+            {"messages": HI, "frequency_penalty": 0.5},
+            "frequency_penalty",
+            "unsupported_value",
+            "",
+        ),
+        (
+            "parse_chat",
+            {"messages": [{"role": "tool", "content": "x"}]},
+            "messages[0].role",
+            "invalid_value",
+            "role must be",
+        ),
+        (
+            "parse_chat",
+            {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+            "messages[0].content",
+            "unsupported_value",
+            "only text content parts",
+        ),
+        (
+            "parse_chat",
+            {"messages": [{"role": "user", "content": "hi", "tool_calls": []}]},
+            "messages[0].tool_calls",
+            "unsupported_parameter",
+            "",
+        ),
+        ("parse_completion", {"prompt": "  "}, "prompt", "invalid_value", "field 'prompt' is empty"),
+        ("parse_completion", {"prompt": ["a", " "]}, "prompt", "invalid_value", "prompt[1] is empty"),
+        ("parse_completion", {"prompt": [1, 2, 3]}, "prompt", "invalid_type", "token ids are not taken"),
+        ("parse_completion", {}, "prompt", "missing_required_parameter", ""),
+        ("parse_completion", {"prompt": "a", "logprobs": 0}, "logprobs", "unsupported_value", ""),
+        ("parse_completion", {"prompt": ["a"] * 9, "n": 2}, "n", "invalid_value", "at most 16 (got 18)"),
+        ("parse_image", {"prompt": "a cat", "size": "big"}, "size", "invalid_value", "must be WIDTHxHEIGHT"),
+        ("parse_image", {"prompt": "a cat", "size": "12x12"}, "size", "invalid_value", "multiple of 8"),
+        ("parse_image", {"prompt": ""}, "prompt", "invalid_value", "field 'prompt' is empty"),
+        (
+            "parse_image",
+            {"prompt": "a cat", "strength": 0.5},
+            "strength",
+            "invalid_value",
+            "needs 'init_image'",
+        ),
+        (
+            "parse_image",
+            {"prompt": "a", "response_format": "url"},
+            "response_format",
+            "unsupported_value",
+            "",
+        ),
         (
             "parse_image",
             {"prompt": "a cat", "n": 2, "seed": 4294967295},
+            "seed",
+            "invalid_value",
             "field 'seed' 4294967295 with field 'n' 2 needs seeds",
         ),
-        ("parse_speech", {"input": "hi", "response_format": "mp3"}, "field 'response_format' must be"),
-        ("parse_speech", {"input": "hi", "speed": 9}, "field 'speed'"),
+        (
+            "parse_speech",
+            {"input": "hi", "response_format": "au"},
+            "response_format",
+            "unsupported_value",
+            "",
+        ),
+        ("parse_speech", {"input": "hi", "speed": 9}, "speed", "invalid_value", "field 'speed'"),
+        ("parse_speech", {"voice": "alloy"}, "input", "missing_required_parameter", ""),
     ],
 )
-def test_bad_bodies_name_the_field(parse, body, words):
-    """The API's validation, in-process (tests/test_server_security.py checks the HTTP side once)."""
+def test_bad_bodies_name_the_field(parse, body, param, code, words):
+    """The API's validation, in-process (tests/test_server_security.py checks the HTTP side once): HTTP 400
+    invalid_request_error with `param` naming the field and OpenAI's code for the kind of problem."""
     from aigc_cli.errors import UsageError
     from aigc_cli.server import protocol
 
     with pytest.raises(UsageError) as raised:
         getattr(protocol, parse)(body)
     assert words in raised.value.message
+    status, answer = protocol.error_body(raised.value)
+    assert (status, answer["error"]["type"]) == (400, "invalid_request_error")
+    assert (answer["error"]["param"], answer["error"]["code"]) == (param, code)
+
+
+ADVISORY_BODY = {
+    "user": "u-1",
+    "metadata": {"k": "v"},
+    "store": False,
+    "service_tier": "auto",
+    "parallel_tool_calls": True,
+    "reasoning_effort": "low",
+    "prediction": None,
+    "stream_options": {"include_usage": True},
+}
+
+
+def test_fields_clients_send_by_default_are_accepted_and_ignored():
+    from aigc_cli.server import protocol
+
+    call = protocol.parse_chat({"messages": HI, **ADVISORY_BODY, "tools": [], "tool_choice": "none"})
+    assert set(call.ignored) == set(ADVISORY_BODY) - {"prediction", "stream_options"} | {"prediction"}
+    assert call.include_usage is False  # stream_options only matter to a streamed call
+    call = protocol.parse_chat(
+        {"messages": HI, "tools": [{"type": "function"}], "tool_choice": "none", "response_format": None}
+    )
+    assert call.stream is False
+    call = protocol.parse_completion({"prompt": ["one", "two"], "n": 2, "user": "x", "logprobs": None})
+    assert (call.prompts, call.ignored) == (("one", "two"), ("user",))
+    image = protocol.parse_image({"prompt": "a cat", "user": "x", "moderation": "low", "quality": "auto"})
+    assert image.ignored == ("moderation", "user")
+    speech = protocol.parse_speech({"input": "hi", "voice": "alloy"})
+    assert speech.response_format == "mp3"  # OpenAI's default

@@ -101,11 +101,12 @@ def test_a_body_that_is_not_a_json_object_is_400(server, raw, words):
     assert words in message
 
 
-def test_an_unknown_field_is_422_naming_it(server):
+def test_an_unknown_field_is_400_naming_it(server):
     answer = chat(server, {"messages": HI, "bogus": 1})
-    message = error_of(answer, 422, "invalid_request_error")
+    message = error_of(answer, 400, "invalid_request_error")
     assert "'bogus'" in message
-    assert json.loads(answer[2])["error"]["code"] == "usage"
+    assert json.loads(answer[2])["error"]["code"] == "unknown_parameter"
+    assert json.loads(answer[2])["error"]["param"] == "bogus"
 
 
 @pytest.mark.parametrize(
@@ -124,13 +125,15 @@ def test_an_unknown_field_is_422_naming_it(server):
         ("repetition_penalty", 0),
     ],
 )
-def test_a_value_out_of_range_is_422_naming_the_field_as_sent(server, field, value):
-    message = error_of(chat(server, {"messages": HI, field: value}), 422, "invalid_request_error")
+def test_a_value_out_of_range_is_400_naming_the_field_as_sent(server, field, value):
+    answer = chat(server, {"messages": HI, field: value})
+    message = error_of(answer, 400, "invalid_request_error")
     assert f"field '{field}'" in message
+    assert json.loads(answer[2])["error"]["param"] == field
 
 
-def test_seeds_past_the_largest_are_422_before_any_model_loads(server):
-    message = error_of(chat(server, {"messages": HI, "seed": 2**32 - 1, "n": 2}), 422)
+def test_seeds_past_the_largest_are_400_before_any_model_loads(server):
+    message = error_of(chat(server, {"messages": HI, "seed": 2**32 - 1, "n": 2}), 400)
     assert "'seed'" in message and "'n'" in message
 
 
@@ -147,29 +150,29 @@ def test_seeds_past_the_largest_are_422_before_any_model_loads(server):
         ("stop", [1], "'stop'"),
     ],
 )
-def test_a_value_of_the_wrong_type_is_422(server, field, value, words):
+def test_a_value_of_the_wrong_type_is_400(server, field, value, words):
     body = {"messages": HI, field: value}
-    message = error_of(chat(server, body), 422, "invalid_request_error")
+    message = error_of(chat(server, body), 400, "invalid_request_error")
     assert f"'{field}'" in message and words in message
 
 
 @pytest.mark.parametrize("size", ["12x", "x12", "512", "512x512x3", "7x7", "99999x8"])
-def test_an_image_size_that_is_not_width_x_height_is_422(server, size):
+def test_an_image_size_that_is_not_width_x_height_is_400(server, size):
     answer = chat(server, {"prompt": "a cat", "size": size}, path="/v1/images/generations")
-    assert "field 'size'" in error_of(answer, 422, "invalid_request_error")
+    assert "field 'size'" in error_of(answer, 400, "invalid_request_error")
 
 
-def test_a_speech_format_it_cannot_write_is_422(server):
-    body = {"input": "Hello.", "voice": "alloy", "response_format": "mp3"}
-    message = error_of(chat(server, body, path="/v1/audio/speech"), 422, "invalid_request_error")
-    assert "'response_format'" in message and "'mp3'" in message
+def test_a_speech_format_it_cannot_write_is_400(server):
+    body = {"input": "Hello.", "voice": "alloy", "response_format": "au"}
+    message = error_of(chat(server, body, path="/v1/audio/speech"), 400, "invalid_request_error")
+    assert "'response_format'" in message and '"au"' in message
 
 
 def test_a_body_over_20_mb_with_a_content_length_is_413(server):
     # Exactly 20 MB is read (and found to hold an unknown field); one byte more is refused unread.
     fits = json.dumps({"messages": HI, "bogus": 1}).encode()
     fits += b" " * (MAX_BODY - len(fits))
-    assert "'bogus'" in error_of(chat(server, fits, JSON), 422)
+    assert "'bogus'" in error_of(chat(server, fits, JSON), 400)
     message = error_of(chat(server, fits + b" ", JSON), 413, "invalid_request_error")
     assert "20 MB" in message
 
@@ -186,11 +189,12 @@ def test_a_chunked_body_over_20_mb_is_413(server):
     assert "20 MB" in message
 
 
-def test_an_unknown_model_is_404_model_unavailable(server):
+def test_an_unknown_model_is_404_model_not_found(server):
     answer = chat(server, {"messages": HI, "model": "no-such-model"})
-    message = error_of(answer, 404, "not_found_error")
+    message = error_of(answer, 404, "invalid_request_error")
     assert "no-such-model" in message
-    assert json.loads(answer[2])["error"]["code"] == "model_unavailable"
+    assert json.loads(answer[2])["error"]["code"] == "model_not_found"
+    assert json.loads(answer[2])["error"]["param"] == "model"
 
 
 def test_an_unknown_route_is_404_json(server):
@@ -258,15 +262,25 @@ def test_a_voice_that_names_a_file_is_403(server, voice):
 def test_without_the_right_key_it_is_401(keyed, authorization):
     headers = {} if authorization is None else {"Authorization": authorization}
     answer = http(keyed.url + "/v1/models", headers=headers)
-    message = error_of(answer, 401, "authentication_error")
+    message = error_of(answer, 401, "invalid_request_error")
+    assert json.loads(answer[2])["error"]["code"] == "invalid_api_key"
     assert "Authorization: Bearer" in message
     assert header(answer[1], "www-authenticate") == "Bearer"
 
 
+def test_health_needs_no_key_and_says_only_that_it_is_up(keyed):
+    """A load balancer's or Kubernetes' probe carries no key (llama.cpp and vLLM leave /health open too)."""
+    from aigc_cli import __version__
+
+    status, _, raw = http(keyed.url + "/health")
+    assert (status, json.loads(raw)) == (200, {"status": "ok", "version": __version__})
+    assert http(keyed.url + "/api/ps")[0] == 401
+
+
 def test_the_key_is_checked_before_the_body(keyed):
-    assert error_of(chat(keyed, b"not json", JSON), 401, "authentication_error")
+    assert error_of(chat(keyed, b"not json", JSON), 401, "invalid_request_error")
     # A large body the server refuses is still read, so that a client that sends it all first gets the 401.
-    assert error_of(chat(keyed, b"x" * (5 * MB), JSON), 401, "authentication_error")
+    assert error_of(chat(keyed, b"x" * (5 * MB), JSON), 401, "invalid_request_error")
 
 
 def test_with_the_right_key_it_serves(keyed, tiny):
@@ -284,13 +298,13 @@ def test_aigc_api_key_in_the_environment_works_as_api_key(tmp_path):
     running = start_server(tmp_path, env=server_env(tmp_path, AIGC_API_KEY="sekrit"))
     try:
         assert json.loads((running.home / "server.json").read_text())["api_key_required"] is True
-        error_of(http(running.url + "/v1/models"), 401, "authentication_error")
+        error_of(http(running.url + "/v1/models"), 401, "invalid_request_error")
         error_of(http(running.url + "/v1/models", headers={"Authorization": "Bearer nope"}), 401)
         status, _, raw = http(running.url + "/v1/models", headers={"Authorization": "Bearer sekrit"})
         assert status == 200, raw
         error_of(chat(running, {"messages": HI, "bogus": 1}), 401)
         answer = chat(running, {"messages": HI, "bogus": 1}, {"Authorization": "Bearer sekrit"})
-        assert "'bogus'" in error_of(answer, 422)  # past the key, on to the body
+        assert "'bogus'" in error_of(answer, 400)  # past the key, on to the body
     finally:
         assert running.stop() == 0
 
@@ -331,7 +345,7 @@ def test_a_non_loopback_host_with_a_key_serves(tmp_path):
     try:
         assert running.url.startswith("http://127.0.0.1:")
         assert json.loads((running.home / "server.json").read_text())["host"] == "0.0.0.0"
-        error_of(http(running.url + "/v1/models"), 401, "authentication_error")
+        error_of(http(running.url + "/v1/models"), 401, "invalid_request_error")
         status, _, raw = http(running.url + "/v1/models", headers={"Authorization": "Bearer k"})
         assert status == 200, raw
     finally:

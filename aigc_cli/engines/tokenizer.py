@@ -11,9 +11,13 @@ does not escape HTML, and the globals `raise_exception`, `strftime_now`, `dict` 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from ..errors import UsageError
 
 SPECIAL_TOKEN_NAMES = (
     "bos_token",
@@ -55,9 +59,14 @@ class FastTokenizer:
         """As `apply_chat_template(messages, add_generation_prompt=True)`: rendered, then encoded with no
         special tokens added (the template writes them)."""
         assert self.chat_template is not None
-        rendered = _compile(self.chat_template).render(
-            messages=messages, tools=None, documents=None, add_generation_prompt=True, **self.special_tokens
-        )
+        with template_refusals():
+            rendered = _compile(self.chat_template).render(
+                messages=messages,
+                tools=None,
+                documents=None,
+                add_generation_prompt=True,
+                **self.special_tokens,
+            )
         return self.backend.encode(rendered, add_special_tokens=False).ids
 
     def decode(self, ids: list[int]) -> str:
@@ -76,11 +85,30 @@ class TransformersTokenizer:
         return list(self.tokenizer(text)["input_ids"])
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
+        with template_refusals():
+            out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
         return list(out["input_ids"])
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+@contextmanager
+def template_refusals() -> Iterator[None]:
+    """A chat template that raises (`raise_exception(...)` in Jinja: roles must alternate, no system role,
+    a conversation without a user turn) as a UsageError naming the conversation and the template's own
+    rule (param `messages` for an API client), not Jinja's TemplateError."""
+    import jinja2
+
+    try:
+        yield
+    except jinja2.exceptions.TemplateError as exc:
+        rule = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"The model's chat template refuses this conversation: {rule}",
+            param="messages",
+            code="invalid_value",
+        ) from None
 
 
 def _read(path: Path) -> dict[str, Any]:

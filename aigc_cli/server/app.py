@@ -41,7 +41,12 @@ from .protocol import (
 )
 from .state import ServerState
 
-MEDIA_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "pcm": "audio/pcm"}
+
+def media_type(fmt: str) -> str:
+    """Content-Type of a /v1/audio/speech response_format (OpenAI's; opus in an Ogg container)."""
+    from ..output import AUDIO_MEDIA_TYPES
+
+    return "audio/pcm" if fmt == "pcm" else AUDIO_MEDIA_TYPES[fmt]
 
 
 def _json_error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -62,17 +67,19 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        problem = self.problem(headers)
+        problem = self.problem(headers, scope.get("path", ""))
         if problem is not None:
-            status, message, kind = problem
+            status, message, kind, code = problem
             if "100-continue" not in headers.get("expect", "").lower():  # else the body is not on its way
                 await _drop_body(receive, _declared(headers))
             extra = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-            await _json_error(status, error_json(message, kind, "usage"), extra)(scope, receive, send)
+            await _json_error(status, error_json(message, kind, code), extra)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def problem(self, headers: dict[str, str]) -> tuple[int, str, str] | None:
+    def problem(self, headers: dict[str, str], path: str) -> tuple[int, str, str, str | None] | None:
+        """(status, message, OpenAI error type, code) of a request refused before its route, else None.
+        /health needs no key: a load balancer's probe carries none, and it says only that the server is up."""
         if self.hosts is not None:
             host = _hostname(headers.get("host", ""))
             if host not in self.hosts:
@@ -81,8 +88,9 @@ class Guard:
                     f"Host '{headers.get('host', '')}' is not a name this server is bound to "
                     f"(it answers to {', '.join(sorted(self.hosts))})",
                     "permission_error",
+                    None,
                 )
-        if self.api_key is not None:
+        if self.api_key is not None and path != "/health":
             scheme, _, token = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 token.strip().encode(), self.api_key.encode()
@@ -90,11 +98,17 @@ class Guard:
                 return (
                     401,
                     "This server needs an API key: send `Authorization: Bearer KEY` (the CLI: AIGC_API_KEY)",
-                    "authentication_error",
+                    "invalid_request_error",
+                    "invalid_api_key",
                 )
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return (413, f"The request body is over {MAX_BODY_BYTES // 2**20} MB", "invalid_request_error")
+            return (
+                413,
+                f"The request body is over {MAX_BODY_BYTES // 2**20} MB",
+                "invalid_request_error",
+                "request_too_large",
+            )
         return None
 
 
@@ -193,7 +207,10 @@ async def from_thread(request: Request, produce: Callable[[Callable[[Any], None]
         cancelled.set()
 
 
-def _failure(exc: BaseException, model: str | None) -> AigcError:
+def failure_of(exc: BaseException, model: str | None) -> AigcError:
+    """An exception from a generation as the AigcError a client is answered with: aigc's own as it is, a
+    known library error named after `model` (errors.map_exception), else a GenerationError (HTTP 500)
+    with the exception's first line."""
     if isinstance(exc, AigcError):
         return exc
     mapped = map_exception(exc, model)
@@ -211,62 +228,68 @@ def create_app(
 ) -> FastAPI:
     """The app over `state`. hosts: the Host names accepted (None: any); cors_origins: origins a browser
     page may call from (none by default: no Access-Control-Allow-Origin is sent)."""
-    app = FastAPI(title="aigc", version=__version__, docs_url=None, redoc_url=None, openapi_url=None)
+    from .openapi import describe
+
+    app = FastAPI(title="aigc", version=__version__, docs_url=None, redoc_url=None)
 
     @app.exception_handler(AigcError)
     async def aigc_error(request: Request, exc: AigcError) -> JSONResponse:
-        status, body = error_body(exc)
+        status, body = error_body(exc, request.url.path)
         return _json_error(status, body)
 
     @app.exception_handler(_TooLarge)
     async def too_large(request: Request, exc: _TooLarge) -> JSONResponse:
         message = f"The request body is over {MAX_BODY_BYTES // 2**20} MB"
-        return _json_error(413, error_json(message, "invalid_request_error", "usage"))
+        return _json_error(413, error_json(message, "invalid_request_error", "request_too_large"))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         path = request.url.path
-        message = {404: f"No route {path}", 405: f"{request.method} is not allowed on {path}"}
-        body = error_json(message.get(exc.status_code, str(exc.detail)), "invalid_request_error", "usage")
+        message = {
+            404: f"No route {request.method} {path} (GET /openapi.json lists them)",
+            405: f"{request.method} is not allowed on {path}",
+        }
+        body = error_json(message.get(exc.status_code, str(exc.detail)), "invalid_request_error")
         return _json_error(exc.status_code, body, exc.headers)  # 405: Allow, the methods the route takes
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        error = _failure(exc, None)
+        error = failure_of(exc, None)
         state.console.info(f"aigc: error: {error.message}")
-        status, body = error_body(error)
+        status, body = error_body(error, request.url.path)
         return _json_error(status, body)
 
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "version": __version__}
+    @app.get("/health", **describe("health"))
+    async def health() -> JSONResponse:
+        if state.loading.is_set():
+            return JSONResponse({"status": "loading", "version": __version__}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", **describe("models"))
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": await run_in_threadpool(_model_list, state)}
 
-    @app.get("/api/ps")
+    @app.get("/v1/models/{model_id:path}", **describe("model"))
+    async def model(model_id: str) -> dict[str, Any]:
+        return await run_in_threadpool(_one_model, state, model_id)
+
+    @app.get("/api/ps", **describe("ps"))
     async def ps() -> dict[str, Any]:
         return {"models": state.loaded(), "keep_alive": state.keep_alive, "batches": state.batch_sizes()}
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", **describe("chat"))
     async def chat(request: Request) -> Response:
         return await _text(state, request, parse_chat(await read_body(request)), chat=True)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", **describe("completions"))
     async def completions(request: Request) -> Response:
         return await _text(state, request, parse_completion(await read_body(request)), chat=False)
 
-    @app.post("/v1/images/generations")
+    @app.post("/v1/images/generations", **describe("images"))
     async def images(request: Request) -> Response:
-        call = parse_image(await read_body(request))
-        state.check_model(call.resolved)
-        try:
-            return JSONResponse(await run_in_threadpool(_images, state, call))
-        finally:
-            state.after_request()
+        return await _images(state, request, parse_image(await read_body(request)))
 
-    @app.post("/v1/audio/speech")
+    @app.post("/v1/audio/speech", **describe("speech"))
     async def speech(request: Request) -> Response:
         return await _speech(state, request, parse_speech(await read_body(request)))
 
@@ -303,10 +326,44 @@ def _model_list(state: ServerState) -> list[dict[str, Any]]:
     ]
 
 
+def _one_model(state: ServerState, model_id: str) -> dict[str, Any]:
+    """GET /v1/models/{id} (the client's models.retrieve): the row of /v1/models with that id; 404
+    model_not_found naming the list otherwise."""
+    from ..errors import UnknownModelError
+
+    for row in _model_list(state):
+        if row["id"] == model_id:
+            return row
+    raise UnknownModelError(
+        f"No model '{model_id}' on this server: GET /v1/models lists the ones it serves", model_id
+    )
+
+
 def request_reporter(state: ServerState) -> Any:
     """A request's Reporter: its notices are kept for the response (the `aigc` object) and written to the
     server's log as a local run prints them (notes with -v)."""
     return state.console.reporter(seeds=False)
+
+
+def _log_ignored(state: ServerState, route: str, ignored: tuple[str, ...]) -> None:
+    """The advisory fields a body held (protocol.ADVISORY), named in the server's log with -v."""
+    if ignored:
+        state.console.note(
+            f"aigc: {route}: ignored field{'s' if len(ignored) > 1 else ''} {', '.join(ignored)}"
+        )
+
+
+async def _collect(
+    request: Request, produce: Callable[[Callable[[Any], None], threading.Event], None]
+) -> list:
+    """Every item `produce` emits (from_thread), for a response sent whole; the first exception is raised.
+    A client that goes away stops the work at its next step (token, image step, sentence)."""
+    items = []
+    async for item in from_thread(request, produce):
+        if isinstance(item, BaseException):
+            raise item
+        items.append(item)
+    return items
 
 
 # --- text ---------------------------------------------------------------------------------------------------
@@ -316,33 +373,53 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
     from ..core import text as core_text
     from ..core.events import Result, TextDelta
 
+    _log_ignored(state, request.url.path, call.ignored)
     state.check_model(call.resolved)
     reporter = request_reporter(state)
-    job = await run_in_threadpool(
-        core_text.prepare, call.resolved, call.prompt, reporter, state.pool, call.messages
-    )
-    state.labels[job.key] = job.label
-    requests = core_text.requests(job)
+    prompts = call.prompts or (call.prompt,)
+    jobs = []
+    for prompt in prompts:
+        job = await run_in_threadpool(
+            core_text.prepare, call.resolved, prompt, reporter, state.pool, call.messages
+        )
+        state.labels[job.key] = job.label
+        jobs.append(job)
+    per_prompt = jobs[0].count
     notices = {"notices": notices_json(reporter.events)}
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
-    base = {"id": ident, "created": created, "model": job.label, "system_fingerprint": f"aigc-{__version__}"}
+    label = jobs[0].label
+    base = {"id": ident, "created": created, "model": label, "system_fingerprint": f"aigc-{__version__}"}
 
-    if not call.stream:
-
-        def run_all() -> list[Any]:
-            with state.text_engine(job.key, job.request) as engine:
-                return [e for e in core_text.run(job, engine) if isinstance(e, Result)]
-
+    def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
+        """(choice index, event) for every event of every prompt's job, in order."""
+        made = 0
         try:
-            results = await run_in_threadpool(run_all)
+            for number, job in enumerate(jobs):
+                with (
+                    state.text_engine(job.key, job.request) as engine,
+                    closing(core_text.run(job, engine)) as events,
+                ):
+                    for event in events:
+                        if cancelled.is_set():
+                            state.console.info(
+                                f"aigc: the client went away: stopped {job.label} after {made} tokens"
+                            )
+                            return
+                        if isinstance(event, TextDelta):
+                            made = event.tokens
+                        index = number * per_prompt + getattr(event, "index", 0)
+                        emit((index, event))
         finally:
             state.after_request()
+
+    if not call.stream:
+        results = [(i, e) for i, e in await _collect(request, produce) if isinstance(e, Result)]
         choices = [
             {
-                "index": r.index,
+                "index": index,
                 **(
-                    {"message": {"role": "assistant", "content": r.payload.text}}
+                    {"message": {"role": "assistant", "content": r.payload.text, "refusal": None}}
                     if chat
                     else {"text": r.payload.text}
                 ),
@@ -350,58 +427,40 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
                 "logprobs": None,
                 "aigc": r.record,
             }
-            for r in results
+            for index, r in results
         ]
         return JSONResponse(
             {
                 **base,
                 "object": "chat.completion" if chat else "text_completion",
                 "choices": choices,
-                "usage": _usage(r.payload for r in results),
+                "usage": _usage(r.payload for _, r in results),
                 "aigc": notices,
             }
         )
-
-    def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
-        try:
-            with (
-                state.text_engine(job.key, job.request) as engine,
-                closing(core_text.run(job, engine)) as events,
-            ):
-                made = 0
-                for event in events:
-                    if cancelled.is_set():
-                        state.console.info(
-                            f"aigc: the client went away: stopped {job.label} after {made} tokens"
-                        )
-                        return
-                    if isinstance(event, TextDelta):
-                        made = event.tokens
-                    emit(event)
-        finally:
-            state.after_request()
 
     kind = "chat.completion.chunk" if chat else "text_completion"
 
     async def events() -> AsyncIterator[bytes]:
         done = []
-        for index in range(len(requests)):
+        for index in range(len(jobs) * per_prompt):
             first = {"role": "assistant", "content": ""} if chat else ""
             chunk = {**base, "object": kind, "choices": [_choice(index, first, None, chat)]}
             yield _sse({**chunk, "aigc": notices} if index == 0 else chunk)
         async for item in from_thread(request, produce):
             if isinstance(item, BaseException):
-                error = _failure(item, job.label)
+                error = failure_of(item, label)
                 state.console.info(f"aigc: error: {error.message}")
-                yield _sse(error_body(error)[1])
+                yield _sse(error_body(error, request.url.path)[1])
                 break
-            if isinstance(item, TextDelta):
-                delta = {"content": item.text} if chat else item.text
-                yield _sse({**base, "object": kind, "choices": [_choice(item.index, delta, None, chat)]})
-            elif isinstance(item, Result):
-                done.append(item.payload)
-                last = _choice(item.index, {} if chat else "", item.payload.finish_reason, chat)
-                yield _sse({**base, "object": kind, "choices": [{**last, "aigc": item.record}]})
+            index, event = item
+            if isinstance(event, TextDelta):
+                delta = {"content": event.text} if chat else event.text
+                yield _sse({**base, "object": kind, "choices": [_choice(index, delta, None, chat)]})
+            elif isinstance(event, Result):
+                done.append(event.payload)
+                last = _choice(index, {} if chat else "", event.payload.finish_reason, chat)
+                yield _sse({**base, "object": kind, "choices": [{**last, "aigc": event.record}]})
         else:
             if call.include_usage:
                 yield _sse({**base, "object": kind, "choices": [], "usage": _usage(done)})
@@ -430,12 +489,14 @@ def _sse(data: dict[str, Any]) -> bytes:
 # --- images -------------------------------------------------------------------------------------------------
 
 
-def _images(state: ServerState, call: Any) -> dict[str, Any]:
+async def _images(state: ServerState, request: Request, call: Any) -> Response:
     from ..core import image as core_image
-    from ..core.events import Notice, Result
+    from ..core.events import ImageStep, Notice, Result
     from ..metadata import image_metadata
     from ..output import encode_image
 
+    _log_ignored(state, request.url.path, call.ignored)
+    state.check_model(call.resolved)
     inputs = core_image.ImageInputs(
         init=call.init_png,
         init_name="request body" if call.init_png is not None else None,
@@ -446,24 +507,40 @@ def _images(state: ServerState, call: Any) -> dict[str, Any]:
         fields=("'init_image'", "field 'mask'"),
     )
     reporter = request_reporter(state)
-    job = core_image.prepare(call.resolved, call.prompt, reporter, state.pool, inputs)
+    job = await run_in_threadpool(
+        core_image.prepare, call.resolved, call.prompt, reporter, state.pool, inputs
+    )
     state.labels[job.key] = job.label
-    data = []
-    with state.pool.lease(job.key) as engine:
-        for event in core_image.run(job, engine):
-            if isinstance(event, Notice):
-                reporter.emit(event)
-            if not isinstance(event, Result):
-                continue
-            png = encode_image(event.payload, "PNG", image_metadata("PNG", event.record))
-            data.append(
-                {
-                    "b64_json": base64.b64encode(png).decode("ascii"),
-                    "revised_prompt": None,
-                    "aigc": {**event.record, **event.timings},
-                }
-            )
-    return {"created": int(time.time()), "data": data, "aigc": {"notices": notices_json(reporter.events)}}
+
+    def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
+        """Each image's data entry as it is done; stops at the next denoising step once the client has gone
+        (closing the events waits for that step, so the engine never runs two jobs)."""
+        try:
+            with state.pool.lease(job.key) as engine, closing(core_image.run(job, engine)) as events:
+                for event in events:
+                    if cancelled.is_set():
+                        step = f" at step {event.step}" if isinstance(event, ImageStep) else ""
+                        state.console.info(f"aigc: the client went away: stopped {job.label}{step}")
+                        return
+                    if isinstance(event, Notice):
+                        reporter.emit(event)
+                    if not isinstance(event, Result):
+                        continue
+                    png = encode_image(event.payload, "PNG", image_metadata("PNG", event.record))
+                    emit(
+                        {
+                            "b64_json": base64.b64encode(png).decode("ascii"),
+                            "revised_prompt": None,
+                            "aigc": {**event.record, **event.timings},
+                        }
+                    )
+        finally:
+            state.after_request()
+
+    data = await _collect(request, produce)
+    return JSONResponse(
+        {"created": int(time.time()), "data": data, "aigc": {"notices": notices_json(reporter.events)}}
+    )
 
 
 # --- speech -------------------------------------------------------------------------------------------------
@@ -472,9 +549,12 @@ def _images(state: ServerState, call: Any) -> dict[str, Any]:
 async def _speech(state: ServerState, request: Request, call: Any) -> Response:
     from ..core import speech as core_speech
     from ..core.events import AudioChunk, Result
-    from ..output import encode_audio, pcm16
+    from ..output import check_encoder, encode_audio, pcm16
 
+    _log_ignored(state, request.url.path, call.ignored)
     state.check_model(call.resolved)
+    if call.response_format != "pcm":
+        check_encoder(call.response_format)  # aac needs PyAV: said before any work
     reporter = request_reporter(state)
     job = await run_in_threadpool(
         core_speech.prepare, call.resolved, call.text, reporter, state.pool, OPENAI_VOICES
@@ -486,40 +566,41 @@ async def _speech(state: ServerState, request: Request, call: Any) -> Response:
         "x-aigc-sample-rate": str(job.record["sample_rate"]),
         "x-aigc-notices": json.dumps(notices_json(reporter.events), ensure_ascii=True),
     }
+    streamed = call.response_format == "pcm"
 
-    if call.response_format == "pcm":
+    def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
+        """pcm: 16-bit chunks sentence by sentence; else the one Result. Stops at the next sentence once the
+        client has gone."""
+        try:
+            with state.pool.lease(job.key) as voice, closing(core_speech.run(job, voice)) as events:
+                for event in events:
+                    if cancelled.is_set():
+                        return
+                    if streamed and isinstance(event, AudioChunk):
+                        emit(pcm16(event.samples))
+                    elif not streamed and isinstance(event, Result):
+                        emit(event)
+        finally:
+            state.after_request()
 
-        def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
-            try:
-                with state.pool.lease(job.key) as voice, closing(core_speech.run(job, voice)) as events:
-                    for event in events:
-                        if cancelled.is_set():
-                            return
-                        if isinstance(event, AudioChunk):
-                            emit(pcm16(event.samples))
-            finally:
-                state.after_request()
+    if streamed:
 
         async def audio() -> AsyncIterator[bytes]:
             async for item in from_thread(request, produce):
                 if isinstance(item, BaseException):
                     # Mid-stream there is no status to send: end the stream short, and say why in the log.
-                    state.console.info(f"aigc: error: {_failure(item, job.label).message}")
+                    state.console.info(f"aigc: error: {failure_of(item, job.label).message}")
                     return
                 yield item
 
-        return StreamingResponse(audio(), media_type=MEDIA_TYPES["pcm"], headers=headers)
+        return StreamingResponse(audio(), media_type=media_type("pcm"), headers=headers)
 
-    def run() -> Any:
-        with state.pool.lease(job.key) as voice:
-            (result,) = [e for e in core_speech.run(job, voice) if isinstance(e, Result)]
-        rate = result.record["sample_rate"]
-        return encode_audio(result.payload, rate, call.response_format, job.record), result.timings
-
-    try:
-        data, timings = await run_in_threadpool(run)
-    finally:
-        state.after_request()
-    headers["x-aigc-compute-seconds"] = f"{timings['compute']:.4f}"
-    headers["x-aigc-duration"] = f"{timings['duration']:.4f}"
-    return Response(data, media_type=MEDIA_TYPES[call.response_format], headers=headers)
+    results = await _collect(request, produce)
+    if not results:  # the client went away
+        return Response(status_code=499)
+    (result,) = results
+    rate = result.record["sample_rate"]
+    data = await run_in_threadpool(encode_audio, result.payload, rate, call.response_format, job.record)
+    headers["x-aigc-compute-seconds"] = f"{result.timings['compute']:.4f}"
+    headers["x-aigc-duration"] = f"{result.timings['duration']:.4f}"
+    return Response(data, media_type=media_type(call.response_format), headers=headers)

@@ -4,8 +4,9 @@ notices travel, and errors in OpenAI's shape with a code the client maps back by
 
 A body holds OpenAI's fields (what the official clients send) and aigc's own settings under the schema's
 names (settings.py: the names of the flags and config.toml keys). Both are checked as flags are: an unknown
-field, a wrong type or a value out of range is a UsageError naming the field (HTTP 422); nothing here
-imports FastAPI, so the rules can be tested without a server.
+field, a wrong type or a value out of range is a UsageError naming the field (HTTP 400, OpenAI's
+`invalid_request_error` with `param` set); nothing here imports FastAPI, so the rules can be tested
+without a server.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import AigcError, ExitCode, ModelUnavailableError, UsageError
+from ..errors import AigcError, ExitCode, ModelUnavailableError, UsageError, WrongModalityError
 from ..settings import SCHEMAS, Resolved, check_value, knobs, resolve_settings
 
 MAX_N = 16
@@ -42,10 +45,11 @@ class RefusedError(AigcError):
 
     exit_code = ExitCode.USAGE
 
-    def __init__(self, message: str, code: str = "usage") -> None:
+    def __init__(self, message: str, code: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         """LOCAL_PATH when the request names a path on the client's machine: the CLI runs it there."""
+        self.param = param
 
 
 LOCAL_PATH = "local_path"
@@ -132,15 +136,35 @@ def notices_json(events: list[Any]) -> list[dict[str, str]]:
     return [event.as_json() for event in events if isinstance(event, Notice)]
 
 
+ADVISORY = {
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls",
+    "reasoning_effort",
+    "prediction",
+    "safety_identifier",
+    "prompt_cache_key",
+    "moderation",
+}
+"""OpenAI fields that clients send by default and that do not change what a model makes here (an end user's
+id, storage and billing hints, a latency hint): accepted and ignored (the server's log names them with -v)."""
+
+
 @dataclass(frozen=True)
 class TextCall:
     resolved: Resolved
     prompt: str
-    """The raw prompt (/v1/completions), or the last user message (for records)."""
+    """The raw prompt (/v1/completions; the first of `prompts`), or the last user message (for records)."""
     messages: tuple[tuple[str, str], ...]
     """The conversation (/v1/chat/completions); empty for a raw prompt."""
     stream: bool
     include_usage: bool
+    prompts: tuple[str, ...] = ()
+    """/v1/completions: every prompt of the list, in order (choice index = prompt index * n + i)."""
+    ignored: tuple[str, ...] = ()
+    """The advisory fields the body held (ADVISORY), ignored."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +175,7 @@ class ImageCall:
     """The init image's bytes (an image file), for image-to-image."""
     mask_png: bytes | None = None
     """The inpainting mask's bytes (an image file), with init_png."""
+    ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,7 +183,29 @@ class SpeechCall:
     resolved: Resolved
     text: str
     response_format: str
-    """wav, flac, ogg, or pcm (16-bit little-endian mono, streamed sentence by sentence)."""
+    """One of SPEECH_FORMATS: pcm is 16-bit little-endian mono, streamed sentence by sentence."""
+    ignored: tuple[str, ...] = ()
+
+
+SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm", "ogg")
+"""OpenAI's response formats for /v1/audio/speech (mp3 its default), and ogg (Vorbis), aigc's own."""
+
+
+@contextmanager
+def field_named(param: str) -> Iterator[None]:
+    """A UsageError raised inside is about API field `param` (when it names none yet)."""
+    try:
+        yield
+    except UsageError as exc:
+        if exc.param is None:
+            exc.param = param
+        if exc.code is None:
+            exc.code = "invalid_value"
+        raise
+
+
+def _invalid(message: str, param: str, code: str = "invalid_value") -> UsageError:
+    return UsageError(message, param=param, code=code)
 
 
 @dataclass
@@ -172,11 +219,28 @@ class _Body:
         self.taken.add(name)
         value = self.data.get(name)
         if value is not None and kinds is not None and not _is(value, kinds):
-            raise UsageError(f"field '{name}' must be {what} (got {value!r})")
+            raise _invalid(f"field '{name}' must be {what} (got {_json(value)})", name, "invalid_type")
         return value
+
+    def advisory(self, names: set[str] = ADVISORY) -> tuple[str, ...]:
+        """Take the advisory fields present; their names."""
+        present = tuple(sorted(n for n in names if n in self.data))
+        self.taken.update(present)
+        return present
 
     def unknown(self) -> list[str]:
         return [name for name in self.data if name not in self.taken]
+
+
+def _json(value: Any) -> str:
+    """A value as the client wrote it (JSON: true, null, "text"), cut at 80 characters."""
+    import json
+
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _is(value: Any, kinds: tuple[type, ...] | type) -> bool:
@@ -204,24 +268,26 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 
 def _settings(modality: str, body: _Body, excluded: set[str], renamed: dict[str, str]) -> dict[str, Any]:
-    """The body's aigc settings as the resolver's `flags`. renamed: OpenAI field -> schema field (checked
-    under the OpenAI name, so the error names what the client sent)."""
+    """The body's aigc settings as the resolver's `flags`, each checked under the name the client sent.
+    renamed: OpenAI field -> schema field."""
     schema = knobs(SCHEMAS[modality])
     values: dict[str, Any] = {}
     for api_name, name in renamed.items():
         value = body.take(api_name)
         if value is not None:
             if values.get(name) is not None and values[name] != value:
-                raise UsageError(f"fields '{api_name}' and '{name}' disagree: give one")
-            values[name] = check_value(name, schema[name], value, f"field '{api_name}'")
+                raise _invalid(f"fields '{api_name}' and '{name}' disagree: give one", api_name)
+            with field_named(api_name):
+                values[name] = check_value(name, schema[name], value, f"field '{api_name}'")
     for name in schema:
         if name in excluded or name in values:
             continue
         value = body.take(name)
         if value is not None:
-            values[name] = value
+            with field_named(name):
+                values[name] = check_value(name, schema[name], value, f"field '{name}'")
     if body.take("trust_remote_code") is True:
-        raise RefusedError("trust_remote_code cannot be turned on by a request")
+        raise RefusedError("trust_remote_code cannot be turned on by a request", param="trust_remote_code")
     return values
 
 
@@ -229,14 +295,25 @@ def _check_unknown(body: _Body, endpoint: str) -> None:
     unknown = body.unknown()
     if unknown:
         names = ", ".join(f"'{n}'" for n in unknown)
-        raise UsageError(f"Unknown field{'s' if len(unknown) > 1 else ''} {names} for {endpoint}")
+        raise _invalid(
+            f"Unknown field{'s' if len(unknown) > 1 else ''} {names} for {endpoint} (the README's "
+            "compatibility table lists the fields aigc takes)",
+            unknown[0],
+            "unknown_parameter",
+        )
 
 
-def _only_default(body: _Body, name: str, default: Any) -> None:
-    """An OpenAI field aigc does not implement: taken at its default (clients send it), refused otherwise."""
+def _only_default(body: _Body, name: str, default: Any, instead: str = "") -> None:
+    """An OpenAI field aigc does not implement: taken at its default (clients send it), refused otherwise
+    (it would change the result, so it is never silently dropped)."""
     value = body.take(name)
     if value is not None and value != default:
-        raise UsageError(f"field '{name}' is not supported (only {default!r})")
+        also = f": {instead}" if instead else ""
+        raise _invalid(
+            f"field '{name}' is not supported (only {_json(default)}; got {_json(value)}){also}",
+            name,
+            "unsupported_value",
+        )
 
 
 def _stop(value: Any) -> list[str] | None:
@@ -246,10 +323,34 @@ def _stop(value: Any) -> list[str] | None:
         return [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= 16:
         return value
-    raise UsageError(f"field 'stop' must be a string or a list of up to 16 strings (got {value!r})")
+    raise _invalid(
+        f"field 'stop' must be a string or a list of up to 16 strings (got {_json(value)})", "stop"
+    )
 
 
-def _common_text(body: _Body) -> tuple[dict[str, Any], bool, bool]:
+def _tools(body: _Body) -> None:
+    """Tools (and the older functions) only with a choice of none: aigc's models do not call tools, and a
+    client that offers them expects a call or an answer that knows of them."""
+    for tools_name, choice_name in (("tools", "tool_choice"), ("functions", "function_call")):
+        tools = body.take(tools_name)
+        choice = body.take(choice_name)
+        if choice is not None and choice != "none" and choice != "auto":
+            raise _invalid(
+                f"field '{choice_name}' is not supported (got {_json(choice)}): aigc's models do not call "
+                f"tools; send \"none\" or leave '{tools_name}' out",
+                choice_name,
+                "unsupported_value",
+            )
+        if tools and choice != "none":
+            raise _invalid(
+                f"field '{tools_name}' is not supported: aigc's models do not call tools; leave it out, or "
+                f"send '{choice_name}': \"none\"",
+                tools_name,
+                "unsupported_parameter",
+            )
+
+
+def _common_text(body: _Body, chat: bool) -> tuple[dict[str, Any], bool, bool]:
     flags = _settings(
         "text",
         body,
@@ -259,40 +360,64 @@ def _common_text(body: _Body) -> tuple[dict[str, Any], bool, bool]:
     flags["model"] = body.take("model", str, "a string")
     tokens = body.take("max_completion_tokens")
     legacy = body.take("max_tokens")
+    schema = knobs(SCHEMAS["text"])
     if tokens is not None:  # checked under the name the client sent
-        tokens = check_value(
-            "max_tokens", knobs(SCHEMAS["text"])["max_tokens"], tokens, "field 'max_completion_tokens'"
-        )
+        with field_named("max_completion_tokens"):
+            tokens = check_value("max_tokens", schema["max_tokens"], tokens, "field 'max_completion_tokens'")
+    if legacy is not None:
+        with field_named("max_tokens"):
+            legacy = check_value("max_tokens", schema["max_tokens"], legacy, "field 'max_tokens'")
     if tokens is not None and legacy is not None and tokens != legacy:
-        raise UsageError("fields 'max_tokens' and 'max_completion_tokens' disagree: give one")
+        raise _invalid("fields 'max_tokens' and 'max_completion_tokens' disagree: give one", "max_tokens")
     flags["max_tokens"] = tokens if tokens is not None else legacy
     flags["stop"] = _stop(body.take("stop"))
     stream = body.take("stream", bool, "true or false") or False
     options = body.take("stream_options", dict, "an object") or {}
-    if set(options) - {"include_usage", "continuous_usage_stats"}:
-        raise UsageError(f"field 'stream_options' takes include_usage (got {options!r})")
-    include_usage = options.get("include_usage") is True
-    body.take("user", str, "a string")
+    if stream and set(options) - {"include_usage", "continuous_usage_stats"}:
+        raise _invalid(f"field 'stream_options' takes include_usage (got {_json(options)})", "stream_options")
+    include_usage = stream and options.get("include_usage") is True
     for name in ("frequency_penalty", "presence_penalty"):
-        _only_default(body, name, 0)
-    _only_default(body, "logprobs", False)
+        _only_default(body, name, 0, "use 'repetition_penalty', aigc's own")
     _only_default(body, "logit_bias", {})
+    if chat:
+        _only_default(body, "logprobs", False, "aigc returns no log probabilities")
+        _only_default(body, "top_logprobs", 0, "aigc returns no log probabilities")
+        _tools(body)
+        _response_format(body)
+        _only_default(body, "modalities", ["text"])
+        _only_default(body, "audio", None)
+        _only_default(body, "web_search_options", None)
+    else:
+        _only_default(body, "logprobs", None, "aigc returns no log probabilities")
     return flags, stream, include_usage
 
 
-def _check_seeds(resolved: Resolved, modality: str) -> None:
+def _response_format(body: _Body) -> None:
+    value = body.take("response_format")
+    if value is not None and value != {"type": "text"}:
+        raise _invalid(
+            f"field 'response_format' is not supported (got {_json(value)}): aigc answers plain text only; "
+            'send {"type": "text"} or leave it out',
+            "response_format",
+            "unsupported_value",
+        )
+
+
+def _check_seeds(resolved: Resolved, modality: str, results: int | None = None) -> None:
     """At most MAX_N results; item i of `n` uses seed + i, so an `n` whose seeds would run past the largest
     is refused before any model loads (core.seeds, naming the fields as the client sent them)."""
     from ..core.seeds import check_seeds
 
-    count = resolved.values.count or 1
+    count = results if results is not None else resolved.values.count or 1
     if count > MAX_N:
-        raise UsageError(f"field 'n' must be at most {MAX_N} (got {count}): send several requests")
-    check_seeds(resolved, modality)
+        raise _invalid(f"field 'n' must be at most {MAX_N} (got {count}): send several requests", "n")
+    with field_named("seed"):
+        check_seeds(resolved, modality)
 
 
 def _content(message: dict[str, Any], index: int) -> str:
     content = message.get("content")
+    param = f"messages[{index}].content"
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -300,64 +425,102 @@ def _content(message: dict[str, Any], index: int) -> str:
         for part in content:
             text = part.get("text") if isinstance(part, dict) and part.get("type") == "text" else None
             if not isinstance(text, str):
-                raise UsageError(f"messages[{index}]: only text content parts are supported")
+                raise _invalid(
+                    f"messages[{index}]: only text content parts are supported (aigc's text models read "
+                    "no images or audio)",
+                    param,
+                    "unsupported_value",
+                )
             parts.append(part["text"])
         return "".join(parts)
-    raise UsageError(f"messages[{index}] needs 'content', a string or a list of text parts")
+    raise _invalid(
+        f"messages[{index}] needs 'content', a string or a list of text parts", param, "invalid_type"
+    )
 
 
 def parse_chat(data: dict[str, Any]) -> TextCall:
     """POST /v1/chat/completions."""
     body = _Body(data)
-    flags, stream, include_usage = _common_text(body)
+    ignored = body.advisory()
+    flags, stream, include_usage = _common_text(body, chat=True)
     messages = body.take("messages")
+    if messages is None:
+        raise _invalid("field 'messages' is required", "messages", "missing_required_parameter")
     if not isinstance(messages, list) or not messages:
-        raise UsageError("field 'messages' must be a non-empty list of {role, content} objects")
+        raise _invalid("field 'messages' must be a non-empty list of {role, content} objects", "messages")
     turns = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise UsageError(f"messages[{index}] must be an object with 'role' and 'content'")
+            raise _invalid(
+                f"messages[{index}] must be an object with 'role' and 'content'",
+                f"messages[{index}]",
+                "invalid_type",
+            )
         role = {"developer": "system"}.get(message.get("role"), message.get("role"))
         if role not in ("system", "user", "assistant"):
-            raise UsageError(f"messages[{index}]: role must be system, user or assistant (got {role!r})")
-        if set(message) - {"role", "content", "name"}:
-            raise UsageError(f"messages[{index}]: only role and content are supported")
+            raise _invalid(
+                f"messages[{index}]: role must be system, developer, user or assistant (got {_json(role)})",
+                f"messages[{index}].role",
+            )
+        extra = sorted(set(message) - {"role", "content", "name"})
+        if extra:
+            raise _invalid(
+                f"messages[{index}]: only role, content and name are supported (got '{extra[0]}')",
+                f"messages[{index}].{extra[0]}",
+                "unsupported_parameter",
+            )
         turns.append((role, _content(message, index)))
     if turns[-1][0] != "user":
-        raise UsageError("The last message must be the user's")
+        raise _invalid("The last message must be the user's", f"messages[{len(turns) - 1}].role")
     if flags.get("system") is not None and any(role == "system" for role, _ in turns):
-        raise UsageError("Give the system message once: in 'messages' or in 'system', not both")
-    _only_default(body, "response_format", {"type": "text"})
+        raise _invalid("Give the system message once: in 'messages' or in 'system', not both", "system")
     _check_unknown(body, "/v1/chat/completions")
     resolved = resolve_settings("text", flags, given_in="request")
     _check_seeds(resolved, "text")
-    return TextCall(resolved, turns[-1][1], tuple(turns), stream, include_usage)
+    return TextCall(resolved, turns[-1][1], tuple(turns), stream, include_usage, ignored=ignored)
+
+
+def _prompts(value: Any) -> tuple[str, ...]:
+    """/v1/completions' `prompt`: a string or a list of strings (token ids are refused: aigc takes text)."""
+    if value is None:
+        raise _invalid("field 'prompt' is required", "prompt", "missing_required_parameter")
+    prompts = [value] if isinstance(value, str) else value
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise _invalid(
+            f"field 'prompt' must be a string or a list of strings (got {_json(value)}); token ids are not "
+            "taken: send text",
+            "prompt",
+            "invalid_type",
+        )
+    for index, prompt in enumerate(prompts):
+        if not prompt.strip():
+            where = "field 'prompt'" if isinstance(value, str) else f"prompt[{index}]"
+            raise _invalid(f"{where} is empty: send the text to continue", "prompt")
+    return tuple(prompts)
 
 
 def parse_completion(data: dict[str, Any]) -> TextCall:
-    """POST /v1/completions: the prompt as it is, no chat template."""
+    """POST /v1/completions: each prompt as it is, no chat template."""
     body = _Body(data)
-    flags, stream, include_usage = _common_text(body)
-    prompt = body.take("prompt")
-    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-        prompt = prompt[0]
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise UsageError("field 'prompt' must be a non-empty string")
+    ignored = body.advisory()
+    flags, stream, include_usage = _common_text(body, chat=False)
+    prompts = _prompts(body.take("prompt"))
     _only_default(body, "echo", False)
     _only_default(body, "best_of", 1)
     _only_default(body, "suffix", None)
     _check_unknown(body, "/v1/completions")
     if flags.get("system") is not None:
-        raise UsageError("field 'system' needs the chat template: use /v1/chat/completions")
+        raise _invalid("field 'system' needs the chat template: use /v1/chat/completions", "system")
     flags["raw"] = True
     resolved = resolve_settings("text", flags, given_in="request")
-    _check_seeds(resolved, "text")
-    return TextCall(resolved, prompt, (), stream, include_usage)
+    _check_seeds(resolved, "text", len(prompts) * (resolved.values.count or 1))
+    return TextCall(resolved, prompts[0], (), stream, include_usage, prompts=prompts, ignored=ignored)
 
 
 def parse_image(data: dict[str, Any]) -> ImageCall:
     """POST /v1/images/generations."""
     body = _Body(data)
+    ignored = body.advisory()
     flags = _settings(
         "image",
         body,
@@ -371,33 +534,49 @@ def parse_image(data: dict[str, Any]) -> ImageCall:
     )
     flags["model"] = body.take("model", str, "a string")
     prompt = body.take("prompt", str, "a string")
-    if not prompt or not prompt.strip():
-        raise UsageError("field 'prompt' must be a non-empty string")
+    if prompt is None:
+        raise _invalid("field 'prompt' is required", "prompt", "missing_required_parameter")
+    if not prompt.strip():
+        raise _invalid("field 'prompt' is empty: say what the image should show", "prompt")
     size = body.take("size", str, "a string such as 512x512")
     if size is not None and size != "auto":
         match = SIZE.match(size)
         if match is None:
-            raise UsageError(f"field 'size' must be WIDTHxHEIGHT in pixels, such as 512x512 (got {size!r})")
+            raise _invalid(
+                f"field 'size' must be WIDTHxHEIGHT in pixels, such as 512x512 (got {_json(size)})", "size"
+            )
         for name, value in zip(("width", "height"), map(int, match.groups()), strict=True):
             if flags.get(name) is not None and flags[name] != value:
-                raise UsageError(f"fields 'size' and '{name}' disagree: give one")
-            flags[name] = check_value(name, knobs(SCHEMAS["image"])[name], value, "field 'size'")
+                raise _invalid(f"fields 'size' and '{name}' disagree: give one", "size")
+            with field_named("size"):
+                flags[name] = check_value(name, knobs(SCHEMAS["image"])[name], value, "field 'size'")
     response_format = body.take("response_format", str, "a string") or "b64_json"
     if response_format != "b64_json":
-        raise UsageError("field 'response_format' must be b64_json: this server does not host image URLs")
+        raise _invalid(
+            f"field 'response_format' must be b64_json (got {_json(response_format)}): this server does "
+            "not host image URLs",
+            "response_format",
+            "unsupported_value",
+        )
     _only_default(body, "output_format", "png")
-    body.take("user", str, "a string")
+    _only_default(body, "background", "auto")
+    _only_default(body, "output_compression", 100)
     for name in ("quality", "style"):  # DALL-E's; these pipelines have steps and guidance instead
-        _only_default(body, name, "auto" if name == "quality" else None)
+        _only_default(
+            body,
+            name,
+            "auto" if name == "quality" else None,
+            "set 'num_inference_steps' and 'guidance_scale'",
+        )
     init_png, mask_png = (_base64(body, name) for name in ("init_image", "mask"))
     _check_unknown(body, "/v1/images/generations")
     resolved = resolve_settings("image", flags, given_in="request")
     _check_seeds(resolved, "image")
     if resolved.values.strength is not None and init_png is None:
-        raise UsageError("field 'strength' needs 'init_image'")
+        raise _invalid("field 'strength' needs 'init_image'", "strength")
     if mask_png is not None and init_png is None:
-        raise UsageError("field 'mask' needs 'init_image': the image to repaint")
-    return ImageCall(resolved, prompt, init_png, mask_png)
+        raise _invalid("field 'mask' needs 'init_image': the image to repaint", "mask")
+    return ImageCall(resolved, prompt, init_png, mask_png, ignored=ignored)
 
 
 def _base64(body: _Body, name: str) -> bytes | None:
@@ -408,52 +587,91 @@ def _base64(body: _Body, name: str) -> bytes | None:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise UsageError(f"field '{name}' must be base64 (an image file's bytes)") from None
+        raise _invalid(f"field '{name}' must be base64 (an image file's bytes)", name) from None
 
 
 def parse_speech(data: dict[str, Any]) -> SpeechCall:
     """POST /v1/audio/speech."""
     body = _Body(data)
+    ignored = body.advisory()
     voice = body.take("voice", str, "a string")
     flags = _settings("speech", body, excluded={"model", "voice"}, renamed={})
     flags["model"] = body.take("model", str, "a string")
     text = body.take("input", str, "a string")
-    if not text or not text.strip():
-        raise UsageError("field 'input' must be a non-empty string")
-    fmt = body.take("response_format", str, "a string") or "wav"
-    if fmt not in ("wav", "flac", "ogg", "pcm"):
-        raise UsageError(f"field 'response_format' must be wav, flac, ogg or pcm (got {fmt!r})")
-    _only_default(body, "stream_format", "audio")
-    _only_default(body, "instructions", None)
+    if text is None:
+        raise _invalid("field 'input' is required", "input", "missing_required_parameter")
+    if not text.strip():
+        raise _invalid("field 'input' is empty: send the text to speak", "input")
+    fmt = body.take("response_format", str, "a string") or "mp3"
+    if fmt not in SPEECH_FORMATS:
+        raise _invalid(
+            f"field 'response_format' must be one of {', '.join(SPEECH_FORMATS)} (got {_json(fmt)})",
+            "response_format",
+            "unsupported_value",
+        )
+    _only_default(body, "stream_format", "audio", "pcm streams as it is made")
+    _only_default(body, "instructions", None, "these voices take no instructions")
     _check_unknown(body, "/v1/audio/speech")
     if voice is not None and ("/" in voice or "\\" in voice or voice.endswith(".npy")):
-        raise RefusedError("field 'voice' names a file: the server reads no paths a request gives")
+        raise RefusedError(
+            "field 'voice' names a file: the server reads no paths a request gives", param="voice"
+        )
     flags["voice"] = voice
     resolved = resolve_settings("speech", flags, given_in="request")
-    return SpeechCall(resolved, text, fmt)
+    return SpeechCall(resolved, text, fmt, ignored=ignored)
 
 
 ERROR_STATUS: list[tuple[type[AigcError], int, str]] = [
-    (BodyError, 400, "invalid_request_error"),
     (RefusedError, 403, "permission_error"),
-    (UsageError, 422, "invalid_request_error"),
-    (ModelUnavailableError, 404, "not_found_error"),
+    (UsageError, 400, "invalid_request_error"),
+    (WrongModalityError, 400, "invalid_request_error"),
+    (ModelUnavailableError, 404, "invalid_request_error"),
 ]
-EXIT_CODES = {
-    ExitCode.USAGE: "usage",
-    ExitCode.MODEL_UNAVAILABLE: "model_unavailable",
-    ExitCode.FAILURE: "generation_failed",
-    ExitCode.OUTPUT: "generation_failed",
+"""HTTP status and OpenAI's error type by aigc error class, first match wins (BodyError and ContextFull are
+UsageErrors: 400)."""
+
+ROUTES = {
+    "text": "/v1/chat/completions (or /v1/completions)",
+    "image": "/v1/images/generations",
+    "speech": "/v1/audio/speech",
 }
+"""The route that serves each modality, named when a model is sent to another."""
+
+MODEL_CODES = {"model_not_found", "model_not_supported"}
+"""Error codes the CLI's client turns into exit 3, as a local run gives for a model it cannot run."""
 
 
-def error_body(exc: AigcError) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, OpenAI's error JSON) for an aigc error. `code` names aigc's exit code, so that the CLI
-    fails as a local run would."""
+def error_body(exc: AigcError, route: str | None = None) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, OpenAI's error JSON) for an aigc error: 400 invalid_request_error with `param` for bad
+    input (code: OpenAI's invalid_value, invalid_type, unknown_parameter, missing_required_parameter,
+    unsupported_value, context_length_exceeded), 404 model_not_found, 403 for a refusal, 500 server_error
+    for a failed generation. route: the path the request came to, named when a model of another modality
+    was sent there."""
+    from ..errors import ModelUnavailableError as Unavailable
+
     status, kind = next(((s, k) for cls, s, k in ERROR_STATUS if isinstance(exc, cls)), (500, "server_error"))
-    code = getattr(exc, "code", None) or EXIT_CODES.get(exc.exit_code, "generation_failed")
-    return status, error_json(exc.message, kind, code)
+    message, param, code = exc.message, getattr(exc, "param", None), getattr(exc, "code", None)
+    if isinstance(exc, WrongModalityError):
+        param, code = "model", "model_not_supported"
+        if exc.found in ROUTES and route is not None:
+            message = f"{exc.message}: send it to {ROUTES[exc.found]}, not {route}"
+    elif isinstance(exc, Unavailable):
+        param, code = "model", "model_not_found"
+    elif isinstance(exc, UsageError) and code is None:
+        code = "invalid_value"
+    return status, error_json(message, kind, code, param)
+
+
+def exit_code_for(error: dict[str, Any]) -> ExitCode:
+    """The exit code a local run gives for what the server answered with (an error object of error_body):
+    by OpenAI's type and code, never by the message."""
+    if error.get("code") in MODEL_CODES:
+        return ExitCode.MODEL_UNAVAILABLE
+    if error.get("type") in ("invalid_request_error", "permission_error", "authentication_error"):
+        return ExitCode.USAGE
+    return ExitCode.FAILURE
 
 
 def error_json(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    """OpenAI's error object: {"error": {"message", "type", "param", "code"}}."""
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}

@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 from ..console import Console, LogConsole
@@ -69,10 +70,23 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def preload(state: Any, names: list[str], console: Console) -> None:
-    """Load each model now, through the path its first request takes; local folders become servable."""
+def check_preload(state: Any, names: list[str]) -> None:
+    """Before the server listens: each name is a model aigc can run (exit 3 otherwise), and local folders
+    among them become servable. Loading them is `preload`'s, while /health answers "loading"."""
     from pathlib import Path
 
+    from ..catalog import modality_of
+    from ..registry import resolve
+
+    for name in names:
+        resolve(name, modality_of(name))
+        folder = Path(name).expanduser()
+        if folder.is_dir():
+            state.allow_folder(folder)
+
+
+def preload(state: Any, names: list[str], console: Console) -> None:
+    """Load each model now, through the path its first request takes. Raises what loading raises."""
     from ..catalog import modality_of
     from ..core import MODALITIES
     from ..settings import resolve_settings
@@ -83,10 +97,25 @@ def preload(state: Any, names: list[str], console: Console) -> None:
         resolved = resolve_settings(modality.name, {"model": name})
         job = modality.prepare(resolved, modality.sample_prompt, request_reporter(state), state.pool)
         state.labels[job.key] = job.label
-        folder = Path(name).expanduser()
-        if folder.is_dir():
-            state.allow_folder(folder)
         console.info(f"aigc: loaded {job.label} ({modality.name}) on {job.key.device}")
+
+
+def _preload_in_background(state: Any, names: list[str], console: Console, server: Any) -> None:
+    """Preload in a thread while the server answers (/health: 503 "loading", then 200). A model that does
+    not load stops the server with that model's error (state.failed), as it would have before listening."""
+    from .app import failure_of
+
+    def run() -> None:
+        try:
+            preload(state, names, console)
+        except Exception as exc:  # the main thread says it and exits once uvicorn has stopped
+            state.failed = failure_of(exc, None)
+            server.should_exit = True
+        finally:
+            state.loading.clear()
+
+    state.loading.set()
+    threading.Thread(target=run, name="aigc-preload", daemon=True).start()
 
 
 def run_server(
@@ -99,8 +128,9 @@ def run_server(
     cors_origins: list[str],
     verbose: bool,
 ) -> None:
-    """Serve until Ctrl-C or SIGTERM. Prints the URL on stdout once it listens (and the models are
-    loaded); notes, loads and (with -v) each request on stderr."""
+    """Serve until Ctrl-C or SIGTERM. Prints the URL on stdout once it listens; the models named by
+    --preload load meanwhile (/health says "loading" until they have; one that fails stops the server with
+    its exit code). Notes, loads and (with -v) each request on stderr."""
     try:
         import uvicorn
 
@@ -127,7 +157,7 @@ def run_server(
     bound = sock.getsockname()[1]
     console = LogConsole(verbose=verbose)
     state = ServerState(seconds, preload_names, console)
-    preload(state, preload_names, console)
+    check_preload(state, preload_names)
     hosts = LOOPBACK_NAMES if is_loopback(host) else None
     app = create_app(state, api_key=api_key, hosts=hosts, cors_origins=cors_origins)
     import copy
@@ -151,6 +181,7 @@ def run_server(
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         state.start_reaper()
+        _preload_in_background(state, preload_names, console, server)
         print(url, flush=True)
         kept = "for ever" if seconds is None else f"{seconds:g} s"
         console.info(f"aigc: serving on {url} (idle models stay loaded {kept}; Ctrl-C stops)")
@@ -163,12 +194,14 @@ def run_server(
         sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if state.failed is not None:
+        console.info(f"aigc: error: {state.failed.message}")
     console.info("aigc: server stopped")
     sys.stdout.flush()
     sys.stderr.flush()
     # A generation a client still waits on (uvicorn cancels its request, not the thread that runs it) must
     # not keep the process alive: the record is gone and the port closed, so end now.
-    os._exit(0)
+    os._exit(int(state.failed.exit_code) if state.failed is not None else 0)
 
 
 def _no_cancelled(record: logging.LogRecord) -> bool:

@@ -29,6 +29,10 @@ class ServerState:
         self.console = console
         self.allowed_folders: set[Path] = set()
         self.labels: dict[EngineKey, str] = {}
+        self.loading = threading.Event()
+        """Set while the --preload models load (/health answers 503 "loading")."""
+        self.failed: Any = None
+        """The AigcError that stopped a preload: the server stops and exits with its code."""
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         from .batching import Batchers
