@@ -67,6 +67,55 @@ def vits(tmp_path_factory) -> Path:
     return build_vits(tmp_path_factory.mktemp("speech") / "tiny-vits")
 
 
+STRICT_TEMPLATE = (
+    "{%- for m in messages %}"
+    "{%- if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{%- endif %}"
+    "{%- if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{%- endif %}"
+    "{{ m['role'] + ': ' + m['content'] + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}assistant: {% endif %}"
+)
+"""A chat template as Gemma's and Mistral's are: it raises on a system message or turns out of order."""
+
+
+@pytest.fixture(scope="session")
+def strict_llama(tiny, tmp_path_factory) -> Path:
+    """The tiny chat Llama with STRICT_TEMPLATE."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("strict") / "strict-llama"
+    shutil.copytree(tiny["llama"], folder)
+    (folder / "chat_template.jinja").write_text(STRICT_TEMPLATE, encoding="utf-8")
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["chat_template"] = STRICT_TEMPLATE
+    config_file.write_text(json.dumps(config), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def server(tiny, pipes, vits, strict_llama, tmp_path_factory):
+    """One `aigc serve` per test worker, holding a tiny chat Llama (and one with STRICT_TEMPLATE), a tiny
+    GPT-2, a tiny SD and a tiny VITS."""
+    from server_helpers import start_server
+
+    home = tmp_path_factory.mktemp("server")
+    preload = [tiny["llama"], tiny["gpt2"], pipes["sd"], vits, strict_llama]
+    running = start_server(home, "--keep-alive", "-1", *(a for p in preload for a in ("--preload", str(p))))
+    yield running
+    assert running.stop() == 0, running.stderr()
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    """The official openai client on `server`."""
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+
+
 def run_aigc(
     *args: str, input: bytes | str | None = None, env: dict[str, str] | None = None, timeout=300, cwd=None
 ):

@@ -23,28 +23,6 @@ openai = pytest.importorskip("openai")
 SMALL_IMAGE = ["--steps", "2", "--width", "64", "--height", "64"]
 
 
-@pytest.fixture(scope="module")
-def server(tiny, pipes, vits, tmp_path_factory):
-    """One server for the module, holding a tiny chat Llama, a tiny GPT-2, a tiny SD and a tiny VITS."""
-    home = tmp_path_factory.mktemp("server")
-    running = start_server(
-        home,
-        "--keep-alive",
-        "-1",
-        *("--preload", str(tiny["llama"])),
-        *("--preload", str(tiny["gpt2"])),
-        *("--preload", str(pipes["sd"])),
-        *("--preload", str(vits)),
-    )
-    yield running
-    assert running.stop() == 0, running.stderr()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
-
-
 def local(*args: str, input: bytes | str | None = None) -> subprocess.CompletedProcess:
     """`aigc ARGS --local`: the in-process run to compare with."""
     result = run_cli(*args, "--local", input=input)

@@ -1,0 +1,234 @@
+"""`aigc serve` against what OpenAI's API does, through the official `openai` client (its exception class
+for each error, models.retrieve, a list of prompts, the speech formats) and raw HTTP for the rest: a client
+that goes away from an image request, /health while models load, a preload that fails."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import time
+
+import pytest
+from conftest import AIGC
+from inproc import run_cli
+from server_helpers import http, server_env
+
+openai = pytest.importorskip("openai")
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+def local_text(*args: str) -> str:
+    result = run_cli("text", *args, "--local")
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def test_bad_input_is_bad_request_error_naming_the_param(client, tiny):
+    llama = str(tiny["llama"])
+    cases = [
+        ({"messages": []}, "messages", "invalid_value"),
+        ({"messages": HI, "max_tokens": 0}, "max_tokens", "invalid_value"),
+        ({"messages": HI, "n": 0}, "n", "invalid_value"),
+        ({"messages": HI, "stop": ["x", 5]}, "stop", "invalid_value"),
+        (
+            {"messages": HI, "response_format": {"type": "json_object"}},
+            "response_format",
+            "unsupported_value",
+        ),
+        ({"messages": HI, "logprobs": True}, "logprobs", "unsupported_value"),
+        (
+            {"messages": HI, "tools": [{"type": "function", "function": {"name": "f"}}]},
+            "tools",
+            "unsupported_parameter",
+        ),
+    ]
+    for body, param, code in cases:
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model=llama, **body)
+        error = raised.value.body
+        assert (raised.value.status_code, error["param"], error["code"]) == (400, param, code), body
+        assert error["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.images.generate(model="unused", prompt="a cat", size="12x")
+    assert raised.value.body["param"] == "size"
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="no-such-model", messages=HI)
+    assert (missing.value.body["code"], missing.value.body["param"]) == ("model_not_found", "model")
+
+
+def test_fields_clients_send_by_default_are_accepted(client, tiny):
+    llama = str(tiny["llama"])
+    plain = client.chat.completions.create(model=llama, messages=HI, max_tokens=5, temperature=0)
+    advised = client.chat.completions.create(
+        model=llama,
+        messages=HI,
+        max_tokens=5,
+        temperature=0,
+        user="user-1",
+        metadata={"app": "test"},
+        store=False,
+        service_tier="auto",
+        parallel_tool_calls=False,
+        reasoning_effort="low",
+        stream_options=None,
+        tools=[{"type": "function", "function": {"name": "f"}}],
+        tool_choice="none",
+        extra_body={"prediction": None},
+    )
+    assert advised.choices[0].message.content == plain.choices[0].message.content
+
+
+def test_models_retrieve_and_a_missing_model(client, tiny):
+    llama = str(tiny["llama"])
+    listed = {m.id for m in client.models.list()}
+    assert llama in listed
+    got = client.models.retrieve(llama)
+    assert (got.id, got.object, got.owned_by) == (llama, "model", "aigc")
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.models.retrieve("no-such-model")
+    assert raised.value.body["code"] == "model_not_found"
+
+
+def test_a_list_of_prompts_gets_a_choice_per_prompt_each_as_its_own_request(client, tiny):
+    gpt2 = str(tiny["gpt2"])
+    prompts = ["Once upon a time", "The weather today"]
+    answer = client.completions.create(model=gpt2, prompt=prompts, n=2, max_tokens=6, temperature=0)
+    assert [c.index for c in answer.choices] == [0, 1, 2, 3]
+    for number, prompt in enumerate(prompts):
+        expected = local_text(prompt, "-m", gpt2, "--raw", "--max-tokens", "6", "--temperature", "0")
+        assert [c.text + "\n" for c in answer.choices[2 * number : 2 * number + 2]] == [expected] * 2
+    assert answer.usage.completion_tokens == sum(
+        c.model_extra["aigc"]["completion_tokens"] for c in answer.choices
+    )
+
+
+def test_speech_formats_clients_ask_for_decode(client, vits):
+    import av
+    import soundfile
+
+    default = client.audio.speech.create(model=str(vits), voice="alloy", input="Hello there.")
+    assert default.response.headers["content-type"] == "audio/mpeg"  # OpenAI's default: mp3
+    samples, rate = soundfile.read(io.BytesIO(default.content))
+    assert len(samples) > 0 and rate > 0
+    opus = client.audio.speech.create(
+        model=str(vits), voice="alloy", input="Hello there.", response_format="opus"
+    )
+    samples, rate = soundfile.read(io.BytesIO(opus.content))
+    assert rate in (8000, 12000, 16000, 24000, 48000) and len(samples) > 0  # Opus's rates
+    aac = client.audio.speech.create(
+        model=str(vits), voice="alloy", input="Hello there.", response_format="aac"
+    )
+    assert aac.response.headers["content-type"] == "audio/aac"
+    assert aac.content[:2] in (b"\xff\xf1", b"\xff\xf9")  # an ADTS frame header
+    with av.open(io.BytesIO(aac.content), format="aac") as container:
+        assert sum(frame.samples for frame in container.decode(audio=0)) > 0
+
+
+def test_a_model_sent_to_another_modalitys_route_names_the_route(client, vits, pipes):
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(model=str(vits), messages=HI)
+    assert raised.value.body["param"] == "model"
+    assert "send it to /v1/audio/speech, not /v1/chat/completions" in raised.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.audio.speech.create(model=str(pipes["sd"]), voice="alloy", input="Hello.")
+    assert "/v1/images/generations" in raised.value.body["message"]
+
+
+def test_a_chat_template_that_refuses_the_conversation_is_400_naming_messages(client, strict_llama):
+    strict = str(strict_llama)
+    assert client.chat.completions.create(model=strict, messages=HI, max_tokens=2).choices
+    for messages, rule in [
+        ([{"role": "system", "content": "Be brief"}, *HI], "System role not supported"),
+        ([*HI, *HI], "Conversation roles must alternate"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as raised:
+            client.chat.completions.create(model=strict, messages=messages, max_tokens=2)
+        assert raised.value.body["param"] == "messages"
+        message = raised.value.body["message"]
+        assert message.startswith(f"The model's chat template refuses this conversation: {rule}")
+
+
+def test_an_image_request_whose_client_goes_away_stops_at_the_next_step(server, pipes):
+    import http.client as httplib
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server.url)
+    connection = httplib.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    body = {
+        "model": str(pipes["sd"]),
+        "prompt": "a cat",
+        "n": 16,
+        "num_inference_steps": 100,
+        "size": "128x128",
+    }
+    connection.request(
+        "POST", "/v1/images/generations", json.dumps(body), {"Content-Type": "application/json"}
+    )
+    time.sleep(1.0)
+    connection.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "went away: stopped" not in server.stderr():
+        time.sleep(0.1)
+    line = next(line for line in server.log if "went away: stopped" in line and "at step" in line)
+    assert int(line.rsplit(" at step ", 1)[1]) < 100
+    small = {"model": str(pipes["sd"]), "prompt": "a dog", "num_inference_steps": 2, "size": "64x64"}
+    status, _, raw = http(server.url + "/v1/images/generations", "POST", small)
+    assert status == 200, raw
+
+
+def test_health_answers_at_once_while_models_load():
+    """/health is 503 "loading" while --preload loads, then 200 (in-process: the app over a state)."""
+    from fastapi.testclient import TestClient
+
+    from aigc_cli import __version__
+    from aigc_cli.console import LogConsole
+    from aigc_cli.server.app import create_app
+    from aigc_cli.server.state import ServerState
+
+    state = ServerState(None, [], LogConsole(verbose=False))
+    app = TestClient(create_app(state, api_key="sekrit"))
+    state.loading.set()
+    answer = app.get("/health")
+    assert (answer.status_code, answer.json()) == (503, {"status": "loading", "version": __version__})
+    state.loading.clear()
+    assert app.get("/health").json() == {"status": "ok", "version": __version__}
+    assert app.get("/v1/models").status_code == 401  # only /health is open
+
+
+def test_a_preload_that_fails_stops_the_server_with_its_exit_code(tmp_path):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    done = subprocess.run(
+        [AIGC, "serve", "--port", "0", "--preload", str(empty)],
+        capture_output=True,
+        env=server_env(tmp_path),
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 3, done.stderr.decode()
+    errors = [line for line in done.stderr.decode().splitlines() if line.startswith("aigc: error:")]
+    assert len(errors) == 1 and "not-a-model" in errors[0]
+    assert "Traceback" not in done.stderr.decode()
+
+
+def test_openapi_describes_every_route_with_its_body(server):
+    status, _, raw = http(server.url + "/openapi.json")
+    assert status == 200
+    spec = json.loads(raw)
+    routes = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
+    assert {
+        ("GET", "/health"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/{model_id}"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/images/generations"),
+        ("POST", "/v1/audio/speech"),
+    } <= routes
+    chat = spec["paths"]["/v1/chat/completions"]["post"]
+    fields = chat["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert {"messages", "temperature", "top_p", "max_tokens", "seed", "user"} <= set(fields)
+    assert fields["temperature"]["minimum"] == 0
+    assert "400" in chat["responses"] and "param" in json.dumps(chat["responses"]["400"])
