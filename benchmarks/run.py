@@ -375,7 +375,17 @@ def bench_coldstart(home: Path, env: dict[str, str]) -> None:
 def main() -> None:
     home = Path(os.environ.get("BENCH_HOME") or tempfile.mkdtemp(prefix="aigc-bench-"))
     env = {**os.environ, "AIGC_HOME": str(home / "aigc"), "HF_HUB_OFFLINE": "1"}
-    parts = sys.argv[1:] or ["coldstart", "text", "backends", "server", "batch", "image", "images", "speech"]
+    parts = sys.argv[1:] or [
+        "coldstart",
+        "text",
+        "backends",
+        "server",
+        "batch",
+        "image",
+        "images",
+        "speech",
+        "load",
+    ]
     print(f"aigc benchmarks on {os.cpu_count()} CPU cores (ratios >= 1.0: aigc at least as fast as raw)\n")
     if "coldstart" in parts:
         bench_coldstart(home, env)
@@ -397,16 +407,23 @@ def main() -> None:
         from image_features import bench_image_features  # benchmarks/image_features.py
 
         bench_image_features(home, env)
-    if "text" not in parts:
-        return
-    measure_help(env)
-    subprocess.run([AIGC, "text", "hi", "--max-tokens", "1", "-q"], env=env, check=True, capture_output=True)
-    embedded = next(p for p in (home / "aigc" / "embedded").iterdir() if p.is_dir())
-    run_pair("SmolLM2-135M-Instruct (embedded)", embedded, env)
-    gpt2 = home / "gpt2-small-random"
-    if not (gpt2 / "config.json").exists():
-        gpt2_small_random(gpt2, embedded)
-    run_pair("GPT-2 small architecture, random weights", gpt2, env)
+    if "text" in parts:
+        measure_help(env)
+        subprocess.run(
+            [AIGC, "text", "hi", "--max-tokens", "1", "-q"], env=env, check=True, capture_output=True
+        )
+        embedded = next(p for p in (home / "aigc" / "embedded").iterdir() if p.is_dir())
+        run_pair("SmolLM2-135M-Instruct (embedded)", embedded, env)
+        gpt2 = home / "gpt2-small-random"
+        if not (gpt2 / "config.json").exists():
+            gpt2_small_random(gpt2, embedded)
+        run_pair("GPT-2 small architecture, random weights", gpt2, env)
+    if "load" in parts:
+        from load import bench_load  # benchmarks/load.py: its own AIGC_HOME and HF home under home/load
+
+        print()
+        if not bench_load(home / "load"):
+            sys.exit(1)  # a request failed: printed above with its body
 
 
 if __name__ == "__main__":
