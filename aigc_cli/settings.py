@@ -93,6 +93,20 @@ def _multiple_of_8(value: int) -> str | None:
     return None if value > 0 and value % 8 == 0 else "must be a positive multiple of 8"
 
 
+MIN_TEMPERATURE = 0.01
+"""The smallest temperature (other than 0, greedy) and repetition penalty: sampling divides the logits by
+them, and below about 1e-37 the quotient overflows float32 to inf and the probabilities become NaN
+(transformers then fails with "probability tensor contains inf, nan"); 0.01 leaves a wide margin and is
+below any value that samples differently from greedy in practice."""
+
+
+def _greedy_or_at_least(low: float) -> Callable[[float], str | None]:
+    def check(value: float) -> str | None:
+        return None if value == 0 or value >= low else f"must be 0 (greedy) or at least {low:g}"
+
+    return check
+
+
 def knob_env(modality: str) -> str:
     return f"AIGC_{modality.upper()}_MODEL"
 
@@ -198,7 +212,12 @@ class TextSettings:
         default_text="the alias's, else 256",
     )
     temperature: float | None = knob(
-        "0 means greedy.", float, flag="--temperature", low=0.0, default_text="the model's"
+        "0 means greedy.",
+        float,
+        flag="--temperature",
+        low=0.0,
+        check=_greedy_or_at_least(MIN_TEMPERATURE),
+        default_text="the model's",
     )
     top_k: int | None = knob(
         "Sample from the k likeliest tokens; 0 turns it off.",
@@ -220,8 +239,7 @@ class TextSettings:
         "Above 1.0 discourages repeats.",
         float,
         flag="--repetition-penalty",
-        low=0.0,
-        low_open=True,
+        low=MIN_TEMPERATURE,  # logits are divided by it: below this they overflow float32 (found by fuzzing)
         default_text=ALIAS_THEN_MODEL,
     )
     stop: list[str] | None = knob("End before this string (repeatable).", list, flag="--stop")  # noqa: RUF009
@@ -428,6 +446,8 @@ def check_value(name: str, knob_: Knob, value: Any, subject: str, coerce: bool =
                 raise UsageError(
                     f"{subject} must be {'an integer' if kind is int else 'a number'} (got {value!r})"
                 ) from None
+        if kind is int and isinstance(value, float) and value.is_integer():
+            value = int(value)  # JSON's 2.0 is the integer 2 (JSON Schema says so; OpenAI's API takes it)
         if (
             isinstance(value, bool)
             or not isinstance(value, (int, float))

@@ -211,6 +211,13 @@ HI = [{"role": "user", "content": "hi"}]
         ),
         (
             "parse_chat",
+            {"messages": [{"role": ["user"], "content": "x"}]},
+            "messages[0].role",
+            "invalid_value",
+            "",
+        ),
+        (
+            "parse_chat",
             {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
             "messages[0].content",
             "unsupported_value",

@@ -44,7 +44,11 @@ _ERRORS = {
 _KIND = {int: "integer", float: "number", bool: "boolean", str: "string"}
 
 
-def _knob(k: Knob) -> dict[str, Any]:
+DEVICE_PATTERN = r"^(auto|cpu|mps|xpu|cuda(:[0-9]+)?)$"
+"""The devices device.pick_device takes."""
+
+
+def _knob(name: str, k: Knob) -> dict[str, Any]:
     """A setting's JSON Schema: type, range, choices (only where no other spelling is accepted)."""
     if k.kind is list:
         schema: dict[str, Any] = {
@@ -58,8 +62,10 @@ def _knob(k: Knob) -> dict[str, Any]:
         schema["maximum"] = k.high
     if k.multiple_of is not None:
         schema.update(multipleOf=k.multiple_of, exclusiveMinimum=0)
-    if k.choices and k.normalize is None:
+    if k.choices:  # the canonical names (a normalized spelling such as fp16 is taken too)
         schema["enum"] = [*k.choices, None]
+    if name == "device":  # its check takes cuda:N, which no enum lists
+        schema["pattern"] = DEVICE_PATTERN
     description = k.help + (f" ({k.unit})" if k.unit else "")
     return {**schema, "description": description}
 
@@ -67,7 +73,7 @@ def _knob(k: Knob) -> dict[str, Any]:
 def _settings(modality: str, leave_out: set[str]) -> dict[str, Any]:
     """aigc's settings of `modality` that a body may hold under their own names."""
     skip = leave_out | NOT_SENT[modality]
-    return {name: _knob(k) for name, k in knobs(SCHEMAS[modality]).items() if name not in skip}
+    return {name: _knob(name, k) for name, k in knobs(SCHEMAS[modality]).items() if name not in skip}
 
 
 def _advisory() -> dict[str, Any]:
@@ -109,11 +115,12 @@ _MESSAGE = {
         },
         "name": {"type": "string"},
     },
+    "additionalProperties": False,
 }
 
 
 def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    schema = {"type": "object", "required": required, "properties": properties}
+    schema = {"type": "object", "required": required, "properties": properties, "additionalProperties": False}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
@@ -168,7 +175,7 @@ def _images_body() -> dict[str, Any]:
     properties = {
         **_settings("image", {"seed"}),
         "seed": {"type": ["integer", "null"], "minimum": 0, "maximum": 2**32 - 1},
-        **{api: _knob(schema[name]) for api, name in renamed.items()},
+        **{api: _knob(name, schema[name]) for api, name in renamed.items()},
         "model": _TEXT_FIELDS["model"],
         "prompt": {"type": "string", "minLength": 1, "pattern": r"\S"},
         "n": {"type": "integer", "minimum": 1, "maximum": MAX_N},
@@ -216,7 +223,10 @@ _COMPLETION = {
     "required": ["id", "object", "created", "model", "choices", "usage"],
     "properties": {"choices": {"type": "array", "items": {"type": "object", "required": ["index"]}}},
 }
-_STREAM = {"description": "Server-sent events when `stream` is true", "schema": {"type": "string"}}
+_STREAM = {
+    "description": "Server-sent events when `stream` is true: each `data` a chunk (JSON), then [DONE]",
+    "schema": {"type": "object", "required": ["data"], "properties": {"data": {"type": "string"}}},
+}
 
 
 def _ok(name: str) -> dict[str, Any]:

@@ -272,20 +272,22 @@ def _settings(modality: str, body: _Body, excluded: set[str], renamed: dict[str,
     renamed: OpenAI field -> schema field."""
     schema = knobs(SCHEMAS[modality])
     values: dict[str, Any] = {}
-    for api_name, name in renamed.items():
-        value = body.take(api_name)
-        if value is not None:
-            if values.get(name) is not None and values[name] != value:
-                raise _invalid(f"fields '{api_name}' and '{name}' disagree: give one", api_name)
-            with field_named(api_name):
-                values[name] = check_value(name, schema[name], value, f"field '{api_name}'")
     for name in schema:
-        if name in excluded or name in values:
+        if name in excluded:
             continue
         value = body.take(name)
         if value is not None:
             with field_named(name):
                 values[name] = check_value(name, schema[name], value, f"field '{name}'")
+    for api_name, name in renamed.items():
+        value = body.take(api_name)
+        if value is None:
+            continue
+        with field_named(api_name):
+            value = check_value(name, schema[name], value, f"field '{api_name}'")
+        if values.get(name) is not None and values[name] != value:
+            raise _invalid(f"fields '{api_name}' and '{name}' disagree: give one", api_name)
+        values[name] = value
     if body.take("trust_remote_code") is True:
         raise RefusedError("trust_remote_code cannot be turned on by a request", param="trust_remote_code")
     return values
@@ -456,8 +458,9 @@ def parse_chat(data: dict[str, Any]) -> TextCall:
                 f"messages[{index}]",
                 "invalid_type",
             )
-        role = {"developer": "system"}.get(message.get("role"), message.get("role"))
-        if role not in ("system", "user", "assistant"):
+        role = message.get("role")
+        role = "system" if role == "developer" else role
+        if not isinstance(role, str) or role not in ("system", "user", "assistant"):
             raise _invalid(
                 f"messages[{index}]: role must be system, developer, user or assistant (got {_json(role)})",
                 f"messages[{index}].role",
@@ -470,14 +473,15 @@ def parse_chat(data: dict[str, Any]) -> TextCall:
                 "unsupported_parameter",
             )
         turns.append((role, _content(message, index)))
-    if turns[-1][0] != "user":
-        raise _invalid("The last message must be the user's", f"messages[{len(turns) - 1}].role")
     if flags.get("system") is not None and any(role == "system" for role, _ in turns):
         raise _invalid("Give the system message once: in 'messages' or in 'system', not both", "system")
     _check_unknown(body, "/v1/chat/completions")
     resolved = resolve_settings("text", flags, given_in="request")
     _check_seeds(resolved, "text")
-    return TextCall(resolved, turns[-1][1], tuple(turns), stream, include_usage, ignored=ignored)
+    # The record's prompt: the last user message (a conversation may end with another role, as OpenAI's
+    # may: the model answers it; a template that refuses that says so, HTTP 400 naming messages).
+    prompt = next((text for role, text in reversed(turns) if role == "user"), turns[-1][1])
+    return TextCall(resolved, prompt, tuple(turns), stream, include_usage, ignored=ignored)
 
 
 def _prompts(value: Any) -> tuple[str, ...]:
