@@ -176,10 +176,10 @@ def rows(modality: str | None) -> list[dict[str, Any]]:
         )
     if modality in (None, "speech"):
         rows += _cached_piper_voices(voices_of_aliases)
-    from huggingface_hub import scan_cache_dir
+    from huggingface_hub import constants, scan_cache_dir
 
-    try:
-        cached = scan_cache_dir().repos
+    try:  # the cache named now (scan_cache_dir's default is the one named when it was first imported)
+        cached = scan_cache_dir(constants.HF_HUB_CACHE).repos
     except Exception:  # no cache folder yet (CacheNotFound) or an unreadable one: nothing else to list
         cached = []
     for repo in sorted(cached, key=lambda r: r.repo_id):

@@ -46,14 +46,16 @@ def test_same_ids_as_transformers_on_the_tiny_models(tiny, kind):
 
 
 def test_a_template_that_raises_says_why(tiny, tmp_path):
-    """Templates call raise_exception for conversations they refuse; that is jinja's TemplateError."""
+    """Templates call raise_exception for conversations they refuse (jinja's TemplateError): a UsageError
+    naming the template's rule, param `messages` for an API client."""
     import shutil
 
-    import jinja2
+    from aigc_cli.errors import UsageError
 
     folder = tmp_path / "strict"
     shutil.copytree(tiny["llama"], folder)
     template = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}x"
     (folder / "chat_template.jinja").write_text(template)
-    with pytest.raises(jinja2.exceptions.TemplateError, match="no system role"):
+    with pytest.raises(UsageError, match="chat template refuses this conversation: no system role") as raised:
         FastTokenizer(folder).encode_chat(MESSAGES[1])
+    assert raised.value.param == "messages"
