@@ -344,6 +344,14 @@ def batch(
         str | None,
         typer.Option("--ray-address", help="A Ray cluster to join (default: RAY_ADDRESS, else a local Ray)."),
     ] = None,
+    max_line_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-line-bytes",
+            help="A job line's limit in bytes (a longer line fails). Default: 10 MB.",
+            min=1,
+        ),
+    ] = 10_000_000,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
     offline: OfflineOpt = False,
@@ -360,7 +368,17 @@ def batch(
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"'{engine}': use local or ray", param_hint="--engine")
     options = BatchOptions(
-        jobs, out, out_dir, task, flags or {}, retry_errors, engine, workers, ray_address, no_log
+        jobs,
+        out,
+        out_dir,
+        task,
+        flags or {},
+        retry_errors,
+        engine,
+        workers,
+        ray_address,
+        no_log,
+        max_line_bytes=max_line_bytes,
     )
     code = run_batch(options, Console(quiet=quiet, verbose=verbose))
     raise typer.Exit(code)

@@ -406,6 +406,12 @@ def test_resume_skips_done_jobs_and_retries_failed_ones_when_asked(tiny, tmp_pat
     results.write_bytes(cut)
     resumed = batch(*args)
     assert resumed.returncode == 0, resumed.stderr.decode()
+    notice, last = resumed.stderr.decode().splitlines()  # the cut line reported, then the summary
+    assert notice == (
+        "aigc: warning: results.jsonl: its last line was cut short (a run stopped while writing it): dropped "
+        f"its {inside + 1} bytes; job 'b' runs again"
+    )
+    resumed.stderr = (last + "\n").encode()
     assert summary(resumed) == {"jobs": 3, "ok": 2, "failed": 0, "skipped": 1, "results": "results.jsonl"}
     after = results.read_bytes()
     assert after.startswith(whole[0]) and len(after.splitlines()) == 3  # the part line is gone

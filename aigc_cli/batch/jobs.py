@@ -2,16 +2,19 @@
 file that makes a batch resumable.
 
 A job is one JSON object per line: `task` (text, image or speech; else the batch's --task), `prompt`
-(`input` for speech too), an optional `id` (default: its line number), `out` (an image or audio file), for
-images `init_image` and `mask` (paths), and any setting under its config-key name (settings.py). A job's own
-value wins over the batch's flags, which win over the environment and config.toml, as for a single run. A bad
-job fails alone (its result says why, with the exit code a single run would give).
+(`input` for speech too), an optional `id` (a string or an integer; default: its line number), `out` (an
+image or audio file), for images `init_image` and `mask` (paths), and any setting under its config-key name
+(settings.py). A job's own value wins over the batch's flags, which win over the environment and
+config.toml, as for a single run. A bad job fails alone (its result says why, with the exit code a single
+run would give); so does a line that is too long, not UTF-8, or holds a lone surrogate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +56,82 @@ class Job:
         return (self.task, s.model, s.device or "auto", s.dtype or "auto", getattr(s, "backend", None) or "")
 
 
-def read_lines(source: IO[str]) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(source, start=1):
-        if line.strip():
-            yield number, line
+MAX_LINE_BYTES = 10_000_000
+"""A job line's default cap (10 MB, its line end not counted): a longer line is that job's error, read past
+in pieces, never held whole (--max-line-bytes raises it)."""
+BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of the job file: its text, or why it has none (too long, not UTF-8)."""
+
+    number: int
+    text: str | None
+    error: AigcError | None = None
+    readable: str | None = None
+    """A line that is not UTF-8, its bad bytes replaced: where its id may still be read."""
+
+
+def read_lines(source: IO[bytes], max_bytes: int = MAX_LINE_BYTES) -> Iterator[Line]:
+    """The job file's lines that are not blank, as editors write them: a UTF-8 BOM first and CRLF line ends
+    are fine; a line longer than `max_bytes`, or one that is not UTF-8, is that line's error."""
+    number = 0
+    while True:
+        chunk = source.readline(max_bytes + 2)  # the line, its \r\n, and a byte that says "too long"
+        if not chunk:
+            return
+        number += 1
+        if number == 1 and chunk.startswith(BOM):
+            chunk = chunk[len(BOM) :]
+        content = chunk[:-1] if chunk.endswith(b"\n") else chunk
+        content = content[:-1] if content.endswith(b"\r") else content
+        if len(content) > max_bytes:
+            size = len(content) + (0 if chunk.endswith(b"\n") else _skip_line(source))
+            message = f"longer than {max_bytes} bytes ({size} bytes): --max-line-bytes raises the limit"
+            yield Line(number, None, UsageError(message))
+            continue
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            at = f"byte 0x{content[exc.start]:02x} at byte {exc.start + 1} of the line"
+            message = f"not UTF-8 ({at}): save the file as UTF-8"
+            yield Line(number, None, UsageError(message), content.decode("utf-8", errors="replace"))
+            continue
+        if text.strip():
+            yield Line(number, text)
+
+
+def _skip_line(source: IO[bytes]) -> int:
+    """Reads past the rest of a line, a piece at a time; its length (without the line end)."""
+    size = 0
+    while True:
+        piece = source.readline(_CHUNK)
+        if not piece:
+            return size
+        if piece.endswith(b"\n"):
+            return size + len(piece.rstrip(b"\r\n"))
+        size += len(piece)
+
+
+def parse_line(line: Line, default_task: str | None) -> Job:
+    """A job from one line read; a job with `error` set when the line is not a job."""
+    if line.text is None:
+        return Job(_readable_id(line) or str(line.number), line.number, error=line.error)
+    return parse_job(line.number, line.text, default_task)
+
+
+def _readable_id(line: Line) -> str | None:
+    """The id of a line that is not UTF-8, where the bad bytes are not in it."""
+    try:
+        data = json.loads(line.readable or "")
+    except ValueError:
+        return None
+    job_id = data.get("id") if isinstance(data, dict) else None
+    if isinstance(job_id, int) and not isinstance(job_id, bool):
+        return str(job_id)
+    return job_id if isinstance(job_id, str) and "\ufffd" not in job_id and _encodes(job_id) else None
 
 
 def parse_job(number: int, line: str, default_task: str | None) -> Job:
@@ -69,13 +144,64 @@ def parse_job(number: int, line: str, default_task: str | None) -> Job:
         return Job(str(number), number, error=UsageError("not a JSON object"))
     job_id = data.get("id", number)
     if not isinstance(job_id, (str, int)) or isinstance(job_id, bool):
-        return Job(str(number), number, error=UsageError("'id' must be a string or a number"))
+        message = f"'id' must be a string or an integer, not {_shown(job_id)}"
+        return Job(str(number), number, error=UsageError(message))
+    bad = _lone_surrogate(data)
+    if bad is not None and bad[0] == "id":
+        return Job(str(number), number, error=UsageError(_surrogate_message(*bad)))
     job = Job(str(job_id), number)
+    if bad is not None:
+        job.error = UsageError(_surrogate_message(*bad))
+        return job
     try:
         _fill(job, data, default_task)
     except AigcError as exc:
         job.error = exc
     return job
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as the job file has it (its first 80 characters)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _lone_surrogate(data: dict[str, Any]) -> tuple[str, str, int] | None:
+    """The first field whose text holds half a UTF-16 pair (a JSON escape such as "\\ud800" alone), which is
+    no character and cannot be encoded: (field, the escape, where in the text); None when all is text."""
+
+    def strings(value: Any) -> Iterator[str]:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, list):
+            for item in value:
+                yield from strings(item)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield key
+                yield from strings(item)
+
+    for name, value in data.items():
+        for text in strings(value) if _encodes(name) else [name]:
+            if not _encodes(text):
+                at = next(i for i, c in enumerate(text) if not _encodes(c))
+                return (name if _encodes(name) else ascii(name), f"\\u{ord(text[at]):04x}", at)
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogate_message(name: str, escape: str, at: int) -> str:
+    return (
+        f"'{name}' is not text: it holds a lone surrogate ({escape} at character {at + 1}), half of a UTF-16 "
+        "pair; write the character itself, or both halves of its pair"
+    )
 
 
 def _fill(job: Job, data: dict[str, Any], default_task: str | None) -> None:
@@ -152,11 +278,10 @@ def error_result(job: Job, error: AigcError) -> dict[str, Any]:
 
 
 def last_statuses(path: Path | None) -> dict[str, str]:
-    """Each id's last status in RESULTS (ok or error). A line cut short by a crash is ignored."""
+    """Each id's last status in RESULTS (ok or error); a line that is not a result is ignored."""
     if path is None or not path.is_file():
         return {}
     last: dict[str, str] = {}
-    # errors="replace": a line cut inside a character (results are written with ensure_ascii=False)
     with path.open(encoding="utf-8", errors="replace") as results:
         for line in results:
             try:
@@ -173,27 +298,76 @@ def done_ids(last: dict[str, str], retry_errors: bool) -> set[str]:
     return {i for i, status in last.items() if status == "ok" or (status == "error" and not retry_errors)}
 
 
-class ResultsFile:
-    """Appends whole result lines to RESULTS (or stdout), in job order: a result that finishes before an
-    earlier job's waits for it; `flush_all` writes whatever is finished (an interrupted run)."""
+@dataclass(frozen=True)
+class CutLine:
+    """RESULTS' last line as a run killed while writing it left it: cut short (not JSON), so dropped."""
 
-    def __init__(self, path: Path | None, order: Iterable[str]) -> None:
+    size: int
+    """Its bytes."""
+    job_id: str | None
+    """Its job's id, when the part left shows it whole."""
+
+
+_ID = re.compile(rb'\{\s*"id"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+class ResultsFile:
+    """RESULTS (or stdout), held for the run: the file is locked (flock, released by the system when the
+    process ends, so a crashed run leaves no stale lock), its end is mended, and whole result lines are
+    appended in job order: a result that finishes before an earlier job's waits for it; `flush_all` writes
+    whatever is finished (an interrupted run).
+
+    The mending: a run killed between a line and its newline leaves a complete last line, which is kept (its
+    newline added); one killed inside a line leaves a cut one, which is dropped (`cut` says what), so that its
+    job runs again."""
+
+    def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.order = list(order)
+        self.order: list[str] = []
         self.position = 0
         self.waiting: dict[str, dict[str, Any]] = {}
         self.handle: IO[str] | None = None
+        self.created = False
+        self.cut: CutLine | None = None
         if path is not None:
-            data = path.read_bytes() if path.is_file() else b""
-            if data and not data.endswith(b"\n"):  # a line cut by a crash: drop it (its job runs again)
-                with path.open("r+b") as repair:
-                    repair.truncate(data.rfind(b"\n") + 1)
-            try:
-                self.handle = path.open("a", encoding="utf-8")
-            except OSError as exc:
-                from ..errors import OutputError
+            self.handle, self.created = _open_locked(path)
+            self.cut = self._mend()
 
-                raise OutputError(f"Cannot write {path}: {exc.strerror or exc}") from exc
+    def start(self, order: Iterable[str]) -> None:
+        """The ids whose results will come, in the order they are written."""
+        self.order = list(order)
+
+    def _mend(self) -> CutLine | None:
+        assert self.handle is not None and self.path is not None
+        with self.path.open("rb") as results:  # another open file: the lock stays with the handle
+            end = results.seek(0, os.SEEK_END)
+            tail, start = b"", end
+            while start > 0:
+                step = min(1 << 16, start)
+                start -= step
+                results.seek(start)
+                block = results.read(step)
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    tail, start = block[newline + 1 :] + tail, start + newline + 1
+                    break
+                tail = block + tail
+        if not tail:
+            return None
+        try:
+            json.loads(tail.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError too: cut inside a character
+            os.ftruncate(self.handle.fileno(), start)
+            found = _ID.match(tail)
+            job_id = None
+            if found:
+                with contextlib.suppress(ValueError):
+                    job_id = str(json.loads(found.group(1).decode("utf-8")))
+            return CutLine(len(tail), job_id)
+        self.handle.write("\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        return None
 
     def add(self, result: dict[str, Any]) -> None:
         self.waiting[str(result["id"])] = result
@@ -219,5 +393,66 @@ class ResultsFile:
         os.fsync(self.handle.fileno())
 
     def close(self) -> None:
-        if self.handle is not None:
-            self.handle.close()
+        """Lets RESULTS go; one this run made and wrote nothing into is removed (while still locked)."""
+        if self.handle is None:
+            return
+        self.handle.flush()
+        if self.created and self.path is not None and os.fstat(self.handle.fileno()).st_size == 0:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self.handle.close()
+        self.handle = None
+
+
+def _open_locked(path: Path) -> tuple[IO[str], bool]:
+    """RESULTS opened to append, and locked for this run (flock); whether this run made it. A second run on
+    the same file is refused at once (exit 2)."""
+    try:
+        import fcntl
+    except ImportError:  # no flock on this system (Windows): unlocked
+        fcntl = None  # type: ignore[assignment]
+    for _ in range(100):
+        try:
+            fd, created = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666), True
+        except FileExistsError:
+            try:
+                fd, created = os.open(path, os.O_RDWR | os.O_APPEND), False
+            except FileNotFoundError:  # removed in between: try again
+                continue
+            except OSError as exc:
+                raise _cannot_write(path, exc) from exc
+        except OSError as exc:
+            raise _cannot_write(path, exc) from exc
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UsageError(
+                    f"{path} is in use: another aigc batch run holds its lock and is writing it; wait for "
+                    "that run to end (or give another -o)"
+                ) from None
+            except OSError:  # a file system without flock (some network mounts): unlocked
+                pass
+            # The run that held it may have removed the file (made by it, left empty) before letting go, and
+            # another made a new one: lock the file the name now names.
+            if not _same_file(fd, path):
+                os.close(fd)
+                continue
+        return os.fdopen(fd, "a", encoding="utf-8"), created
+    raise _cannot_write(path, OSError("it keeps being removed and made again"))
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    held = os.fstat(fd)
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _cannot_write(path: Path, exc: OSError) -> AigcError:
+    from ..errors import OutputError
+
+    return OutputError(f"Cannot write {path}: {exc.strerror or exc}")

@@ -16,12 +16,14 @@ from ..errors import ExitCode, OutputError, UsageError
 from ..interrupts import raising
 from ..settings import SCHEMAS, knobs, resolve_settings
 from .jobs import (
+    MAX_LINE_BYTES,
+    CutLine,
     Job,
     ResultsFile,
     check_ids,
     done_ids,
     last_statuses,
-    parse_job,
+    parse_line,
     read_lines,
     resolve_job,
 )
@@ -30,17 +32,40 @@ TEXT_THREADS = 8
 """Text jobs of one model run this many at once, so that greedy ones share batches (server/batching.py)."""
 
 
-def read_jobs(source: str, task: str | None) -> list[Job]:
+def read_jobs(source: str, task: str | None, max_line_bytes: int = MAX_LINE_BYTES) -> list[Job]:
+    """The jobs of a JSONL file (or stdin, '-'), read as bytes a line at a time: a line too long, not UTF-8
+    or not a job is that job's error; the others run."""
     if source == "-":
-        return [parse_job(n, line, task) for n, line in read_lines(sys.stdin)]
+        return [parse_line(line, task) for line in read_lines(sys.stdin.buffer, max_line_bytes)]
     path = Path(source)
     if not path.is_file():
         raise UsageError(f"No such file: {source} (the jobs, one JSON object per line)")
     try:
-        with path.open(encoding="utf-8") as handle:
-            return [parse_job(n, line, task) for n, line in read_lines(handle)]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"Cannot read {source}: {getattr(exc, 'strerror', None) or exc}") from exc
+        with path.open("rb") as handle:
+            return [parse_line(line, task) for line in read_lines(handle, max_line_bytes)]
+    except OSError as exc:
+        raise UsageError(f"Cannot read {source}: {exc.strerror or exc}") from exc
+
+
+def check_ray() -> None:
+    """--engine ray needs Ray Data: without it, exit 2 before anything is written."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UsageError(
+            "--engine ray needs Ray Data, which is not installed here: make install EXTRAS=dev,ray (ray "
+            "among your extras) or pip install 'aigc[ray]'"
+        ) from None
+
+
+def cut_notice(results_path: str | None, cut: CutLine, done: set[str]) -> str:
+    """The one stderr line about a result line that a killed run left cut short."""
+    head = f"{results_path}: its last line was cut short (a run stopped while writing it): dropped its"
+    if cut.job_id is None:
+        return f"{head} {cut.size} bytes (no job id readable); the jobs without a result run again"
+    if cut.job_id in done:
+        return f"{head} {cut.size} bytes; job '{cut.job_id}' keeps its earlier result"
+    return f"{head} {cut.size} bytes; job '{cut.job_id}' runs again"
 
 
 def check_flags(jobs: list[Job], flags: dict[str, Any]) -> None:
@@ -72,6 +97,8 @@ class BatchOptions:
     workers: int | None = None
     ray_address: str | None = None
     no_log: bool = False
+    max_line_bytes: int = MAX_LINE_BYTES
+    """A job line's cap in bytes: a longer line is that job's error."""
 
 
 def run_batch(options: BatchOptions, console: Console) -> int:
@@ -82,38 +109,43 @@ def run_batch(options: BatchOptions, console: Console) -> int:
     flags, retry_errors, engine, no_log = options.flags, options.retry_errors, options.engine, options.no_log
     workers, ray_address = options.workers, options.ray_address
     started = time.perf_counter()
-    jobs = read_jobs(source, task)
+    jobs = read_jobs(source, task, options.max_line_bytes)
     if not jobs:
         raise UsageError(f"No jobs in {'stdin' if source == '-' else source}: one JSON object per line")
     check_ids(jobs)
     check_flags(jobs, flags)
+    if engine == "ray":
+        check_ray()
     results_file = Path(results_path) if results_path not in (None, "-") else None
-    last = last_statuses(results_file)
-    done = done_ids(last, retry_errors)
-    todo = [job for job in jobs if job.id not in done]
-    failed_before = sum(1 for job in jobs if job.id in done and last[job.id] == "error")
-    for job in todo:
-        resolve_job(job, flags, task)
-    folder = Path(out_dir or ".")
-    if any(job.task in ("image", "speech") for job in todo):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"Cannot make --out-dir {folder}: {exc.strerror or exc}") from exc
-    results = ResultsFile(results_file, [job.id for job in todo])
+    # RESULTS is locked from here to the end (another run on it is refused), and its end mended.
+    results = ResultsFile(results_file)
     statuses: Counter[str] = Counter()
-
-    by_id = {job.id: job for job in todo}
-
-    def record(result: dict[str, Any]) -> None:
-        statuses[result["status"]] += 1
-        results.add(result)
-        if result["status"] == "ok":
-            log_result(by_id[str(result["id"])], result, no_log)
-
-    # Ctrl-C raises KeyboardInterrupt for the whole run (not the one-shot commands' exit at once): the
-    # results finished so far are written as whole lines, and a file being written is removed.
     try:
+        last = last_statuses(results_file)
+        done = done_ids(last, retry_errors)
+        if results.cut is not None:
+            console.warn(cut_notice(results_path, results.cut, done))
+        todo = [job for job in jobs if job.id not in done]
+        failed_before = sum(1 for job in jobs if job.id in done and last[job.id] == "error")
+        for job in todo:
+            resolve_job(job, flags, task)
+        folder = Path(out_dir or ".")
+        if any(job.task in ("image", "speech") for job in todo):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f"Cannot make --out-dir {folder}: {exc.strerror or exc}") from exc
+        results.start([job.id for job in todo])
+        by_id = {job.id: job for job in todo}
+
+        def record(result: dict[str, Any]) -> None:
+            statuses[result["status"]] += 1
+            results.add(result)
+            if result["status"] == "ok":
+                log_result(by_id[str(result["id"])], result, no_log)
+
+        # Ctrl-C raises KeyboardInterrupt for the whole run (not the one-shot commands' exit at once): the
+        # results finished so far are written as whole lines, and a file being written is removed.
         with raising():
             if engine == "ray":
                 from .ray_runner import run_on_ray
