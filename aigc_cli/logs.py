@@ -2,8 +2,9 @@
 
 A row holds what ran and what came out: time, command, modality, model and its source, prompt and system
 message, every setting that ran with its seed (the record a file or `--json` carries), the output (text;
-for a file its path, size and SHA-256), backend, device, dtype, seconds, and the conversation. Since every
-run records its seed, `aigc logs rerun ID` makes the same output again.
+for a file its path, size and SHA-256), backend, device, dtype, seconds, the conversation, and a status
+(`interrupted` for a chat reply stopped with Ctrl-C, whose output is the text up to there; else empty).
+Since every run records its seed, `aigc logs rerun ID` makes the same output again.
 
 Logging never fails a generation: a log that cannot be written (a read-only home, a full disk, a damaged
 file) is one warning on stderr, and the run's exit code stays what it was. Many processes may log at once
@@ -66,11 +67,14 @@ MIGRATIONS = [
     """,
     # 2: the revision (the Hub commit) of the model that ran.
     "ALTER TABLE generations ADD COLUMN revision TEXT;",
+    # 3: how the generation ended: NULL when it finished, 'interrupted' for a chat reply stopped by Ctrl-C
+    # (its output is the text up to there).
+    "ALTER TABLE generations ADD COLUMN status TEXT;",
 ]
 COLUMNS = (
     *("time", "command", "modality", "model", "source", "prompt", "system", "messages", "settings", "seed"),
     *("output", "path", "size", "sha256", "backend", "device", "dtype", "seconds", "conversation", "turn"),
-    "revision",
+    *("revision", "status"),
 )
 
 
@@ -214,6 +218,7 @@ def log_generation(
     conversation: str | None = None,
     turn: int | None = None,
     system: str | None = None,
+    status: str | None = None,
     no_log: bool = False,
 ) -> int | None:
     """The one row builder: log a result of any command (text, chat, image, speak, batch, a server run).
@@ -224,7 +229,8 @@ def log_generation(
     any (its path, size and SHA-256 are kept); folder: the model folder that ran here, for its revision
     (else the record's `revision`, as a server or a batch job reports it);
     messages / conversation / turn: a text turn's history and place (a text result without a conversation
-    starts one); system: the system message that applied. Returns the row's id, or None (see
+    starts one); system: the system message that applied; status: `interrupted` for a reply stopped part
+    way (None: it finished). Returns the row's id, or None (see
     record_entry)."""
     from dataclasses import asdict
 
@@ -241,6 +247,7 @@ def log_generation(
         "backend": record.get("backend"),
         "seconds": seconds if seconds is not None else record.get("seconds"),
         "revision": revision_of(folder) or record.get("revision"),
+        "status": status,
     }
     if modality == "text":
         ran["system"] = system

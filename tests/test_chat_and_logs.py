@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import sqlite3
 import stat
@@ -168,15 +169,61 @@ def test_chat_on_a_terminal(tiny):
             (b">>> ", b"/exit\r"),
         ],
     )
-    assert "reply stopped" in shown
+    assert (
+        "aigc: reply stopped (it stays in the conversation as far as it went; logged as interrupted)" in shown
+    )
     assert "system message set" in shown and "a new conversation" in shown
     turns = rows(home())
-    # Hello, and the two-line message (the stopped reply is left out); /clear then ended that conversation.
-    assert [r["prompt"] for r in turns] == ["Hello", "two\nlines"]
-    assert turns[1]["system"] == "Be brief."
-    assert turns[1]["messages"][:2] == [["user", "Hello"], ["assistant", turns[0]["output"]]]
+    # Hello, the stopped reply as far as it went, and the two-line message; /clear then ended that conversation.
+    assert [r["prompt"] for r in turns] == ["Hello", "Tell me everything", "two\nlines"]
+    assert [r["status"] for r in turns] == [None, "interrupted", None]
+    stopped = turns[1]
+
+    # What the terminal showed before Ctrl-C (the tiny model's text holds control characters: leave them out).
+    def printable(text: str) -> str:
+        return "".join(c for c in text if c.isprintable())
+
+    assert stopped["output"] and printable(stopped["output"][:12]) in printable(shown)
+    assert 0 < stopped["settings"]["record"]["completion_tokens"] < 200
+    assert stopped["settings"]["record"]["finish_reason"] == "interrupted"
+    assert (stopped["conversation"], stopped["turn"]) == (turns[0]["conversation"], 2)
+    # The next turn read the stopped reply: it is the assistant's turn in the history the template was given.
+    history = [
+        ["user", "Hello"],
+        ["assistant", turns[0]["output"]],
+        ["user", "Tell me everything"],
+        ["assistant", stopped["output"]],
+        ["user", "two\nlines"],
+    ]
+    assert turns[2]["system"] == "Be brief." and turns[2]["messages"] == history
+    with_system = [["system", "Be brief."], *history]
+    assert turns[2]["settings"]["record"]["prompt_tokens"] == template_tokens(tiny["llama"], with_system)
+    listed = ok(run_cli("logs", "-n", "2")).stdout.decode().splitlines()
+    assert "[interrupted]" in listed[2] and "[interrupted]" not in listed[1]
+    assert max(len(line) for line in listed) <= 80
     ended = chat_in_pty(args, [(b">>> ", b"\x04")])  # Ctrl-D ends too
     assert "chatting with" in ended
+
+
+def test_a_continued_conversation_keeps_its_model(tiny, tmp_path):
+    llama = str(tiny["llama"])
+    other = str(shutil.copytree(tiny["llama"], tmp_path / "other-llama"))
+    args = ["--max-tokens", "3", "--temperature", "0"]
+    ok(run_cli("chat", "-m", other, *args, input="Hello\n"))
+    cid = rows(home())[0]["conversation"]
+    # Neither -m nor the configured default model (here the environment's) takes the conversation elsewhere.
+    on = ok(run_cli("chat", "--cid", cid, *args, input="And then?\n", env={"AIGC_TEXT_MODEL": llama}))
+    assert "continuing conversation" not in on.stderr.decode()
+    ok(run_cli("text", "Go on", "-c", *args, env={"AIGC_TEXT_MODEL": llama}))
+    assert [r["settings"]["flags"]["model"] for r in rows(home())] == [other] * 3
+    # -m another model runs it, and says so once.
+    switched = ok(run_cli("text", "More", "--cid", cid, "-m", llama, *args))
+    notice = f"aigc: continuing conversation {cid} with {llama} (-m); it was with {other}\n"
+    assert switched.stderr.decode().count(notice) == 1
+    again = ok(run_cli("chat", "-c", "-m", other, *args, input="Back\n"))
+    assert f"with {other} (-m); it was with {llama}" in again.stderr.decode()
+    models = [(r["turn"], r["settings"]["flags"]["model"]) for r in rows(home())]
+    assert models == [(1, other), (2, other), (3, other), (4, llama), (5, other)]
 
 
 def test_chat_drops_the_oldest_turns_when_the_context_is_full(tiny):
@@ -185,6 +232,7 @@ def test_chat_drops_the_oldest_turns_when_the_context_is_full(tiny):
     lines = "".join(f"{i} {words}\n" for i in range(6))
     result = ok(run_cli("chat", "-m", str(tiny["llama"]), "--max-tokens", "8", input=lines))
     assert "dropped its oldest turn" in result.stderr.decode()
+    assert [r["turn"] for r in rows(home())] == [1, 2, 3, 4, 5, 6]  # the log still numbers every turn
     last = rows(home())[-1]
     assert len(last["messages"]) < 2 * 6 - 1  # not the whole history
     assert last["messages"][-1] == ["user", f"5 {words}"]
@@ -300,6 +348,8 @@ def test_an_old_log_migrates_forward_and_keeps_its_rows(tiny):
     db = sqlite3.connect(home() / "logs.db")
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(logs.MIGRATIONS)
     assert [r[0] for r in db.execute("SELECT prompt FROM generations ORDER BY id")] == ["from before", "hi"]
+    assert [r[0] for r in db.execute("SELECT status FROM generations")] == [None, None]  # the column added
+    assert ok(run_cli("logs")).stdout.decode().count("\n") == 3
     found = ok(run_cli("logs", "-q", "old reply", "--json")).stdout.splitlines()
     assert [json.loads(line)["prompt"] for line in found] == ["from before"]
     assert logs.revision_of("/cache/models--org--name/snapshots/abc123") == "abc123"

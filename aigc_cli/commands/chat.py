@@ -2,15 +2,18 @@
 
 On a terminal: a `>>> ` prompt, replies streamed; `/exit` or Ctrl-D ends, `/clear` starts over, `/system
 TEXT` sets the system message, `/help` lists these; a line `\"\"\"` starts and ends a multi-line message.
-Ctrl-C stops a reply (it is left out of the history) and returns to the prompt; at the prompt it clears the
-line. With stdin not a terminal, each line is a user turn and the replies go to stdout, one after another.
+Ctrl-C stops a reply and returns to the prompt: the reply stays in the history as far as it went (the model
+reads what it had said) and is logged with the status `interrupted`; at the prompt Ctrl-C clears the line.
+With stdin not a terminal, each line is a user turn and the replies go to stdout, one after another.
 When the conversation no longer fits the model's context, the oldest turns are dropped, with a note.
-Each turn is logged (logs.py) as a turn of one conversation, which `aigc text -c` or `--cid` continues.
+Each turn is logged (logs.py) as a turn of one conversation, which `aigc text -c` or `--cid` continues, on
+the model the conversation was held with unless -m names another (then said in one line).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,7 +22,9 @@ from ..errors import ContextFull, UsageError
 from ..interrupts import raising
 from ..output import write_text
 from ..settings import resolve_settings
+from .text import Found, _conversation, on_its_model
 
+STOPPED = "aigc: reply stopped (it stays in the conversation as far as it went; logged as interrupted)"
 HELP = (
     "/exit or Ctrl-D ends; /clear starts over; /system TEXT sets the system message; "
     '""" on a line of its own starts and ends a message of several lines; Ctrl-C stops a reply'
@@ -29,19 +34,18 @@ HELP = (
 class Conversation:
     """The turns so far, the system message, and a way to get the next reply (here or on a server)."""
 
-    def __init__(
-        self, resolved: Any, console: Console, local: bool, no_log: bool, cid: str | None, last: bool
-    ):
-        from .text import _conversation
-
+    def __init__(self, resolved: Any, console: Console, local: bool, no_log: bool, found: Found):
         self.resolved = resolved
         self.console = console
         self.no_log = no_log
-        turns, self.id, system = _conversation(cid, last, False)
-        self.turns: list[tuple[str, str]] = list(turns)
-        self.first_turn = len(turns) // 2 + 1
-        self.system = resolved.values.system if resolved.values.system is not None else system
+        self.id = found.id
+        self.turns: list[tuple[str, str]] = list(found.turns)
+        self.next_turn = len(found.turns) // 2 + 1
+        """The number of the next turn in the log (the history may have dropped its oldest turns)."""
+        self.system = resolved.values.system if resolved.values.system is not None else found.system
         self.engine: Any = None
+        self.seed: int | None = None
+        """The seed of the turn running here, while it runs."""
         self.job: Any = None
         self.server = None
         if not local:
@@ -79,15 +83,25 @@ class Conversation:
 
         self.turns = []
         self.id = logs.new_conversation()
-        self.first_turn = 1
+        self.next_turn = 1
 
     def reply(self, prompt: str) -> None:
         """Stream the reply to `prompt` to stdout and add the turn; drop the oldest turns while the
-        conversation does not fit the context."""
+        conversation does not fit the context. Ctrl-C (KeyboardInterrupt) stops the reply: the turn is
+        kept and logged as far as it went, marked interrupted, and the KeyboardInterrupt goes on."""
         while True:
             messages = (*self.turns, ("user", prompt))
+            sofar = SoFar()
+            self.seed = None
             try:
-                record = self._remote(prompt, messages) if self.server is not None else self._here(messages)
+                if self.server is not None:
+                    record = self._remote(prompt, messages, sofar)
+                else:
+                    record = self._here(messages, sofar)
+            except KeyboardInterrupt:
+                sofar.stop()
+                self._add(prompt, messages, self._stopped(sofar), "interrupted")
+                raise
             except ContextFull:
                 if not self.turns:
                     raise
@@ -101,10 +115,20 @@ class Conversation:
                 self.load()
                 continue
             break
-        turn = self.first_turn + len(self.turns) // 2
-        folder = str(self.job.folder) if self.job is not None else None
+        self._add(prompt, messages, record)
+
+    def _add(
+        self,
+        prompt: str,
+        messages: tuple[tuple[str, str], ...],
+        record: dict[str, Any],
+        status: str | None = None,
+    ) -> None:
+        """Log the turn and add it to the history."""
         from .. import logs
 
+        turn, self.next_turn = self.next_turn, self.next_turn + 1
+        folder = str(self.job.folder) if self.job is not None and self.server is None else None
         logs.log_generation(
             "chat",
             "text",
@@ -116,11 +140,27 @@ class Conversation:
             turn=turn,
             system=self.system,
             folder=folder,
+            status=status,
             no_log=self.no_log,
         )
         self.turns += [("user", prompt), ("assistant", record["text"])]
 
-    def _here(self, messages: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    def _stopped(self, sofar: SoFar) -> dict[str, Any]:
+        """The record of a reply stopped part way: its text and tokens so far, and what ran it."""
+        engine = self.engine if self.server is None else None
+        model = self.job.label if self.job is not None and self.server is None else self.resolved.values.model
+        return {
+            "text": sofar.text,
+            "model": model,
+            "backend": getattr(engine, "backend", None),
+            "device": getattr(engine, "device", None),
+            "dtype": getattr(engine, "dtype", None),
+            "seed": self.seed if engine is not None else None,
+            "finish_reason": "interrupted",
+            "completion_tokens": sofar.tokens,
+        }
+
+    def _here(self, messages: tuple[tuple[str, str], ...], sofar: SoFar) -> dict[str, Any]:
         from ..core import text as core_text
         from ..core.models import model_errors
         from ..core.seeds import draw_seed
@@ -132,10 +172,13 @@ class Conversation:
         with model_errors(self.job.label):
             request, _ = fit_to_context(self.engine, request)
         request = replace(request, seed=draw_seed(self.resolved.values.seed)[0])
-        events = core_text.run_one(self.job, self.engine, request)
+        self.seed = request.seed if self.job.sampling else None
+        events = sofar.track(core_text.run_one(self.job, self.engine, request))
         return render_text(events, self.console, True, False, lambda result: None)[0].record
 
-    def _remote(self, prompt: str, messages: tuple[tuple[str, str], ...]) -> dict[str, Any] | None:
+    def _remote(
+        self, prompt: str, messages: tuple[tuple[str, str], ...], sofar: SoFar
+    ) -> dict[str, Any] | None:
         from ..client import remote_text
         from ..core.events import SeedChosen
         from .render import render_text
@@ -144,7 +187,41 @@ class Conversation:
         if events is None:
             return None
         turn = (event for event in events if not isinstance(event, SeedChosen))  # as a turn run here
-        return render_text(turn, self.console, True, False, lambda result: None)[0].record
+        return render_text(sofar.track(turn), self.console, True, False, lambda result: None)[0].record
+
+
+@dataclass
+class SoFar:
+    """What a reply has said so far (streamed to the terminal): kept when Ctrl-C stops it."""
+
+    text: str = ""
+    tokens: int = 0
+    events: Any = None
+
+    def track(self, events: Iterable[Any]) -> Iterator[Any]:
+        """The events as they are, counting the text and tokens on the way."""
+        self.events = self._track(events)
+        return self.events
+
+    def _track(self, events: Iterable[Any]) -> Iterator[Any]:
+        from ..core.events import TextDelta
+
+        try:
+            for event in events:
+                if isinstance(event, TextDelta):
+                    self.text += event.text
+                    # A server's deltas do not count tokens: one streamed delta is one token there.
+                    self.tokens = event.tokens or self.tokens + 1
+                yield event
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+
+    def stop(self) -> None:
+        """Stop the generation now (at its next token), before the turn is logged."""
+        if self.events is not None:
+            self.events.close()
 
 
 def read_message(first: str) -> str:
@@ -178,7 +255,9 @@ def run_chat(options: ChatOptions, console: Console) -> None:
         raise UsageError("aigc chat needs the chat template, and --raw turns it off")
     if (resolved.values.count or 1) > 1:
         raise UsageError("aigc chat gives one reply a turn: leave out -n")
-    chat = Conversation(resolved, console, local, no_log, cid, continue_last)
+    found = _conversation(cid, continue_last, False)
+    resolved = on_its_model(resolved, options.flags, found, console)
+    chat = Conversation(resolved, console, local, no_log, found)
     chat.load()
     if not terminal.stdin():
         with raising():
@@ -236,4 +315,4 @@ def _interactive(chat: Conversation, console: Console) -> None:
                 chat.reply(text)
             except KeyboardInterrupt:
                 write_text("\n")
-                console.info("aigc: reply stopped (left out of the conversation)")
+                console.info(STOPPED)

@@ -55,14 +55,26 @@ def run_list(count: int, modality: str | None, query: str | None, as_json: bool)
     if not rows:
         Console().info("aigc: no generations logged" + (f" match '{query}'" if query else ""))
         return
-    write_text(f"{'ID':>5}  {'TIME':<20} {'COMMAND':<7} {'MODEL':<16} {'PROMPT':<34} OUTPUT\n")
+    write_text(f"{'ID':>5} {'TIME':<11} {'COMMAND':<7} {'MODEL':<14} {'PROMPT':<18} OUTPUT\n")
     for row in rows:
-        output = row["path"] or row["output"]
-        model = _short(Path(row["model"] or "").name or row["model"], 16)
-        write_text(
-            f"{row['id']:>5}  {row['time']:<20} {row['command']:<7} {model:<16} "
-            f"{_short(row['prompt'], 34):<34} {_short(output, 40)}\n"
-        )
+        write_text(_line(row))
+
+
+INTERRUPTED = "[interrupted] "
+
+
+def _line(row: Any) -> str:
+    """One row of the list, within 80 columns: the time without its year and seconds (UTC), a file by its
+    name; a reply stopped part way (status interrupted) starts with [interrupted]. `logs show` has it all."""
+    output = Path(row["path"]).name if row["path"] else row["output"]
+    if row["status"] == "interrupted":
+        output = INTERRUPTED + " ".join((output or "").split())
+    model = _short(Path(row["model"] or "").name or row["model"], 14)
+    when = (row["time"] or "")[5:16].replace("T", " ")
+    return (
+        f"{row['id']:>5} {when:<11} {_short(row['command'], 7):<7} {model:<14} "
+        f"{_short(row['prompt'], 18):<18} {_short(output, 20)}\n"
+    )
 
 
 def _one(entry: str) -> dict[str, Any]:

@@ -55,7 +55,9 @@ def run_text(options: TextOptions, console: Console) -> None:
     if options.history is not None:
         turns, conversation, system = options.history, logs.new_conversation(), None
     else:
-        turns, conversation, system = _conversation(options.conversation, options.continue_last, bool(s.raw))
+        found = _conversation(options.conversation, options.continue_last, bool(s.raw))
+        turns, conversation, system = found.turns, found.id, found.system
+        resolved = on_its_model(resolved, options.flags, found, console)
     if system is not None and resolved.sources.get("system") in (None, "default"):
         resolved = _with_system(resolved, system)
     prompt = read_prompt(options.prompt)
@@ -93,15 +95,25 @@ def run_text(options: TextOptions, console: Console) -> None:
         render_text(events, console, options.stream, options.as_json, log)
 
 
-def _conversation(
-    conversation: str | None, continue_last: bool, raw: bool
-) -> tuple[tuple[tuple[str, str], ...], str, str | None]:
-    """(the history as (role, content) turns, the conversation id, its system message) for -c / --cid;
-    no turns and a new id otherwise."""
+@dataclass(frozen=True)
+class Found:
+    """A conversation to go on with (-c / --cid), or a new one."""
+
+    turns: tuple[tuple[str, str], ...]
+    """The history as (role, content) turns; a reply stopped part way is there as far as it went."""
+    id: str
+    system: str | None = None
+    """Its system message."""
+    model: str | None = None
+    """The model its latest turn ran (the value -m takes); None for a new conversation."""
+
+
+def _conversation(conversation: str | None, continue_last: bool, raw: bool) -> Found:
+    """The conversation that -c / --cid name from the log; no turns and a new id otherwise."""
     from .. import logs
 
     if conversation is None and not continue_last:
-        return (), logs.new_conversation(), None
+        return Found((), logs.new_conversation())
     if conversation is not None and continue_last:
         raise UsageError("-c goes on with the latest conversation, --cid with a given one: give one of them")
     if raw:
@@ -120,7 +132,34 @@ def _conversation(
             continue
         seen.add(row["turn"])
         turns += [("user", row["prompt"]), ("assistant", row["output"] or "")]
-    return tuple(turns), conversation, rows[0]["system"]
+    return Found(tuple(turns), conversation, rows[0]["system"], _model_of(rows[-1]))
+
+
+def _model_of(row: Any) -> str | None:
+    """The model a logged turn ran, as -m names it (the settings kept, else the record's name)."""
+    import json
+
+    try:
+        model = json.loads(row["settings"] or "{}").get("flags", {}).get("model")
+    except (ValueError, AttributeError):
+        model = None
+    return model if isinstance(model, str) and model else row["model"]
+
+
+def on_its_model(resolved: Resolved, flags: dict[str, Any], found: Found, console: Console) -> Resolved:
+    """A conversation goes on with the model it was held with, over the configured default; -m another
+    model runs that one, said in one line."""
+    if found.model is None:
+        return resolved
+    given = flags.get("model")
+    if given is None:
+        if resolved.values.model == found.model:
+            return resolved
+        again = resolve_settings("text", {**flags, "model": found.model})
+        return Resolved(again.values, {**again.sources, "model": f"conversation {found.id}"})
+    if given != found.model:
+        console.info(f"aigc: continuing conversation {found.id} with {given} (-m); it was with {found.model}")
+    return resolved
 
 
 def _with_system(resolved: Resolved, system: str) -> Resolved:
