@@ -22,7 +22,7 @@ from .console import Console
 from .core.events import AudioChunk, Event, Notice, Result, SeedChosen, TextDelta
 from .errors import AigcError, ContextFull, ExitCode, GenerationError, UsageError
 from .server.discovery import ServerRef
-from .server.protocol import LOCAL_PATH, exit_code_for, image_request, speech_request, text_request
+from .server.protocol import LOCAL_PATH, MAX_N, exit_code_for, image_request, speech_request, text_request
 from .settings import Resolved
 
 CONNECT_TIMEOUT = 10.0
@@ -168,6 +168,10 @@ def _send(
     """Send the request; its response, or None when it should run here after all (said on stderr). A
     model the server cannot find is named with where its name came from, as a local run names it."""
     model, source = resolved.values.model, resolved.sources.get("model", "")
+    count = getattr(resolved.values, "count", None) or 1
+    if count > MAX_N:  # the server's limit is for clients it does not know; this run is the user's own
+        console.note(f"aigc: -n {count} is more than one server request takes ({MAX_N}); running here")
+        return None
     try:
         return request(server, "POST", path, body)
     except RemoteError as exc:

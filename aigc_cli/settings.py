@@ -427,7 +427,7 @@ def check_value(name: str, knob_: Knob, value: Any, subject: str, coerce: bool =
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise UsageError(f"{subject} must be a list of strings (got {value!r})")
+            raise UsageError(f"{subject} must be a list of strings (got {value!r})", code="invalid_type")
         for each in value:
             if each and knob_.check is not None and (problem := knob_.check(each)) is not None:
                 raise UsageError(f"{subject} '{each}': {problem}")
@@ -436,7 +436,7 @@ def check_value(name: str, knob_: Knob, value: Any, subject: str, coerce: bool =
         if coerce and isinstance(value, str) and value.strip().lower() in TRUTH | FALSEHOOD:
             value = value.strip().lower() in TRUTH
         if not isinstance(value, bool):
-            raise UsageError(f"{subject} must be true or false (got {value!r})")
+            raise UsageError(f"{subject} must be true or false (got {value!r})", code="invalid_type")
         return value
     if kind in (int, float):
         if isinstance(value, str) and coerce:
@@ -454,7 +454,8 @@ def check_value(name: str, knob_: Knob, value: Any, subject: str, coerce: bool =
             or (kind is int and not isinstance(value, int))
         ):
             raise UsageError(
-                f"{subject} must be {'an integer' if kind is int else 'a number'} (got {value!r})"
+                f"{subject} must be {'an integer' if kind is int else 'a number'} (got {value!r})",
+                code="invalid_type",
             )
         value = kind(value)
         if value != value or value in (float("inf"), float("-inf")):  # NaN, infinity
@@ -465,7 +466,7 @@ def check_value(name: str, knob_: Knob, value: Any, subject: str, coerce: bool =
         if knob_.high is not None and value > knob_.high:
             raise UsageError(f"{subject} must be at most {_number(knob_.high)} (got {_number(value)})")
     elif not isinstance(value, str):
-        raise UsageError(f"{subject} must be a string (got {value!r})")
+        raise UsageError(f"{subject} must be a string (got {value!r})", code="invalid_type")
     if knob_.normalize is not None:
         value = knob_.normalize(value)
     if kind is str and (knob_.choices or knob_.noun):

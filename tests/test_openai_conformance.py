@@ -38,6 +38,8 @@ def test_bad_input_is_bad_request_error_naming_the_param(client, tiny):
             "unsupported_value",
         ),
         ({"messages": HI, "logprobs": True}, "logprobs", "unsupported_value"),
+        ({"messages": HI, "temperature": "hot"}, "temperature", "invalid_type"),
+        ({"messages": HI, "seed": 1.5}, "seed", "invalid_type"),
         (
             {"messages": HI, "tools": [{"type": "function", "function": {"name": "f"}}]},
             "tools",
@@ -78,6 +80,29 @@ def test_fields_clients_send_by_default_are_accepted(client, tiny):
         extra_body={"prediction": None},
     )
     assert advised.choices[0].message.content == plain.choices[0].message.content
+    # the reply sent back as the official client gives it (refusal, tool_calls, audio: null)
+    echoed = [*HI, plain.choices[0].message.model_dump(), {"role": "user", "content": "and?"}]
+    assert echoed[1]["refusal"] is None and "tool_calls" in echoed[1]
+    again = client.chat.completions.create(model=llama, messages=echoed, max_tokens=3)
+    assert again.choices[0].message.role == "assistant"
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.chat.completions.create(
+            model=llama, messages=[*HI, {"role": "assistant", "content": "x", "tool_calls": [{"id": "1"}]}]
+        )
+    assert raised.value.body["param"] == "messages[1].tool_calls"
+    streamed = client.chat.completions.create(
+        model=llama,
+        messages=HI,
+        max_tokens=5,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True, "include_obfuscation": False},
+    )
+    chunks = list(streamed)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        plain.choices[0].message.content
+    )
+    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
 
 
 def test_models_retrieve_and_a_missing_model(client, tiny):
@@ -86,6 +111,13 @@ def test_models_retrieve_and_a_missing_model(client, tiny):
     assert llama in listed
     got = client.models.retrieve(llama)
     assert (got.id, got.object, got.owned_by) == (llama, "model", "aigc")
+    for alias, listed_as in [("smollm2-135m", "smollm2"), ("JOE", "piper-joe")]:  # as the routes take them
+        assert listed_as in listed
+        got = client.models.retrieve(alias)
+        assert (got.id, got.model_extra["modality"]) == (
+            alias,
+            "text" if listed_as == "smollm2" else "speech",
+        )
     with pytest.raises(openai.NotFoundError) as raised:
         client.models.retrieve("no-such-model")
     assert raised.value.body["code"] == "model_not_found"
@@ -178,6 +210,47 @@ def test_an_image_request_whose_client_goes_away_stops_at_the_next_step(server, 
     assert status == 200, raw
 
 
+def test_a_text_request_sent_whole_whose_client_goes_away_stops(server, tiny):
+    """Not streamed: tokens come faster than the server's check, which still runs (by the clock)."""
+    import http.client as httplib
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server.url)
+    connection = httplib.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    body = {
+        "model": str(tiny["llama"]),
+        "prompt": ["Go on and on"] * 16,
+        "max_tokens": 480,
+        "temperature": 1.0,
+        "seed": 2,
+    }
+    connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    time.sleep(1.0)
+    connection.close()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "went away: stopped" not in server.stderr():
+        time.sleep(0.1)
+    assert any("went away: stopped" in line and "tokens" in line for line in server.log), server.stderr()
+
+
+def test_a_lone_surrogate_in_any_field_is_400_naming_it(server, tiny):
+    llama = str(tiny["llama"])
+    for route, body, param in [
+        (
+            "chat/completions",
+            {"model": llama, "messages": [{"role": "user", "content": "a\ud800"}]},
+            "messages[0].content",
+        ),
+        ("completions", {"model": llama, "prompt": "\udfff"}, "prompt"),
+        ("chat/completions", {"model": "x\ud800", "messages": HI}, "model"),
+        ("audio/speech", {"model": "x", "input": "hi\ud800", "voice": "a"}, "input"),
+    ]:
+        status, _, raw = http(f"{server.url}/v1/{route}", "POST", body)
+        error = json.loads(raw)["error"]
+        assert (status, error["param"], error["code"]) == (400, param, "invalid_value"), raw
+        assert "lone UTF-16 surrogate" in error["message"]
+
+
 def test_health_answers_at_once_while_models_load():
     """/health is 503 "loading" while --preload loads, then 200 (in-process: the app over a state)."""
     from fastapi.testclient import TestClient
@@ -194,6 +267,7 @@ def test_health_answers_at_once_while_models_load():
     assert (answer.status_code, answer.json()) == (503, {"status": "loading", "version": __version__})
     state.loading.clear()
     assert app.get("/health").json() == {"status": "ok", "version": __version__}
+    assert app.head("/health").status_code == 200  # a probe that sends HEAD
     assert app.get("/v1/models").status_code == 401  # only /health is open
 
 

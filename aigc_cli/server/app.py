@@ -168,6 +168,9 @@ class _TooLarge(Exception):
 
 
 _END = object()
+_QUIET = object()
+_CHECK_EVERY = 0.5
+"""Seconds between checks that the client is still there, while a generation runs."""
 
 
 async def from_thread(request: Request, produce: Callable[[Callable[[Any], None], threading.Event], None]):
@@ -192,13 +195,19 @@ async def from_thread(request: Request, produce: Callable[[Callable[[Any], None]
             put(_END)
 
     threading.Thread(target=run, name="aigc-generation", daemon=True).start()
+    checked = loop.time()
     try:
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), timeout=0.5)
+                item = await asyncio.wait_for(queue.get(), timeout=_CHECK_EVERY)
             except TimeoutError:
+                item = _QUIET
+            # checked by the clock, not only when the queue is quiet: tokens come faster than _CHECK_EVERY
+            if loop.time() - checked >= _CHECK_EVERY:
+                checked = loop.time()
                 if await request.is_disconnected():
                     return
+            if item is _QUIET:
                 continue
             if item is _END:
                 return
@@ -259,7 +268,7 @@ def create_app(
         status, body = error_body(error, request.url.path)
         return _json_error(status, body)
 
-    @app.get("/health", **describe("health"))
+    @app.api_route("/health", methods=["GET", "HEAD"], **describe("health"))  # probes may send HEAD
     async def health() -> JSONResponse:
         if state.loading.is_set():
             return JSONResponse({"status": "loading", "version": __version__}, status_code=503)
@@ -327,13 +336,16 @@ def _model_list(state: ServerState) -> list[dict[str, Any]]:
 
 
 def _one_model(state: ServerState, model_id: str) -> dict[str, Any]:
-    """GET /v1/models/{id} (the client's models.retrieve): the row of /v1/models with that id; 404
+    """GET /v1/models/{id} (the client's models.retrieve): the row of /v1/models with that id, or with the
+    name an alias stands for (`joe` is piper-joe, as the routes take it), under the id asked for; 404
     model_not_found naming the list otherwise."""
     from ..errors import UnknownModelError
+    from ..registry import lookup
 
+    spec = lookup(model_id)
     for row in _model_list(state):
-        if row["id"] == model_id:
-            return row
+        if row["id"] == model_id or (spec is not None and row["id"] == spec.name):
+            return {**row, "id": model_id}
     raise UnknownModelError(
         f"No model '{model_id}' on this server: GET /v1/models lists the ones it serves", model_id
     )

@@ -36,6 +36,9 @@ OPENAI_VOICES = frozenset(
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class BodyError(UsageError):
     """A body that is not JSON, or not an object (HTTP 400)."""
 
@@ -264,7 +267,35 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise BodyError(f"The request body must be a JSON object (got {type(data).__name__})")
+    where = _lone_surrogate(data, "")
+    if where is not None:
+        named = f"Field {where!r}" if where else "A key of the body"
+        raise BodyError(
+            f"{named} holds a lone UTF-16 surrogate (an escape such as \\ud800 without its pair), "
+            "which is not text: send valid Unicode",
+            param=where or None,
+            code="invalid_value",
+        )
     return data
+
+
+def _lone_surrogate(data: Any, path: str) -> str | None:
+    """The path (`messages[0].content`) of the first string, or key, in `data` that holds a lone UTF-16
+    surrogate (JSON's `\\ud800` unpaired: Python keeps it, and it cannot be encoded, tokenized or logged);
+    "" for a key at the top; None when there is none. Iterative: a body nests as deep as json.loads allows."""
+    stack: list[tuple[str, Any]] = [(path, data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return where
+        elif isinstance(value, dict):
+            if any(_SURROGATE.search(key) for key in value):
+                return where
+            stack.extend((f"{where}.{k}" if where else k, v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{n}]", v) for n, v in reversed(list(enumerate(value))))
+    return None
 
 
 def _settings(modality: str, body: _Body, excluded: set[str], renamed: dict[str, str]) -> dict[str, Any]:
@@ -375,7 +406,9 @@ def _common_text(body: _Body, chat: bool) -> tuple[dict[str, Any], bool, bool]:
     flags["stop"] = _stop(body.take("stop"))
     stream = body.take("stream", bool, "true or false") or False
     options = body.take("stream_options", dict, "an object") or {}
-    if stream and set(options) - {"include_usage", "continuous_usage_stats"}:
+    # include_obfuscation pads chunks against a network side channel (OpenAI's): nothing to hide on a
+    # chunk aigc sends, so it is taken and ignored
+    if stream and set(options) - {"include_usage", "continuous_usage_stats", "include_obfuscation"}:
         raise _invalid(f"field 'stream_options' takes include_usage (got {_json(options)})", "stream_options")
     include_usage = stream and options.get("include_usage") is True
     for name in ("frequency_penalty", "presence_penalty"):
@@ -465,7 +498,8 @@ def parse_chat(data: dict[str, Any]) -> TextCall:
                 f"messages[{index}]: role must be system, developer, user or assistant (got {_json(role)})",
                 f"messages[{index}].role",
             )
-        extra = sorted(set(message) - {"role", "content", "name"})
+        # an assistant turn echoed back from a response carries refusal, tool_calls, audio... as null or []
+        extra = sorted(k for k in set(message) - {"role", "content", "name"} if message[k] not in (None, []))
         if extra:
             raise _invalid(
                 f"messages[{index}]: only role, content and name are supported (got '{extra[0]}')",
