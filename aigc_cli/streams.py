@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
+from typing import Any
 
 from .errors import UsageError
 from .terminal import terminal
@@ -76,3 +78,40 @@ def silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError):
         pass
+
+
+def lone_surrogate(data: Any) -> tuple[str, str, int] | None:
+    """The first string in parsed JSON (keys too) holding half a UTF-16 pair (a `"\\ud800"` escape alone:
+    Python keeps it, and it is no character: it cannot be encoded, tokenized or logged), as (its path,
+    `messages[0].content`, with a key that is itself not text spelled with its escape; the escape, `\\ud800`;
+    its index in the text); None when all is text. Iterative: JSON nests as deep as json.loads allows."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if (found := _SURROGATE.search(value)) is not None:
+                return path, f"\\u{ord(found.group()):04x}", found.start()
+        elif isinstance(value, dict):
+            for key in value:
+                if (found := _SURROGATE.search(key)) is not None:
+                    shown = key.encode("utf-8", "backslashreplace").decode("utf-8")
+                    return _joined(path, shown), f"\\u{ord(found.group()):04x}", found.start()
+            stack.extend((_joined(path, k), v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{n}]", v) for n, v in reversed(list(enumerate(value))))
+    return None
+
+
+def surrogate_problem(path: str, escape: str, at: int) -> str:
+    """What lone_surrogate found, in words: `'prompt' is not text: ...` and the remedy."""
+    return (
+        f"'{path}' is not text: it holds a lone surrogate ({escape} at character {at + 1}), half of a UTF-16 "
+        "pair; write the character itself, or both halves of its pair"
+    )
+
+
+def _joined(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")

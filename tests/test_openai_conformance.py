@@ -248,7 +248,7 @@ def test_a_lone_surrogate_in_any_field_is_400_naming_it(server, tiny):
         status, _, raw = http(f"{server.url}/v1/{route}", "POST", body)
         error = json.loads(raw)["error"]
         assert (status, error["param"], error["code"]) == (400, param, "invalid_value"), raw
-        assert "lone UTF-16 surrogate" in error["message"]
+        assert error["message"].startswith(f"field '{param}' is not text: it holds a lone surrogate")
 
 
 def test_health_answers_at_once_while_models_load():

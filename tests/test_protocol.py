@@ -285,6 +285,29 @@ def test_bad_bodies_name_the_field(parse, body, param, code, words):
     assert (answer["error"]["param"], answer["error"]["code"]) == (param, code)
 
 
+@pytest.mark.parametrize(
+    ("raw", "param", "escape", "at"),
+    [
+        (rb'{"prompt": "ab\ud800"}', "prompt", "\\ud800", 3),
+        (
+            rb'{"messages": [{"role": "user", "content": "ok"}, {"content": "\udfffx"}]}',
+            "messages[1].content",
+            "\\udfff",
+            1,
+        ),
+        (rb'{"metadata": {"k\udc00": 1}}', "metadata.k\\udc00", "\\udc00", 2),
+    ],
+)
+def test_a_lone_surrogate_anywhere_is_named_by_its_path(raw, param, escape, at):
+    from aigc_cli.server import protocol
+
+    with pytest.raises(protocol.BodyError) as raised:
+        protocol.parse_json(raw)
+    assert (raised.value.param, raised.value.code) == (param, "invalid_value")
+    assert f"({escape} at character {at})" in raised.value.message
+    assert protocol.parse_json(rb'{"prompt": "\ud83d\ude00"}') == {"prompt": "\U0001f600"}  # a pair is text
+
+
 ADVISORY_BODY = {
     "user": "u-1",
     "metadata": {"k": "v"},

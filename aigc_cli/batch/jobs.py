@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from ..errors import AigcError, UsageError
 from ..settings import SCHEMAS, Resolved, knobs, resolve_settings
+from ..streams import lone_surrogate, surrogate_problem
 
 TASKS = ("text", "image", "speech")
 OWN_FIELDS = {"id", "task", "prompt", "input", "out", "init_image", "mask"}
@@ -146,12 +147,12 @@ def parse_job(number: int, line: str, default_task: str | None) -> Job:
     if not isinstance(job_id, (str, int)) or isinstance(job_id, bool):
         message = f"'id' must be a string or an integer, not {_shown(job_id)}"
         return Job(str(number), number, error=UsageError(message))
-    bad = _lone_surrogate(data)
+    bad = lone_surrogate(data)
     if bad is not None and bad[0] == "id":
-        return Job(str(number), number, error=UsageError(_surrogate_message(*bad)))
+        return Job(str(number), number, error=UsageError(surrogate_problem(*bad)))
     job = Job(str(job_id), number)
     if bad is not None:
-        job.error = UsageError(_surrogate_message(*bad))
+        job.error = UsageError(surrogate_problem(*bad))
         return job
     try:
         _fill(job, data, default_task)
@@ -166,42 +167,12 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _lone_surrogate(data: dict[str, Any]) -> tuple[str, str, int] | None:
-    """The first field whose text holds half a UTF-16 pair (a JSON escape such as "\\ud800" alone), which is
-    no character and cannot be encoded: (field, the escape, where in the text); None when all is text."""
-
-    def strings(value: Any) -> Iterator[str]:
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, list):
-            for item in value:
-                yield from strings(item)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                yield key
-                yield from strings(item)
-
-    for name, value in data.items():
-        for text in strings(value) if _encodes(name) else [name]:
-            if not _encodes(text):
-                at = next(i for i, c in enumerate(text) if not _encodes(c))
-                return (name if _encodes(name) else ascii(name), f"\\u{ord(text[at]):04x}", at)
-    return None
-
-
 def _encodes(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _surrogate_message(name: str, escape: str, at: int) -> str:
-    return (
-        f"'{name}' is not text: it holds a lone surrogate ({escape} at character {at + 1}), half of a UTF-16 "
-        "pair; write the character itself, or both halves of its pair"
-    )
 
 
 def _fill(job: Job, data: dict[str, Any], default_task: str | None) -> None:

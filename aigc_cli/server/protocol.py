@@ -21,6 +21,7 @@ from typing import Any
 
 from ..errors import AigcError, ExitCode, ModelUnavailableError, UsageError, WrongModalityError
 from ..settings import SCHEMAS, Resolved, check_value, knobs, resolve_settings
+from ..streams import lone_surrogate, surrogate_problem
 
 MAX_N = 16
 """Most results one request may ask for (`n`): one request must not hold a model for hours."""
@@ -34,9 +35,6 @@ OPENAI_VOICES = frozenset(
     | {"marin", "cedar"}
 )
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
-
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BodyError(UsageError):
@@ -267,35 +265,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise BodyError(f"The request body must be a JSON object (got {type(data).__name__})")
-    where = _lone_surrogate(data, "")
-    if where is not None:
-        named = f"Field {where!r}" if where else "A key of the body"
-        raise BodyError(
-            f"{named} holds a lone UTF-16 surrogate (an escape such as \\ud800 without its pair), "
-            "which is not text: send valid Unicode",
-            param=where or None,
-            code="invalid_value",
-        )
+    bad = lone_surrogate(data)
+    if bad is not None:
+        raise BodyError(f"field {surrogate_problem(*bad)}", param=bad[0], code="invalid_value")
     return data
-
-
-def _lone_surrogate(data: Any, path: str) -> str | None:
-    """The path (`messages[0].content`) of the first string, or key, in `data` that holds a lone UTF-16
-    surrogate (JSON's `\\ud800` unpaired: Python keeps it, and it cannot be encoded, tokenized or logged);
-    "" for a key at the top; None when there is none. Iterative: a body nests as deep as json.loads allows."""
-    stack: list[tuple[str, Any]] = [(path, data)]
-    while stack:
-        where, value = stack.pop()
-        if isinstance(value, str):
-            if _SURROGATE.search(value):
-                return where
-        elif isinstance(value, dict):
-            if any(_SURROGATE.search(key) for key in value):
-                return where
-            stack.extend((f"{where}.{k}" if where else k, v) for k, v in reversed(value.items()))
-        elif isinstance(value, list):
-            stack.extend((f"{where}[{n}]", v) for n, v in reversed(list(enumerate(value))))
-    return None
 
 
 def _settings(modality: str, body: _Body, excluded: set[str], renamed: dict[str, str]) -> dict[str, Any]:
