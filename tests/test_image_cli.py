@@ -15,7 +15,7 @@ import raw
 from conftest import AIGC
 from inproc import run_cli
 from PIL import Image
-from test_pipes_and_terminals import run_in_pty
+from ptys import run_in_pty
 
 SMALL = ["--steps", "2", "--width", "64", "--height", "64"]
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import select
 import subprocess
-import time
 
 import pytest
 from conftest import AIGC, heavy_imports
 from inproc import run_cli
+from ptys import run_in_pty
 
 
 def test_pipeline_text_into_text(tiny):
@@ -49,33 +46,6 @@ def test_closed_pipe_in_a_shell(tiny):
     assert result.stdout.endswith(b" status=0\n")
     assert len(result.stdout) == 10 + len(b" status=0\n")
     assert b"Traceback" not in result.stderr and result.stderr == b""
-
-
-def run_in_pty(args: list[str], expect: int = 0, answer: tuple[bytes, bytes] | None = None) -> str:
-    """Run with stdin, stdout and stderr on a terminal; return what the terminal showed. With `answer`
-    (prompt, reply), type the reply once the prompt shows."""
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
-    os.close(follower)
-    chunks, deadline = [], time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([leader], [], [], 1)
-        if not ready:
-            continue
-        try:
-            data = os.read(leader, 4096)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-        if answer is not None and answer[0] in b"".join(chunks):
-            os.write(leader, answer[1])
-            answer = None
-    os.close(leader)
-    shown = b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n")
-    assert process.wait(timeout=120) == expect, shown
-    return shown
 
 
 def test_terminal_shows_text_notes_and_the_drawn_seed(tiny):

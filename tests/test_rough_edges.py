@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import AIGC
 from fake_hub import FakeHub
-from test_pipes_and_terminals import run_in_pty
+from ptys import run_in_pty
 
 from aigc_cli.errors import UsageError
 from aigc_cli.metadata import image_metadata, read_image_record, read_metadata

@@ -11,7 +11,7 @@ import shutil
 import pytest
 import soundfile
 from conftest import AIGC
-from test_pipes_and_terminals import run_in_pty
+from ptys import run_in_pty
 
 from aigc_cli.errors import OutputError, UsageError
 from aigc_cli.settings import TextSettings, knobs, resolve_settings

@@ -15,7 +15,7 @@ import raw
 import soundfile
 from conftest import AIGC, heavy_imports
 from inproc import run_cli
-from test_pipes_and_terminals import run_in_pty
+from ptys import run_in_pty
 from tiny_speech import build_speecht5
 
 from aigc_cli.engines.speech import split_sentences

@@ -1,0 +1,64 @@
+"""Real terminals for tests: a pty with a window size (rows and columns set, as a user's terminal has; a
+0x0 pty hides what libraries draw only on a sized one)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import struct
+import subprocess
+import termios
+import time
+
+
+def sized_pty(rows: int = 24, columns: int = 80) -> tuple[int, int]:
+    """(leader, follower) of a new pty whose window is rows x columns."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+    return leader, follower
+
+
+def run_in_pty(
+    args: list[str],
+    expect: int = 0,
+    answer: tuple[bytes, bytes] | None = None,
+    rows: int = 24,
+    columns: int = 80,
+    env: dict[str, str] | None = None,
+    stdin: int | None = None,
+) -> str:
+    """Run with stdout and stderr (and stdin, unless given) on a terminal of rows x columns; return what
+    the terminal showed, CRLF as LF. With `answer` (prompt, reply), type the reply once the prompt shows."""
+    leader, follower = sized_pty(rows, columns)
+    process = subprocess.Popen(
+        args,
+        stdin=follower if stdin is None else stdin,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+        env=env,
+    )
+    os.close(follower)
+    chunks, deadline = [], time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 1)
+        if not ready:
+            if process.poll() is not None:
+                break
+            continue
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+        if answer is not None and answer[0] in b"".join(chunks):
+            os.write(leader, answer[1])
+            answer = None
+    os.close(leader)
+    shown = b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n")
+    assert process.wait(timeout=120) == expect, shown
+    return shown
