@@ -15,11 +15,13 @@ from collections.abc import Callable
 from typing import Annotated, Any, get_type_hints
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from .config import go_offline, settings
 from .console import Console, error_line
 from .errors import AigcError, ExitCode, PipeClosed, map_exception
+from .ranges import ranged_option
 from .settings import ImageSettings, Knob, SpeechSettings, TextSettings, knobs
 
 
@@ -338,7 +340,8 @@ def batch(
         str, typer.Option("--engine", help="local (this process) or ray (Ray Data; the ray extra).")
     ] = "local",
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Ray workers, each holding the engine. Default: 2.", min=1)
+        int | None,
+        ranged_option("--workers", help="Ray workers, each holding the engine. Default: 2.", low=1),
     ] = None,
     ray_address: Annotated[
         str | None,
@@ -346,10 +349,10 @@ def batch(
     ] = None,
     max_line_bytes: Annotated[
         int,
-        typer.Option(
+        ranged_option(
             "--max-line-bytes",
             help="A job line's limit in bytes (a longer line fails). Default: 10 MB.",
-            min=1,
+            low=1,
         ),
     ] = 10_000_000,
     quiet: QuietOpt = False,
@@ -390,7 +393,7 @@ def serve(
         str, typer.Option("--host", help="Address to listen on; other than loopback needs --api-key.")
     ] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option("--port", help="TCP port; 0 picks a free one.", min=0, max=65535)
+        int, ranged_option("--port", help="TCP port; 0 picks a free one.", low=0, high=65535)
     ] = 8765,
     keep_alive: Annotated[
         str,
@@ -462,9 +465,29 @@ def doctor(
     run_doctor(device, json_out)
 
 
+class _LogsGroup(TyperGroup):
+    """`aigc logs`, whose unknown command names the search flag: llm's `logs -q WORDS` searches, and here
+    -q is --quiet, so `aigc logs -q fox` meets 'fox' as a command."""
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        try:
+            return super().resolve_command(ctx, args)
+        except typer.TyperException as exc:
+            from difflib import get_close_matches
+
+            # a word that is no command's misspelling (Typer suggests those): a search, as llm's -q was
+            if args and hasattr(exc, "message") and not get_close_matches(args[0], list(self.commands)):
+                import shlex
+
+                search = f"aigc logs -s {shlex.quote(args[0])}"
+                exc.message = f"{exc.message.rstrip('.')}: to search the log, {search}"
+            raise
+
+
 logs_app = typer.Typer(
     help="The log of every generation (AIGC_HOME/logs.db): list, search, show, run again; on or off.",
     invoke_without_command=True,
+    cls=_LogsGroup,
 )
 app.add_typer(logs_app, name="logs")
 
@@ -472,20 +495,30 @@ app.add_typer(logs_app, name="logs")
 @logs_app.callback()
 def logs_list(
     ctx: typer.Context,
-    count: Annotated[int, typer.Option("-n", "--count", help="How many, newest first.", min=1)] = 20,
+    count: Annotated[
+        int, ranged_option("-n", "--count", metavar="N", help="How many, newest first.", low=1)
+    ] = 20,
     modality: Annotated[str | None, typer.Option("--modality", help="text, image or speech.")] = None,
     query: Annotated[
         str | None,
-        typer.Option("-q", "--query", help="Only generations whose prompt or output has these words."),
+        typer.Option(
+            "-s",
+            "--search",
+            "--query",  # llm's name for it (llm's -q; -q is --quiet here, as everywhere in aigc)
+            metavar="WORDS",
+            help="Only generations whose prompt or output has these words (full-text search).",
+        ),
     ] = None,
     json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """List the newest generations (or those matching -q); see the subcommands to show or rerun one."""
+    """List the newest generations (or those -s finds); see the subcommands to show or rerun one. On a
+    terminal the table fits its width; in a pipe every value is whole."""
     if ctx.invoked_subcommand is not None:
         return
     from .commands.logs import run_list
 
-    run_list(count, modality, query, json_out)
+    run_list(count, modality, query, json_out, Console(quiet=quiet))
 
 
 @logs_app.command("show")

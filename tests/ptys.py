@@ -6,11 +6,13 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
 import termios
 import time
+import unicodedata
 
 
 def sized_pty(rows: int = 24, columns: int = 80) -> tuple[int, int]:
@@ -62,3 +64,25 @@ def run_in_pty(
     shown = b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n")
     assert process.wait(timeout=120) == expect, shown
     return shown
+
+
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+def screen_lines(shown: str) -> list[str]:
+    """What a terminal showed as its lines, without ANSI escape sequences."""
+    return [ANSI.sub("", line) for line in shown.splitlines()]
+
+
+def cells(line: str) -> int:
+    """How many columns a terminal gives a line: two for a wide character (CJK, most emoji), none for a
+    combining mark (unicodedata's East Asian Width, not the code under test's own count)."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line
+    )
+
+
+def plain_env(**extra: str) -> dict[str, str]:
+    """This process's environment without COLUMNS and LINES (they would override the window's size)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    return {**env, **extra}

@@ -209,7 +209,8 @@ def test_read_image_record(isolated):
 
 # --- 4. `aigc models list` and `aigc models rm` -------------------------------------------------------
 
-HEADER = "NAME                   MODALITY SOURCE    STATUS         SIZE  LICENSE                REPO"
+# Piped, the table is whole: each column as wide as its widest value, two spaces apart.
+HEADER = "NAME        MODALITY  SOURCE  STATUS    SIZE  LICENSE                REPO"
 
 
 def test_models_list_has_a_header(aigc):

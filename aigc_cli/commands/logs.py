@@ -9,13 +9,10 @@ from typing import Any
 from ..console import Console
 from ..errors import UsageError
 from ..output import write_json_line, write_text
+from ..terminal import terminal
+from .table import Column, render
 
 MODALITIES = ("text", "image", "speech")
-
-
-def _short(text: str | None, width: int) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _row(row: Any) -> dict[str, Any]:
@@ -26,14 +23,18 @@ def _row(row: Any) -> dict[str, Any]:
     return data
 
 
-def run_list(count: int, modality: str | None, query: str | None, as_json: bool) -> None:
-    """The newest `count` generations (of one modality; matching a full-text query), newest first."""
+def run_list(
+    count: int, modality: str | None, query: str | None, as_json: bool, console: Console | None = None
+) -> None:
+    """The newest `count` generations (of one modality; matching a full-text query), newest first: a table
+    (table.py: fitted to a terminal, whole in a pipe) or JSON lines. `console` says when there are none."""
     from .. import logs
 
+    console = console or Console()
     if modality is not None and modality not in MODALITIES:
         raise UsageError(f"Unknown modality '{modality}': use text, image or speech")
     if not logs.log_path().exists():
-        Console().info(f"aigc: no generations logged yet ({logs.log_path()})")
+        console.info(f"aigc: no generations logged yet ({logs.log_path()})")
         return
     where, params = [], []
     if modality:
@@ -53,28 +54,35 @@ def run_list(count: int, modality: str | None, query: str | None, as_json: bool)
             write_json_line(_row(row))
         return
     if not rows:
-        Console().info("aigc: no generations logged" + (f" match '{query}'" if query else ""))
+        console.info("aigc: no generations logged" + (f" match '{query}'" if query else ""))
         return
-    write_text(f"{'ID':>5} {'TIME':<11} {'COMMAND':<7} {'MODEL':<14} {'PROMPT':<18} OUTPUT\n")
-    for row in rows:
-        write_text(_line(row))
+    lines = render(COLUMNS, [_cells(row) for row in rows], terminal.columns())
+    write_text("".join(f"{line}\n" for line in lines))
 
 
+COLUMNS = (
+    Column("ID", right=True),
+    Column("TIME"),
+    Column("COMMAND"),
+    Column("MODEL", give=1),
+    Column("CONVERSATION"),
+    Column("PROMPT", give=2),
+    Column("OUTPUT", give=2),
+)
+"""The list's columns: on a terminal, the model, prompt and output give way; the id, time, command and
+conversation (the id `--cid` takes, for a row of one; else -) stay whole."""
 INTERRUPTED = "[interrupted] "
 
 
-def _line(row: Any) -> str:
-    """One row of the list, within 80 columns: the time without its year and seconds (UTC), a file by its
-    name; a reply stopped part way (status interrupted) starts with [interrupted]. `logs show` has it all."""
+def _cells(row: Any) -> tuple[object, ...]:
+    """One row of the list: the time without its year and seconds (UTC), the model and a file by their
+    names; a reply stopped part way (status interrupted) starts with [interrupted]. `logs show` has it all."""
     output = Path(row["path"]).name if row["path"] else row["output"]
     if row["status"] == "interrupted":
-        output = INTERRUPTED + " ".join((output or "").split())
-    model = _short(Path(row["model"] or "").name or row["model"], 14)
+        output = INTERRUPTED + (output or "")
+    model = Path(row["model"] or "").name or row["model"] or "-"
     when = (row["time"] or "")[5:16].replace("T", " ")
-    return (
-        f"{row['id']:>5} {when:<11} {_short(row['command'], 7):<7} {model:<14} "
-        f"{_short(row['prompt'], 18):<18} {_short(output, 20)}\n"
-    )
+    return (row["id"], when, row["command"], model, row["conversation"] or "-", row["prompt"], output)
 
 
 def _one(entry: str) -> dict[str, Any]:

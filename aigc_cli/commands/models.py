@@ -17,6 +17,7 @@ from ..registry import (
     resolve,
 )
 from ..settings import configured
+from .table import Column, render
 
 
 def _check_modality(modality: str | None) -> None:
@@ -25,35 +26,46 @@ def _check_modality(modality: str | None) -> None:
 
 
 def run_list(modality: str | None, as_json: bool) -> None:
+    """Every alias, then the other models in the cache: a table (table.py: fitted to a terminal, whole in
+    a pipe) or JSON lines. A speech list shows each voice's language and speakers."""
     _check_modality(modality)
     found = rows(modality)
     if as_json:
         for row in found:
             write_json_line(row)
         return
-    voices = modality == "speech"  # a speech list shows each voice's language and speakers
-    name_width = max([22] + [len(row["name"]) for row in found])
-    header = ("NAME", "MODALITY", "SOURCE", "STATUS", "SIZE", "LANGUAGE", "SPEAKERS", "LICENSE", "REPO")
-    lines = [header]
+    voices = modality == "speech"
+    columns = [c for c in COLUMNS if voices or c.header not in ("LANGUAGE", "SPEAKERS")]
+    cells = []
     for row in found:
-        lines.append(
+        cells.append(
             (
                 row["name"],
                 row["modality"] or "?",
                 row["source"],
                 "offline" if row["offline"] else "download",
                 human_size(row["size"]) if row["offline"] else "-",
-                row["language"] or "-",
-                str(row["speakers"]) if row["speakers"] else "-",
+                *((row["language"] or "-", row["speakers"] or "-") if voices else ()),
                 row["license"] or "-",
                 row["repo"],
             )
         )
-    for name, kind, source, mark, size, language, speakers, license, repo in lines:
-        middle = f"{language:<8} {speakers:>8}  " if voices else ""
-        write_text(
-            f"{name:<{name_width}} {kind:<8} {source:<9} {mark:<9} {size:>9}  {middle}{license:<22} {repo}\n"
-        )
+    write_text("".join(f"{line}\n" for line in render(columns, cells, terminal.columns())))
+
+
+COLUMNS = (
+    Column("NAME", give=1, least=24),
+    Column("MODALITY"),
+    Column("SOURCE"),
+    Column("STATUS"),
+    Column("SIZE", right=True),
+    Column("LANGUAGE"),
+    Column("SPEAKERS", right=True),
+    Column("LICENSE", give=2, least=10),
+    Column("REPO", give=4, least=12, tail=True),
+)
+"""`models list`'s columns: on a terminal the repo id gives way, then the license; the size and the rest
+stay whole, and so does the name (what -m takes) but for a long repo id on a narrow terminal."""
 
 
 def run_pull(names: list[str], console: Console) -> None:
