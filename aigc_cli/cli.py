@@ -6,6 +6,7 @@ This module imports nothing heavy: `aigc --help` must not import torch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import os
@@ -17,12 +18,12 @@ from typing import Annotated, Any, get_type_hints
 import typer
 from typer.core import TyperGroup
 
-from . import __version__
+from . import __version__, completion
 from .config import go_offline, settings
 from .console import Console, error_line
 from .errors import AigcError, ExitCode, PipeClosed, map_exception
 from .ranges import ranged_option
-from .settings import ImageSettings, Knob, SpeechSettings, TextSettings, knobs
+from .settings import SCHEMAS, ImageSettings, Knob, SpeechSettings, TextSettings, knobs
 
 
 def _light_conversion() -> None:
@@ -77,11 +78,55 @@ def _light_conversion() -> None:
 
 _light_conversion()
 
+HELP_COLUMN = 24
+"""The widest flag column of --help (a longer flag and value go on a line of their own), so that help text
+keeps 52 of a 80-column terminal's columns."""
+
+
+def _sectioned_help() -> None:
+    """--help in Click's plain layout (the app's rich_markup_mode=None: the same lines on a terminal and in
+    a pipe, 78 columns at most), the options under headings (each one's rich_help_panel; "Options", last,
+    for the rest), every value named as a person writes it: the option's metavar (N, MODEL, SECONDS), else
+    its name (--query QUERY) where Typer would print <str> or <int>, and an argument by its name alone
+    (PROMPT, not `prompt <str>`). Typer writes the Arguments and Options sections of every command and
+    group in typer.core._typer_format_options; where another Typer version has none, its layout stays."""
+    try:
+        from typer import core
+    except ImportError:  # pragma: no cover
+        return
+    if not callable(getattr(core, "_typer_format_options", None)):  # pragma: no cover
+        return
+
+    def format_options(self: Any, *, ctx: Any, formatter: Any) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            if getattr(param, "hidden", False):
+                continue
+            if param.param_type_name == "argument":
+                name = (param.metavar or param.name.upper()) + ("..." if param.nargs != 1 else "")
+                sections.setdefault("Arguments", []).append((name, param.help or ""))
+                continue
+            if param.metavar is None and not param.is_flag and not param.count:
+                param.metavar = param.name.upper()
+            record = param.get_help_record(ctx)
+            if record is not None:
+                sections.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(record)
+        options = sections.pop("Options", None)
+        for title, rows in [*sections.items(), *([("Options", options)] if options else [])]:
+            with formatter.section(title):
+                formatter.write_dl(rows, col_max=HELP_COLUMN)
+
+    core._typer_format_options = format_options
+
+
+_sectioned_help()
+
 app = typer.Typer(
     name="aigc",
     help="Generate text, images and speech from pretrained Hugging Face models, in shell pipelines.",
     add_completion=True,
     no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -117,7 +162,9 @@ VerboseOpt = Annotated[
 OfflineOpt = Annotated[
     bool, typer.Option("--offline", help="Never touch the network (same as HF_HUB_OFFLINE=1).")
 ]
-PromptArg = Annotated[str | None, typer.Argument(help="The prompt; '-' or a piped stdin is read first.")]
+PromptArg = Annotated[
+    str | None, typer.Argument(metavar="PROMPT", help="The prompt; '-' or a piped stdin is read first.")
+]
 NoLogOpt = Annotated[
     bool, typer.Option("--no-log", help="Leave this run out of the log (AIGC_HOME/logs.db).")
 ]
@@ -129,35 +176,58 @@ LocalOpt = Annotated[
 ]
 
 
-def _option(name: str, knob: Knob) -> inspect.Parameter:
-    """A Typer option for one setting; its default is None (not given) so that the resolver can tell."""
+MODEL_PANEL = "Model and device"
+MODEL_SETTINGS = ("model", "device", "dtype", "backend", "precision", "trust_remote_code", "low_memory")
+"""Settings that choose what runs and where: listed apart from the settings of what is generated."""
+SHARED_PANEL = "Every job"
+
+
+def _option(
+    name: str, knob: Knob, panel: str, complete: Callable[..., Any] | None = None
+) -> inspect.Parameter:
+    """A Typer option for one setting; its default is None (not given) so that the resolver can tell.
+    Its help is the knob's and what happens by default; the range is the resolver's to check, in the
+    user's words, whatever the source (a range worth knowing is said in the knob's help)."""
     kind = {list: list[str], bool: bool, int: int, float: float, str: str}[knob.kind]
     names = [f"{knob.flag}/--no-{knob.flag[2:]}" if knob.kind is bool else knob.flag]
     if knob.short:
         names.insert(0, knob.short)
-    extra = []
-    if knob.low is not None or knob.high is not None:
-        low = "" if knob.low is None else f"{'>' if knob.low_open else '>='} {knob.low:.15g}"
-        high = "" if knob.high is None else f"<= {knob.high:.15g}"
-        extra.append(", ".join(part for part in (low, high) if part))
-    if knob.unit:
-        extra.append(knob.unit)
-    help_text = knob.help + (f" ({'; '.join(extra)})" if extra else "")
-    metavar = {list: "TEXT", bool: None, int: "INTEGER", float: "FLOAT", str: "TEXT"}[knob.kind]
-    if knob.default_text:
-        help_text += f" Default: {knob.default_text}."
-    option = typer.Option(*names, help=help_text, metavar=metavar, show_default=False)
+    metavar = None if knob.kind is bool else knob.metavar or {int: "N", float: "X"}.get(knob.kind, "TEXT")
+    help_text = knob.help + (f" Default: {knob.default_text}." if knob.default_text else "")
+    option = typer.Option(
+        *names,
+        help=help_text,
+        metavar=metavar,
+        show_default=False,
+        rich_help_panel=panel,
+        autocompletion=complete,
+    )
     return inspect.Parameter(
         name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
     )
 
 
+def _completer(name: str, modalities: list[str], values: tuple[str, ...]) -> Callable[..., Any] | None:
+    """How the shell completes a setting's value: model names of its modalities, the devices, a voice's
+    speakers, or its choices (None: nothing to offer; the shell falls back to file names)."""
+    if name == "model":
+        return completion.models(*modalities)
+    if name == "device":
+        return completion.choices(completion.DEVICES)
+    if name == "voice":
+        return completion.speakers
+    return completion.choices(values) if values else None
+
+
 def with_settings(
-    *schemas: type, leave_out: tuple[str, ...] = ()
+    *schemas: type, leave_out: tuple[str, ...] = (), panels: tuple[str, ...] = ()
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Give a command the schemas' flags (after its first parameter, the prompt; a setting that several
     schemas have once, with the first one's help); the command receives them as `flags`, a dict of field
-    name -> value or None."""
+    name -> value or None. In --help, one schema's settings are listed under MODEL_PANEL (MODEL_SETTINGS)
+    and "Generation"; with several schemas, each one's own under its title in `panels` and those they
+    share under SHARED_PANEL."""
+    modality_of = {cls: modality for modality, cls in SCHEMAS.items()}
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
         hints = get_type_hints(command, include_extras=True)
@@ -167,11 +237,24 @@ def with_settings(
             if p.name != "flags"
         ]
         merged: dict[str, Knob] = {}
+        holders: dict[str, list[type]] = {}
         for schema in schemas:
             for name, knob in knobs(schema).items():
                 if name not in leave_out:
-                    merged.setdefault(name, knob)
-        added = [_option(name, knob) for name, knob in merged.items()]
+                    if merged.setdefault(name, knob).default_text != knob.default_text:
+                        merged[name] = dataclasses.replace(merged[name], default_text="each task's own")
+                    holders.setdefault(name, []).append(schema)
+
+        def panel(name: str) -> str:
+            if not panels:
+                return MODEL_PANEL if name in MODEL_SETTINGS else "Generation"
+            return SHARED_PANEL if len(holders[name]) > 1 else panels[schemas.index(holders[name][0])]
+
+        def complete(name: str) -> Callable[..., Any] | None:
+            values = [value for schema in holders[name] for value in knobs(schema)[name].choices]
+            return _completer(name, [modality_of[s] for s in holders[name]], tuple(dict.fromkeys(values)))
+
+        added = [_option(name, knob, panel(name), complete(name)) for name, knob in merged.items()]
         names = {p.name for p in added}
 
         @functools.wraps(command)
@@ -187,7 +270,7 @@ def with_settings(
     return decorate
 
 
-@app.command()
+@app.command(short_help="Generate text with a language model; tokens stream to stdout.")
 @with_settings(TextSettings)
 def text(
     prompt: PromptArg = None,
@@ -204,7 +287,8 @@ def text(
         typer.Option("-c", "--continue", help="Continue the latest conversation (its history goes first)."),
     ] = False,
     cid: Annotated[
-        str | None, typer.Option("--cid", help="Continue this conversation (an id `aigc logs` shows).")
+        str | None,
+        typer.Option("--cid", metavar="ID", help="Continue this conversation (an id `aigc logs` shows)."),
     ] = None,
 ) -> None:
     """Generate text with a causal language model; tokens stream to stdout."""
@@ -216,7 +300,7 @@ def text(
     run_text(options, Console(quiet=quiet, verbose=verbose))
 
 
-@app.command()
+@app.command(short_help="Chat with a model on a terminal, or a turn per line of stdin.")
 @with_settings(TextSettings, leave_out=("count", "raw"))
 def chat(
     flags: dict[str, Any] | None = None,
@@ -229,7 +313,8 @@ def chat(
         bool, typer.Option("-c", "--continue", help="Go on with the latest conversation.")
     ] = False,
     cid: Annotated[
-        str | None, typer.Option("--cid", help="Go on with this conversation (an id `aigc logs` shows).")
+        str | None,
+        typer.Option("--cid", metavar="ID", help="Go on with this conversation (an id `aigc logs` shows)."),
     ] = None,
 ) -> None:
     """Chat with a model: replies stream as they come; /exit, /clear, /system TEXT, \"\"\" for several lines.
@@ -243,26 +328,43 @@ def chat(
     )
 
 
-@app.command()
+@app.command(short_help="Generate images with Stable Diffusion, each recording how.")
 @with_settings(ImageSettings)
 def image(
     prompt: PromptArg = None,
     flags: dict[str, Any] | None = None,
     out: Annotated[
         str | None,
-        typer.Option("-o", "--out", help="PNG, JPEG or WebP by extension; '-' for PNG on stdout."),
+        typer.Option(
+            "-o", "--out", metavar="FILE", help="PNG, JPEG or WebP by extension; '-' for PNG on stdout."
+        ),
     ] = None,
     init_image: Annotated[
-        str | None, typer.Option("--init-image", help="Start from this image (a path, or '-' for stdin).")
+        str | None,
+        typer.Option(
+            "--init-image",
+            metavar="FILE",
+            help="Start from this image (a path, or '-' for stdin).",
+            rich_help_panel="Generation",
+        ),
     ] = None,
     mask: Annotated[
         str | None,
         typer.Option(
-            "--mask", help="Inpaint --init-image: white repaints, black keeps; same size ('-': stdin)."
+            "--mask",
+            metavar="FILE",
+            help="Inpaint --init-image: white repaints, black keeps; same size ('-': stdin).",
+            rich_help_panel="Generation",
         ),
     ] = None,
     from_file: Annotated[
-        str | None, typer.Option("--from", help="Make the image a file records again; flags override.")
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="FILE",
+            help="Make the image a file records again; flags override.",
+            rich_help_panel="Generation",
+        ),
     ] = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -280,21 +382,29 @@ def image(
     run_image(options, Console(quiet=quiet, verbose=verbose))
 
 
-@app.command()
+@app.command(short_help="Speak text with a Piper voice or a transformers TTS model.")
 @with_settings(SpeechSettings)
 def speak(
     prompt: Annotated[
-        str | None, typer.Argument(help="The text; '-' or a piped stdin is read first.")
+        str | None, typer.Argument(metavar="TEXT", help="The text; '-' or a piped stdin is read first.")
     ] = None,
     flags: dict[str, Any] | None = None,
     out: Annotated[
         str | None,
-        typer.Option("-o", "--out", help="WAV, FLAC, OGG, MP3, OPUS or AAC by extension; '-' for stdout."),
+        typer.Option(
+            "-o",
+            "--out",
+            metavar="FILE",
+            help="WAV, FLAC, OGG, MP3, OPUS or AAC by extension; '-' for stdout.",
+        ),
     ] = None,
     audio_format: Annotated[
         str | None,
         typer.Option(
-            "--format", help="wav, flac, ogg, mp3, opus, aac, or raw (16-bit PCM streamed per sentence)."
+            "--format",
+            metavar="FORMAT",
+            help="wav, flac, ogg, mp3, opus, aac, or raw (16-bit PCM streamed per sentence).",
+            autocompletion=completion.audio_formats,
         ),
     ] = None,
     play: Annotated[
@@ -316,41 +426,73 @@ def speak(
     run_speak(options, Console(quiet=quiet, verbose=verbose))
 
 
-@app.command()
-@with_settings(TextSettings, ImageSettings, SpeechSettings, leave_out=("count",))
+@app.command(short_help="Run many jobs from a JSONL file, each model loaded once.")
+@with_settings(
+    TextSettings,
+    ImageSettings,
+    SpeechSettings,
+    leave_out=("count",),
+    panels=("Text jobs", "Image jobs", "Speech jobs"),
+)
 def batch(
-    jobs: Annotated[str, typer.Argument(help="The jobs: a JSONL file, one job per line; '-' for stdin.")],
+    jobs: Annotated[
+        str, typer.Argument(metavar="JOBS", help="The jobs: a JSONL file, one job per line; '-' for stdin.")
+    ],
     flags: dict[str, Any] | None = None,
     out: Annotated[
         str | None,
         typer.Option(
-            "-o", "--out", help="RESULTS: a JSONL file, one result per job (resumable). Default: stdout."
+            "-o",
+            "--out",
+            metavar="RESULTS",
+            help="A JSONL file, one result per job (resumable). Default: stdout.",
         ),
     ] = None,
     out_dir: Annotated[
-        str | None, typer.Option("--out-dir", help="Where image and audio files go. Default: here.")
+        str | None,
+        typer.Option("--out-dir", metavar="FOLDER", help="Where image and audio files go. Default: here."),
     ] = None,
     task: Annotated[
-        str | None, typer.Option("--task", help="text, image or speech: for jobs that name no task.")
+        str | None,
+        typer.Option(
+            "--task",
+            metavar="TASK",
+            help="text, image or speech: for jobs that name no task.",
+            autocompletion=completion.choices(("text", "image", "speech")),
+        ),
     ] = None,
     retry_errors: Annotated[
         bool, typer.Option("--retry-errors", help="Run again the jobs RESULTS says failed.")
     ] = False,
     engine: Annotated[
-        str, typer.Option("--engine", help="local (this process) or ray (Ray Data; the ray extra).")
+        str,
+        typer.Option(
+            "--engine",
+            metavar="ENGINE",
+            help="local (this process) or ray (Ray Data; the ray extra).",
+            autocompletion=completion.choices(("local", "ray")),
+        ),
     ] = "local",
     workers: Annotated[
         int | None,
-        ranged_option("--workers", help="Ray workers, each holding the engine. Default: 2.", low=1),
+        ranged_option(
+            "--workers", metavar="N", help="Ray workers, each holding the engine. Default: 2.", low=1
+        ),
     ] = None,
     ray_address: Annotated[
         str | None,
-        typer.Option("--ray-address", help="A Ray cluster to join (default: RAY_ADDRESS, else a local Ray)."),
+        typer.Option(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="A Ray cluster to join (default: RAY_ADDRESS, else a local Ray).",
+        ),
     ] = None,
     max_line_bytes: Annotated[
         int,
         ranged_option(
             "--max-line-bytes",
+            metavar="N",
+            show_default=False,
             help="A job line's limit in bytes (a longer line fails). Default: 10 MB.",
             low=1,
         ),
@@ -387,30 +529,39 @@ def batch(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(short_help="Serve models over an OpenAI-compatible HTTP API, kept warm.")
 def serve(
     host: Annotated[
-        str, typer.Option("--host", help="Address to listen on; other than loopback needs --api-key.")
+        str,
+        typer.Option(
+            "--host", metavar="ADDRESS", help="Address to listen on; other than loopback needs --api-key."
+        ),
     ] = "127.0.0.1",
     port: Annotated[
-        int, ranged_option("--port", help="TCP port; 0 picks a free one.", low=0, high=65535)
+        int, ranged_option("--port", metavar="PORT", help="TCP port; 0 picks a free one.", low=0, high=65535)
     ] = 8765,
     keep_alive: Annotated[
         str,
         typer.Option(
             "--keep-alive",
+            metavar="DURATION",
             help="How long an idle model stays loaded: 5m, 30s, 1h; 0 unloads at once, -1 never.",
         ),
     ] = "5m",
     preload: Annotated[
         list[str] | None,
         typer.Option(
-            "--preload", help="Load this model at start (repeatable); the only local folders served."
+            "--preload",
+            metavar="MODEL",
+            help="Load this model at start (repeatable); the only local folders served.",
+            autocompletion=completion.models(*SCHEMAS),
         ),
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option("--api-key", help="Require `Authorization: Bearer KEY` (default: AIGC_API_KEY)."),
+        typer.Option(
+            "--api-key", metavar="KEY", help="Require `Authorization: Bearer KEY` (default: AIGC_API_KEY)."
+        ),
     ] = None,
     allow_pull: Annotated[
         bool, typer.Option("--allow-pull", help="Let requests download models they name (off: offline).")
@@ -418,7 +569,9 @@ def serve(
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
-            "--cors-origin", help="A web origin allowed to call the API from a browser (repeatable)."
+            "--cors-origin",
+            metavar="ORIGIN",
+            help="A web origin allowed to call the API from a browser (repeatable).",
         ),
     ] = None,
     verbose: VerboseOpt = False,
@@ -429,7 +582,7 @@ def serve(
     run_server(host, port, keep_alive, preload or [], api_key, allow_pull, cors_origin or [], verbose)
 
 
-@app.command()
+@app.command(short_help="List the models a running `aigc serve` holds.")
 def ps(json_out: JsonOpt = False) -> None:
     """List the models a running `aigc serve` holds: modality, device, memory, idle time."""
     from .commands.ps import run_ps
@@ -437,9 +590,9 @@ def ps(json_out: JsonOpt = False) -> None:
     run_ps(json_out)
 
 
-@app.command()
+@app.command(short_help="Read back what a generated file records: prompt, model, seed.")
 def info(
-    file: Annotated[str, typer.Argument(help="An image or audio file aigc made.")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="An image or audio file aigc made.")],
     json_out: JsonOpt = False,
 ) -> None:
     """Print what a generated file records: prompt, model, seed, settings."""
@@ -448,12 +601,17 @@ def info(
     run_info(file, json_out)
 
 
-@app.command()
+@app.command(short_help="Show devices, versions, caches, offline state, embedded models.")
 def doctor(
     json_out: JsonOpt = False,
     device: Annotated[
         str | None,
-        typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps or xpu. Default: auto."),
+        typer.Option(
+            "--device",
+            metavar="DEVICE",
+            help="auto, cpu, cuda, cuda:N, mps or xpu. Default: auto.",
+            autocompletion=completion.choices(completion.DEVICES),
+        ),
     ] = None,
     offline: OfflineOpt = False,
 ) -> None:

@@ -38,7 +38,7 @@ class Knob:
     """What the schema knows of one setting."""
 
     help: str
-    """One line for --help (the range and unit are added to it)."""
+    """One line for --help and the API schema's description; a range that helps a person is said in it."""
     kind: type
     """str, int, float, bool, or list (of str)."""
     flag: str | None = None
@@ -46,7 +46,10 @@ class Knob:
     short: str | None = None
     """A short flag, `-m`."""
     unit: str = ""
-    """The unit of a number, said in --help: seconds, pixels, tokens."""
+    """The unit of a number, said in /openapi.json: seconds, pixels, tokens."""
+    metavar: str = ""
+    """What --help shows for the value, as a person writes it (MODEL, SECONDS); N for an integer, X for
+    another number and TEXT for a string when empty."""
     low: float | None = None
     """The smallest value allowed (inclusive unless `low_open`)."""
     low_open: bool = False
@@ -117,6 +120,7 @@ def _model_knob(modality: str) -> Any:
         str,
         flag="--model",
         short="-m",
+        metavar="MODEL",
         env=knob_env(modality),
         in_record=modality == "image",
         default_text=f"{knob_env(modality)}, else config.toml, else {DEFAULT_MODELS[modality]}",
@@ -131,6 +135,7 @@ def _size_knob(side: str) -> Any:
         flag=f"--{side}",
         high=8192,
         unit="pixels",
+        metavar="PIXELS",
         check=_multiple_of_8,
         multiple_of=8,
         in_record=True,
@@ -163,6 +168,7 @@ def _device_knob() -> Any:
         "auto, cpu, cuda, cuda:N, mps or xpu.",
         str,
         flag="--device",
+        metavar="DEVICE",
         env="AIGC_DEVICE",
         normalize=lambda v: v.strip().lower(),
         check=_device_problem,
@@ -176,6 +182,7 @@ def _dtype_knob() -> Any:
         "auto, float32, float16 or bfloat16.",
         str,
         flag="--dtype",
+        metavar="DTYPE",
         normalize=_dtype,
         choices=("auto", "float32", "float16", "bfloat16"),
         noun="dtype",
@@ -189,6 +196,7 @@ def _backend_knob(modality: str, help: str) -> Any:
         help,
         str,
         flag="--backend",
+        metavar="BACKEND",
         env=f"AIGC_{modality.upper()}_BACKEND",
         choices=("auto", *backends(modality)),
         normalize=lambda v: v.strip().lower(),
@@ -212,7 +220,7 @@ class TextSettings:
         default_text="the alias's, else 256",
     )
     temperature: float | None = knob(
-        "0 means greedy.",
+        "Sampling temperature; 0 means greedy.",
         float,
         flag="--temperature",
         low=0.0,
@@ -220,16 +228,18 @@ class TextSettings:
         default_text="the model's",
     )
     top_k: int | None = knob(
-        "Sample from the k likeliest tokens; 0 turns it off.",
+        "Sample from the K likeliest tokens; 0 turns it off.",
         int,
         flag="--top-k",
+        metavar="K",
         low=0,
         default_text=ALIAS_THEN_MODEL,
     )
     top_p: float | None = knob(
-        "Nucleus sampling: the smallest set of tokens whose probability adds up to this.",
+        "Nucleus sampling: the likeliest tokens up to this total probability (0 to 1).",
         float,
         flag="--top-p",
+        metavar="P",
         low=0.0,
         low_open=True,
         high=1.0,
@@ -254,6 +264,7 @@ class TextSettings:
         "onnx backend: fp32 (same greedy text as torch) or int4 (faster).",
         str,
         flag="--precision",
+        metavar="PRECISION",
         choices=("fp32", "int4"),
         normalize=lambda v: v.strip().lower(),
         default_text="fp32",
@@ -294,12 +305,13 @@ class ImageSettings:
         f"The sampler: {', '.join(SCHEDULERS)}.",
         str,
         flag="--scheduler",
+        metavar="NAME",
         choices=tuple(SCHEDULERS),
         in_record=True,
         default_text="the model's",
     )
     strength: float | None = knob(
-        "How far to move from --init-image (1.0 with --mask).",
+        "How far to move from --init-image, 0 to 1 (1.0 with --mask).",
         float,
         flag="--strength",
         low=0.0,
@@ -315,6 +327,7 @@ class ImageSettings:
         "LoRA: a Hub repo, a .safetensors file or a folder, then :WEIGHT (-10..10, default 1); repeatable.",
         list,
         flag="--lora",
+        metavar="LORA[:WEIGHT]",
         in_record=True,
         check=lora_problem,
         path=True,
@@ -323,6 +336,7 @@ class ImageSettings:
         "Decode with another VAE: taesd (the tiny autoencoder: fast), or a Hub repo or folder of one.",
         str,
         flag="--vae",
+        metavar="VAE",
         in_record=True,
         path=True,
         default_text="the model's",
@@ -343,10 +357,10 @@ class SpeechSettings:
 
     model: str | None = _model_knob("speech")
     voice: str | None = knob(
-        "Piper speaker id or name; SpeechT5 x-vector .npy.", str, flag="--voice", path=True
+        "Piper speaker id or name; SpeechT5 x-vector .npy.", str, flag="--voice", metavar="VOICE", path=True
     )
     speed: float | None = knob(  # OpenAI's /v1/audio/speech range; engines.speech.SPEED_RANGE
-        "Above 1 speaks faster.", float, flag="--speed", low=0.25, high=4.0, default_text="1.0"
+        "Above 1 speaks faster; 0.25 to 4.", float, flag="--speed", low=0.25, high=4.0, default_text="1.0"
     )
     sentence_silence: float | None = knob(
         "Silence after each sentence.",
@@ -355,6 +369,7 @@ class SpeechSettings:
         low=0.0,
         high=60.0,
         unit="seconds",
+        metavar="SECONDS",
         default_text="0",
     )
     seed: int | None = _seed_knob(count=False)
