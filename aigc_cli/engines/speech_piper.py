@@ -1,5 +1,8 @@
-"""Piper voices (VITS in ONNX) through piper-tts's own `PiperVoice.synthesize`, which splits the text
-into sentences itself.
+"""Piper voices (VITS in ONNX) through piper-tts's own `PiperVoice.synthesize`. Piper phonemizes the text
+and splits it into sentences itself (espeak's full stops), and aigc keeps those sentences, each one run of
+the voice as in Piper's API; a sentence of more than MAX_SENTENCE_CHARS phonemes (a text without full stops:
+only commas, or no punctuation at all) is cut further (`split_long`: after a comma, semicolon or colon, else
+between words), so that its audio comes a bounded piece at a time instead of all at the end.
 
 Piper's noise comes from random ops inside the ONNX graph, seeded from onnxruntime's global seed when a
 session is created, and advancing with every run. So each request gets a session of its own, created
@@ -20,7 +23,7 @@ from typing import Any
 
 from ..errors import UsageError
 from .base import EngineKey
-from .speech import SpeechRequest, check_input, split_sentences
+from .speech import MAX_SENTENCE_CHARS, SpeechRequest, check_input, split_long, split_sentences
 
 _SEEDING = threading.Lock()  # onnxruntime's seed is process-wide: set it and create the session together
 
@@ -83,9 +86,22 @@ class PiperEngine:
         return dataclasses.replace(self.voice, session=session)
 
     def chunks(self, request: SpeechRequest) -> Iterator[Any]:
+        """One array per Piper sentence, or per piece of one too long (see the module's docstring)."""
         from piper import SynthesisConfig
 
         length = None if request.speed == 1.0 else self.voice.config.length_scale / request.speed
         config = SynthesisConfig(speaker_id=self.speaker_id(request.voice), length_scale=length)
-        for chunk in self._seeded_voice(request.seed).synthesize(request.text, syn_config=config):
-            yield chunk.audio_float_array
+        voice = self._seeded_voice(request.seed)
+        for sentence in voice.phonemize(request.text):
+            for piece in split_long(sentence, MAX_SENTENCE_CHARS, ",;:"):
+                for chunk in _synthesize_phonemes(voice, piece, config):
+                    yield chunk.audio_float_array
+
+
+def _synthesize_phonemes(voice: Any, phonemes: list[str], config: Any) -> Iterator[Any]:
+    """Piper's own `synthesize` for one sentence's phonemes (its ids, the voice's run, normalizing, volume),
+    on a copy of the voice whose phonemizer hands it these: the same samples as the sentence in Piper's
+    `synthesize(text)`, which offers no call taking phonemes."""
+    shim = dataclasses.replace(voice)
+    shim.phonemize = lambda _text: [phonemes]
+    return shim.synthesize("", syn_config=config)
