@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 from . import __version__, completion
 from .config import go_offline, settings
 from .console import Console, error_line
-from .errors import AigcError, ExitCode, PipeClosed, map_exception
+from .errors import AigcError, ExitCode, Interrupted, PipeClosed, map_exception
 from .ranges import ranged_option
 from .settings import SCHEMAS, ImageSettings, Knob, SpeechSettings, TextSettings, knobs
 
@@ -831,6 +831,7 @@ def _command_for(args: list[str]) -> Any:
 def main() -> None:
     """Entry point: known failures become one stderr line and an exit code; AIGC_DEBUG=1 shows tracebacks."""
     debug = settings().debug
+    interrupted = "interrupted"
     try:
         code = _command_for(sys.argv[1:]).main(args=sys.argv[1:], prog_name="aigc", standalone_mode=False)
     except typer.TyperException as exc:  # usage errors from the parser (bad flag, bad value)
@@ -839,6 +840,8 @@ def main() -> None:
         else:
             error_line(_usage_line(exc))
         code = getattr(exc, "exit_code", ExitCode.USAGE)
+    except Interrupted as exc:  # Ctrl-C where the command said what got done
+        code, interrupted = ExitCode.INTERRUPTED, exc.message
     except AigcError as exc:
         if debug:
             traceback.print_exc()
@@ -865,7 +868,7 @@ def main() -> None:
             code = ExitCode.FAILURE
     code = _flush_stdout(code)
     if code == ExitCode.INTERRUPTED:  # Ctrl-C, caught here or turned into Exit(130) by Typer
-        error_line("interrupted")
+        error_line(interrupted)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 stream.flush()

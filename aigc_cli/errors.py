@@ -30,6 +30,13 @@ class GenerationError(AigcError):
     exit_code = ExitCode.FAILURE
 
 
+class Interrupted(AigcError):
+    """Ctrl-C, caught where there is more to say than `interrupted` (what got done, how to go on): the
+    message is the one line the entry point prints, exit 130."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
 class UsageError(AigcError):
     """Bad input: a flag, a config key, a record field, an API body field. `param` names the API field
     (or its path, `messages[2].content`) when the input came in a request, and `code` is OpenAI's error

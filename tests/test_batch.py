@@ -194,6 +194,9 @@ def test_each_result_equals_the_single_run(main_batch):
     ghost = main_batch["ghost"]
     assert ghost.returncode == 3
     message = ghost.stderr.decode().strip().removeprefix("aigc: error: ")
+    # and a digest of the job as asked (its line, --task and the flags), which resuming compares
+    hashes = {by_id[i].pop("job_hash") for i in ("ghost", "neg")}
+    assert len(hashes) == 2 and all(re.fullmatch(r"[0-9a-f]{16}", h) for h in hashes)
     assert by_id["ghost"] == {
         "id": "ghost",
         "task": "text",
@@ -468,11 +471,13 @@ def test_ctrl_c_writes_whole_lines_and_a_rerun_finishes(tiny, pipes, tmp_path):
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
-    assert (process.returncode, err.decode(), out) == (130, "aigc: error: interrupted\n", b"")
-
     assert results.read_bytes().endswith(b"\n")
     first = records(results)  # whole lines only
     done = [r["id"] for r in first]
+    assert (process.returncode, out) == (130, b"")
+    assert err.decode() == (  # one line: how far it got, and how to go on
+        f"aigc: error: interrupted: {len(done)} of 19 jobs done, in results.jsonl; the same command resumes\n"
+    )
     assert all(r["status"] == "ok" for r in first)
     assert len(done) < len(ids)  # it stopped before the end
     assert done[:2] == ["t0", "img0"]

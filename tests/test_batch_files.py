@@ -208,6 +208,98 @@ def test_stdin_jobs_with_a_bom_and_crlf(tmp_path):
     ]
 
 
+# --- lines without a task -------------------------------------------------------------------------------------
+
+NO_TASK = "give 'task' (text, image or speech) or run with --task"
+
+
+def test_a_line_without_a_task_is_text_when_it_can_be_and_a_fixed_job_runs_again(tiny, tmp_path):
+    """No `task` and no --task: a line with a prompt and only text fields runs as text; one with a field
+    only image or speech jobs take fails alone, naming it. Resuming skips a failed job only while it is the
+    same job (its line, --task and flags): fixed in the file, or run with other flags, it runs again."""
+    gpt2 = str(tiny["gpt2"])
+    text = {"id": "t", "prompt": "Once upon a time", "model": gpt2, "max_tokens": 4, "temperature": 0}
+    image = {"id": "img", "prompt": "a fox", "steps": 2, "width": 64}
+    speech = {"id": "say", "input": "hello", "voice": "joe"}
+    write_jobs(tmp_path / "jobs.jsonl", [text, image, speech])
+    results = tmp_path / "results.jsonl"
+    first = batch("jobs.jsonl", "-o", "results.jsonl")
+    assert first.returncode == 1, first.stderr.decode()
+    assert summary(first) == {"jobs": 3, "ok": 1, "failed": 2, "skipped": None, "results": None}
+    lines = records(results)
+    assert [(r["id"], r["task"], r["status"]) for r in lines] == [
+        ("t", "text", "ok"),
+        ("img", None, "error"),
+        ("say", None, "error"),
+    ]
+    assert lines[0]["completion_tokens"] == 4 and lines[0]["model"] == gpt2
+    assert [r["error"] for r in lines[1:]] == [
+        f"job img (line 2): no task, and 'steps' (image) and 'width' (image) are not for text jobs: {NO_TASK}",
+        f"job say (line 3): no task, and 'input' (speech) and 'voice' (speech) are not for text jobs: {NO_TASK}",
+    ]
+
+    same = batch("jobs.jsonl", "-o", "results.jsonl")  # nothing changed: the failures would repeat
+    assert same.returncode == 1 and results.read_bytes() == b"".join(
+        json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in lines
+    )
+    assert "3 skipped (done in results.jsonl, 2 of them failed (--retry-errors runs them again))" in (
+        same.stderr.decode()
+    )
+
+    fixed = {"id": "img", "prompt": "a fox", "model": gpt2, "max_tokens": 4, "temperature": 0}
+    write_jobs(tmp_path / "jobs.jsonl", [text, fixed, speech])  # the image job made a text one
+    rerun = batch("jobs.jsonl", "-o", "results.jsonl")
+    assert rerun.returncode == 1, rerun.stderr.decode()  # "say" still failed (and was not run again)
+    still = "results.jsonl, 1 of them failed (--retry-errors runs them again)"
+    assert summary(rerun) == {"jobs": 3, "ok": 1, "failed": 0, "skipped": 2, "results": still}
+    assert [(r["id"], r["task"], r["status"]) for r in records(results)[3:]] == [("img", "text", "ok")]
+
+    other_flags = batch("jobs.jsonl", "-o", "results.jsonl", "--temperature", "0")  # another job as asked
+    assert summary(other_flags) == {"jobs": 3, "ok": 0, "failed": 1, "skipped": 2, "results": "results.jsonl"}
+    assert [(r["id"], r["status"]) for r in records(results)[4:]] == [("say", "error")]
+
+
+def test_results_from_before_job_hash_run_their_failed_jobs_again(tiny, tmp_path):
+    """RESULTS written before failures recorded their job (as the lines without a task failed, every one):
+    their failed jobs run again; an ok one stays done."""
+    gpt2 = str(tiny["gpt2"])
+    jobs = [{"id": i, "prompt": "Hi", "model": gpt2, "max_tokens": 2, "temperature": 0} for i in ("a", "b")]
+    write_jobs(tmp_path / "jobs.jsonl", jobs)
+    old = [
+        {
+            "id": "a",
+            "task": None,
+            "status": "error",
+            "error": f"job a (line 1): no task: {NO_TASK}",
+            "exit_code": 2,
+        },
+        {"id": "b", "task": "text", "status": "ok", "text": "x"},
+    ]
+    write_jobs(tmp_path / "results.jsonl", old)
+    result = batch("jobs.jsonl", "-o", "results.jsonl")
+    assert result.returncode == 0, result.stderr.decode()
+    assert summary(result) == {"jobs": 2, "ok": 1, "failed": 0, "skipped": 1, "results": "results.jsonl"}
+    assert [(r["id"], r["task"], r["status"]) for r in records(tmp_path / "results.jsonl")[2:]] == [
+        ("a", "text", "ok")
+    ]
+
+
+def test_a_file_where_no_line_has_a_task_is_a_usage_error(tmp_path):
+    """Not a failed result per job (which a rerun would then skip): exit 2 before anything is written,
+    naming the field and the flag."""
+    jobs = [{"prompt": "a fox", "steps": 2}, {"id": "v", "task": "video", "prompt": "Hi"}, {"input": "hello"}]
+    write_jobs(tmp_path / "jobs.jsonl", jobs)
+    for source, where in [("jobs.jsonl", "jobs.jsonl"), ("-", "stdin")]:
+        result = batch(source, "-o", "results.jsonl", "--out-dir", "outs", input=jsonl(jobs))
+        assert (result.returncode, result.stdout, result.stderr.decode()) == (
+            2,
+            b"",
+            f"aigc: error: No job in {where} has a task (line 1: no task, and 'steps' (image) is not for text "
+            "jobs): give each line a 'task' (text, image or speech), or run with --task\n",
+        )
+        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith("-home")) == ["jobs.jsonl"]
+
+
 # --- Ray missing -----------------------------------------------------------------------------------------------
 
 

@@ -1,17 +1,24 @@
 """Batch jobs: reading a JSONL job file, checking each job against the settings schema, and the results
 file that makes a batch resumable.
 
-A job is one JSON object per line: `task` (text, image or speech; else the batch's --task), `prompt`
+A job is one JSON object per line: `task` (text, image or speech; else the batch's --task; else text for a
+line with a `prompt` and no field that only image or speech jobs take: `default_task`), `prompt`
 (`input` for speech too), an optional `id` (a string or an integer; default: its line number), `out` (an
 image or audio file), for images `init_image` and `mask` (paths), and any setting under its config-key name
 (settings.py). A job's own value wins over the batch's flags, which win over the environment and
 config.toml, as for a single run. A bad job fails alone (its result says why, with the exit code a single
 run would give); so does a line that is too long, not UTF-8, or holds a lone surrogate.
+
+A failed job's result records `job_hash`, a digest of the job as asked (its line, the batch's --task and
+flags): on resume a failed job is done only while that is unchanged (it would fail the same way;
+--retry-errors runs it anyway); a job fixed since runs again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import re
@@ -28,6 +35,36 @@ TASKS = ("text", "image", "speech")
 OWN_FIELDS = {"id", "task", "prompt", "input", "out", "init_image", "mask"}
 NOT_PER_JOB = {"count", "trust_remote_code"}
 """Settings a job may not set: one job makes one result; remote code is the batch's flag to allow."""
+
+
+class TaskMissing(UsageError):
+    """A job line with no task it can run (none given, none to default to, or not one of TASKS)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"{problem}: give 'task' (text, image or speech) or run with --task")
+        self.problem = problem
+        """What is wrong, without the remedy: `no task, and 'steps' is not for text jobs`."""
+
+
+@functools.cache
+def not_for_text() -> dict[str, str]:
+    """The fields a text job cannot have, from the settings schemas, and the tasks that take each: what
+    stops a line without a task from defaulting to text."""
+    text = set(knobs(SCHEMAS["text"]))
+    own = {"input": "speech", "out": "image or speech", "init_image": "image", "mask": "image"}
+    fields = {name: task for name, task in own.items()}
+    for task in ("image", "speech"):
+        for name in knobs(SCHEMAS[task]):
+            if name not in text:
+                fields[name] = task if name not in fields else f"{fields[name]} or {task}"
+    return fields
+
+
+def default_task(data: dict[str, Any]) -> str | None:
+    """The task of a line that names none (and no --task): text, when it has a `prompt` and no field that
+    only image or speech jobs take (`not_for_text`); else None."""
+    others = not_for_text()
+    return "text" if "prompt" in data and not any(name in others for name in data) else None
 
 
 @dataclass
@@ -48,6 +85,8 @@ class Job:
     """Why the job cannot run (found while reading or resolving), or None."""
     mask: str | None = None
     """Inpainting: the mask's path (with init_image)."""
+    source: str | None = None
+    """The line as read (for `job_hash`): its text, else what could be read of it."""
 
     def key(self) -> tuple[Any, ...]:
         """What groups jobs onto one engine: task, model, device, dtype, backend."""
@@ -116,11 +155,15 @@ def _skip_line(source: IO[bytes]) -> int:
         size += len(piece)
 
 
-def parse_line(line: Line, default_task: str | None) -> Job:
+def parse_line(line: Line, task: str | None) -> Job:
     """A job from one line read; a job with `error` set when the line is not a job."""
     if line.text is None:
-        return Job(_readable_id(line) or str(line.number), line.number, error=line.error)
-    return parse_job(line.number, line.text, default_task)
+        job = Job(_readable_id(line) or str(line.number), line.number, error=line.error)
+        job.source = line.readable if line.readable is not None else f"<{line.error}>"
+        return job
+    job = parse_job(line.number, line.text, task)
+    job.source = line.text
+    return job
 
 
 def _readable_id(line: Line) -> str | None:
@@ -135,8 +178,9 @@ def _readable_id(line: Line) -> str | None:
     return job_id if isinstance(job_id, str) and "\ufffd" not in job_id and _encodes(job_id) else None
 
 
-def parse_job(number: int, line: str, default_task: str | None) -> Job:
-    """A job from one line; a job with `error` set when the line is not a job."""
+def parse_job(number: int, line: str, task: str | None) -> Job:
+    """A job from one line (`task`: the batch's --task); a job with `error` set when the line is not a
+    job."""
     try:
         data = json.loads(line)
     except ValueError as exc:
@@ -155,7 +199,7 @@ def parse_job(number: int, line: str, default_task: str | None) -> Job:
         job.error = UsageError(surrogate_problem(*bad))
         return job
     try:
-        _fill(job, data, default_task)
+        _fill(job, data, task)
     except AigcError as exc:
         job.error = exc
     return job
@@ -175,11 +219,19 @@ def _encodes(text: str) -> bool:
     return True
 
 
-def _fill(job: Job, data: dict[str, Any], default_task: str | None) -> None:
-    task = data.get("task", default_task)
+def _fill(job: Job, data: dict[str, Any], batch_task: str | None) -> None:
+    task = data.get("task", batch_task)
+    if task is None:
+        task = default_task(data)
+    if task is None:
+        fields = not_for_text()
+        found = [f"'{name}' ({fields[name]})" for name in data if name in fields]
+        if not found:
+            raise TaskMissing("no task, and no 'prompt'")
+        names = " and ".join(found) if len(found) <= 2 else f"{', '.join(found[:2])} and more"
+        raise TaskMissing(f"no task, and {names} {'is' if len(found) == 1 else 'are'} not for text jobs")
     if task not in TASKS:
-        given = "no task" if task is None else f"task {task!r}"
-        raise UsageError(f"{given}: give 'task' (text, image or speech) or run with --task")
+        raise TaskMissing(f"task {task!r}")
     job.task = task
     prompt = data.get("prompt", data.get("input") if task == "speech" else None)
     if not isinstance(prompt, str) or not prompt.strip():
@@ -248,25 +300,57 @@ def error_result(job: Job, error: AigcError) -> dict[str, Any]:
 # --- the results file ----------------------------------------------------------------------------------
 
 
-def last_statuses(path: Path | None) -> dict[str, str]:
-    """Each id's last status in RESULTS (ok or error); a line that is not a result is ignored."""
+def job_hash(job: Job, task: str | None, flags: dict[str, Any]) -> str:
+    """A digest of the job as asked: its line as read, the batch's --task and the flags given. A failed
+    job's result records it, so that resuming can tell a job fixed since from one unchanged."""
+    given = {name: value for name, value in flags.items() if value is not None}
+    asked = json.dumps([job.source, task, given], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(asked.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LastResult:
+    """What RESULTS says of a job: its last result's status, and, for a failure, the `job_hash` of the
+    job that failed (None in results written before aigc recorded it)."""
+
+    status: str
+    job_hash: str | None = None
+
+
+def last_statuses(path: Path | None) -> dict[str, LastResult]:
+    """Each id's last result in RESULTS (ok or error); a line that is not a result is ignored."""
     if path is None or not path.is_file():
         return {}
-    last: dict[str, str] = {}
+    last: dict[str, LastResult] = {}
     with path.open(encoding="utf-8", errors="replace") as results:
         for line in results:
             try:
                 record = json.loads(line)
-                last[str(record["id"])] = str(record["status"])
-            except (ValueError, KeyError, TypeError):
+                digest = record.get("job_hash")
+                last[str(record["id"])] = LastResult(
+                    str(record["status"]), digest if isinstance(digest, str) else None
+                )
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
     return last
 
 
-def done_ids(last: dict[str, str], retry_errors: bool) -> set[str]:
+def done_ids(last: dict[str, LastResult], hashes: dict[str, str], retry_errors: bool) -> set[str]:
     """Ids that need not run again: those whose last result is ok, and, without --retry-errors, those
-    that failed."""
-    return {i for i, status in last.items() if status == "ok" or (status == "error" and not retry_errors)}
+    that failed as the job they are now (the same `job_hash`: they would fail the same way). A job changed
+    since it failed (its line, --task or the flags), or one failed in a results file that does not say,
+    runs again."""
+    return {
+        i
+        for i, result in last.items()
+        if result.status == "ok"
+        or (
+            result.status == "error"
+            and not retry_errors
+            and result.job_hash is not None
+            and result.job_hash == hashes.get(i)
+        )
+    }
 
 
 @dataclass(frozen=True)
@@ -300,6 +384,8 @@ class ResultsFile:
         self.handle: IO[str] | None = None
         self.created = False
         self.cut: CutLine | None = None
+        self.written = 0
+        """Result lines this run has written."""
         if path is not None:
             self.handle, self.created = _open_locked(path)
             self.cut = self._mend()
@@ -358,10 +444,11 @@ class ResultsFile:
             from ..output import write_text
 
             write_text(line)
-            return
-        self.handle.write(line)
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+        else:
+            self.handle.write(line)
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+        self.written += 1
 
     def close(self) -> None:
         """Lets RESULTS go; one this run made and wrote nothing into is removed (while still locked)."""

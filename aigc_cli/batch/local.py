@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..console import Console, LogConsole, StepBar
-from ..errors import ExitCode, OutputError, UsageError
+from ..errors import ExitCode, Interrupted, OutputError, UsageError
 from ..interrupts import raising
 from ..settings import SCHEMAS, knobs, resolve_settings
 from .jobs import (
@@ -20,8 +20,10 @@ from .jobs import (
     CutLine,
     Job,
     ResultsFile,
+    TaskMissing,
     check_ids,
     done_ids,
+    job_hash,
     last_statuses,
     parse_line,
     read_lines,
@@ -68,6 +70,30 @@ def cut_notice(results_path: str | None, cut: CutLine, done: set[str]) -> str:
     return f"{head} {cut.size} bytes; job '{cut.job_id}' runs again"
 
 
+def check_tasks(jobs: list[Job], source: str) -> None:
+    """A file where no line has a task it can run (none given, no --task, none to default to) is a usage
+    error (exit 2) before anything is written, rather than a failed result for every job."""
+    if any(job.task for job in jobs):
+        return
+    missing = next((job for job in jobs if isinstance(job.error, TaskMissing)), None)
+    if missing is not None:
+        assert isinstance(missing.error, TaskMissing)
+        where = "stdin" if source == "-" else source
+        raise UsageError(
+            f"No job in {where} has a task (line {missing.line}: {missing.error.problem}): give each line a "
+            "'task' (text, image or speech), or run with --task"
+        )
+
+
+def interrupted_line(done: int, total: int, failed: int, results_path: str | None) -> str:
+    """The one stderr line of a batch stopped with Ctrl-C: how far it got, and how to go on."""
+    noun = "job" if total == 1 else "jobs"
+    got = f"{done} of {total} {noun} done" + (f" ({failed} failed)" if failed else "")
+    if results_path in (None, "-"):
+        return f"interrupted: {got}, their results on stdout; with -o RESULTS a rerun resumes"
+    return f"interrupted: {got}, in {results_path}; the same command resumes"
+
+
 def check_flags(jobs: list[Job], flags: dict[str, Any]) -> None:
     """The batch's flags, checked once for every task the jobs have (exit 2 before anything runs)."""
     for task in sorted({job.task for job in jobs if job.task}):
@@ -103,8 +129,9 @@ class BatchOptions:
 
 def run_batch(options: BatchOptions, console: Console) -> int:
     """Run the jobs of `options.source`; the exit code: 0 when every job ran, 1 when any failed (its result
-    line says why). A batch that cannot start (bad flags, duplicate ids) raises UsageError (exit 2) before
-    anything runs."""
+    line says why). A batch that cannot start (bad flags, duplicate ids, no line with a task) raises
+    UsageError (exit 2) before anything runs; Ctrl-C raises Interrupted (exit 130) saying how far it got,
+    once the results finished are written."""
     source, results_path, out_dir, task = options.source, options.results_path, options.out_dir, options.task
     flags, retry_errors, engine, no_log = options.flags, options.retry_errors, options.engine, options.no_log
     workers, ray_address = options.workers, options.ray_address
@@ -113,6 +140,7 @@ def run_batch(options: BatchOptions, console: Console) -> int:
     if not jobs:
         raise UsageError(f"No jobs in {'stdin' if source == '-' else source}: one JSON object per line")
     check_ids(jobs)
+    check_tasks(jobs, source)
     check_flags(jobs, flags)
     if engine == "ray":
         check_ray()
@@ -120,13 +148,15 @@ def run_batch(options: BatchOptions, console: Console) -> int:
     # RESULTS is locked from here to the end (another run on it is refused), and its end mended.
     results = ResultsFile(results_file)
     statuses: Counter[str] = Counter()
+    stopped = False
     try:
         last = last_statuses(results_file)
-        done = done_ids(last, retry_errors)
+        hashes = {job.id: job_hash(job, task, flags) for job in jobs}
+        done = done_ids(last, hashes, retry_errors)
         if results.cut is not None:
             console.warn(cut_notice(results_path, results.cut, done))
         todo = [job for job in jobs if job.id not in done]
-        failed_before = sum(1 for job in jobs if job.id in done and last[job.id] == "error")
+        failed_before = sum(1 for job in jobs if job.id in done and last[job.id].status == "error")
         for job in todo:
             resolve_job(job, flags, task)
         folder = Path(out_dir or ".")
@@ -140,22 +170,31 @@ def run_batch(options: BatchOptions, console: Console) -> int:
 
         def record(result: dict[str, Any]) -> None:
             statuses[result["status"]] += 1
+            if result["status"] == "error":  # resuming tells a job fixed since from one unchanged
+                result["job_hash"] = hashes[str(result["id"])]
             results.add(result)
             if result["status"] == "ok":
                 log_result(by_id[str(result["id"])], result, no_log)
 
         # Ctrl-C raises KeyboardInterrupt for the whole run (not the one-shot commands' exit at once): the
         # results finished so far are written as whole lines, and a file being written is removed.
-        with raising():
-            if engine == "ray":
-                from .ray_runner import run_on_ray
+        try:
+            with raising():
+                if engine == "ray":
+                    from .ray_runner import run_on_ray
 
-                run_on_ray(todo, flags, task, folder, record, workers or 2, ray_address, console)
-            else:
-                run_here(todo, folder, record, console)
+                    run_on_ray(todo, flags, task, folder, record, workers or 2, ray_address, console)
+                else:
+                    run_here(todo, folder, record, console)
+        except KeyboardInterrupt:
+            stopped = True
     finally:
         results.flush_all()
         results.close()
+    if stopped:
+        done_now = len(jobs) - len(todo) + results.written
+        failed = failed_before + statuses["error"]
+        raise Interrupted(interrupted_line(done_now, len(jobs), failed, results_path))
     seconds = time.perf_counter() - started
     parts = [f"{statuses['ok']} ok", f"{statuses['error']} failed"]
     if done:
