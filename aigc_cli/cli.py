@@ -165,6 +165,12 @@ OfflineOpt = Annotated[
 PromptArg = Annotated[
     str | None, typer.Argument(metavar="PROMPT", help="The prompt; '-' or a piped stdin is read first.")
 ]
+NoStdinOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-stdin", help="Leave stdin alone: the argument is the whole prompt (AIGC_NO_STDIN=1 too)."
+    ),
+]
 NoLogOpt = Annotated[
     bool, typer.Option("--no-log", help="Leave this run out of the log (AIGC_HOME/logs.db).")
 ]
@@ -290,13 +296,16 @@ def text(
         str | None,
         typer.Option("--cid", metavar="ID", help="Continue this conversation (an id `aigc logs` shows)."),
     ] = None,
+    no_stdin: NoStdinOpt = False,
 ) -> None:
     """Generate text with a causal language model; tokens stream to stdout."""
     from .commands.text import TextOptions, run_text
 
     if offline:
         go_offline()
-    options = TextOptions(prompt, flags or {}, stream, json_out, local, no_log, cid, continue_last)
+    options = TextOptions(
+        prompt, flags or {}, stream, json_out, local, no_log, cid, continue_last, use_stdin=not no_stdin
+    )
     run_text(options, Console(quiet=quiet, verbose=verbose))
 
 
@@ -372,13 +381,16 @@ def image(
     offline: OfflineOpt = False,
     local: LocalOpt = False,
     no_log: NoLogOpt = False,
+    no_stdin: NoStdinOpt = False,
 ) -> None:
     """Generate images with a Stable Diffusion pipeline; every image records how it was made."""
     from .commands.image import ImageOptions, run_image
 
     if offline:
         go_offline()
-    options = ImageOptions(prompt, flags or {}, out, init_image, mask, from_file, json_out, local, no_log)
+    options = ImageOptions(
+        prompt, flags or {}, out, init_image, mask, from_file, json_out, local, no_log, not no_stdin
+    )
     run_image(options, Console(quiet=quiet, verbose=verbose))
 
 
@@ -416,13 +428,16 @@ def speak(
     offline: OfflineOpt = False,
     local: LocalOpt = False,
     no_log: NoLogOpt = False,
+    no_stdin: NoStdinOpt = False,
 ) -> None:
     """Speak text with a Piper voice or a transformers TTS model; long text is read sentence by sentence."""
     from .commands.speak import SpeakOptions, run_speak
 
     if offline:
         go_offline()
-    options = SpeakOptions(prompt, flags or {}, out, audio_format, play, json_out, local, no_log)
+    options = SpeakOptions(
+        prompt, flags or {}, out, audio_format, play, json_out, local, no_log, not no_stdin
+    )
     run_speak(options, Console(quiet=quiet, verbose=verbose))
 
 

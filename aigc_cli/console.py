@@ -12,9 +12,11 @@ from .terminal import Terminal, terminal  # noqa: F401 (the seam's old home)
 class Console:
     """Everything aigc says that is not the payload goes through here, to stderr.
 
-    note(): progress-like chatter, shown only when stderr is a terminal (or with --verbose).
-    info(): facts the user needs to reproduce a run (the seed drawn), shown unless --quiet.
+    note(): setup chatter (the backend chosen, the model's folder, the seed drawn): only with --verbose.
+    info(): what the user must know (where a file went), shown unless --quiet.
     warn(): something went differently than asked, shown unless --quiet.
+    status() and StepBar: one spinner or bar at a time, on a terminal only (`live`), unless --quiet.
+    By default a run on a terminal shows its payload, its warnings and, while it waits, aigc's spinner.
     """
 
     def __init__(self, quiet: bool = False, verbose: bool = False) -> None:
@@ -24,7 +26,13 @@ class Console:
 
     @property
     def chatty(self) -> bool:
-        return not self.quiet and (self.verbose or terminal.stderr())
+        """Whether notes (and library warnings) are shown: --verbose."""
+        return self.verbose
+
+    @property
+    def live(self) -> bool:
+        """Whether a spinner or a progress bar is drawn: stderr is a terminal and not --quiet."""
+        return not self.quiet and terminal.stderr()
 
     def _write(self, text: str, style: str | None = None) -> None:
         if terminal.stderr():
@@ -51,10 +59,13 @@ class Console:
     @contextmanager
     def status(self, text: str):
         """A spinner while something slow runs, on a terminal; a plain note otherwise."""
-        if self.chatty and terminal.stderr():
+        if self.live:
             from rich.console import Console as RichConsole
+            from rich.text import Text
 
-            with RichConsole(stderr=True).status(text):
+            # bound to the stderr of now: a library's output hushed meanwhile (redirect_stderr) is not ours;
+            # one line, cut to the terminal's width (a long model path would wrap every frame)
+            with RichConsole(file=sys.stderr).status(Text(text, no_wrap=True, overflow="ellipsis")):
                 yield
         else:
             if self.verbose:
@@ -74,7 +85,8 @@ class Console:
             else:
                 self.warn(event.message)
         elif isinstance(event, SeedChosen) and event.drawn and event.matters:
-            self.info(f"aigc: seed {event.seed} (drawn at random; --seed {event.seed} repeats this run)")
+            # in the file's metadata, --json, the record and the log too
+            self.note(f"aigc: seed {event.seed} (drawn at random; --seed {event.seed} repeats this run)")
 
     def reporter(self, seeds: bool = True) -> Any:
         """A core Reporter that shows each notice (and, with `seeds`, a drawn seed) as it comes, and this
@@ -96,8 +108,8 @@ class LogConsole(Console):
         print(text, file=sys.stderr, flush=True)
 
     @property
-    def chatty(self) -> bool:
-        return self.verbose
+    def live(self) -> bool:
+        return False
 
     @contextmanager
     def status(self, text: str):
@@ -112,7 +124,7 @@ class StepBar:
     """
 
     def __init__(self, console: Console, total: int, label: str) -> None:
-        self.enabled = console.chatty and terminal.stderr() and total > 1
+        self.enabled = console.live and total > 1
         self.total, self.label = total, label
         self.bar: Any = None
 
@@ -122,7 +134,10 @@ class StepBar:
             from rich.progress import Progress
 
             self.bar = Progress(
-                transient=True, console=RichConsole(stderr=True), redirect_stdout=False, redirect_stderr=False
+                transient=True,
+                console=RichConsole(file=sys.stderr),
+                redirect_stdout=False,
+                redirect_stderr=False,
             )
             self.bar.__enter__()
             self.task = self.bar.add_task(self.label, total=self.total)

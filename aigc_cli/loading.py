@@ -22,25 +22,30 @@ SPEECH_MODEL_TYPES = {"vits", "speecht5", "fastspeech2_conformer", "bark", "seam
 
 
 def quiet_libraries(console: Reporter, diffusers: bool = False) -> None:
-    """Library logging and progress bars go to stderr only when it is a terminal (or --verbose)."""
+    """The libraries' own progress bars off and their logging at errors only (warnings with --verbose),
+    through their own switches: aigc draws the one spinner or bar a run shows (console.Console)."""
     import huggingface_hub.utils as hub_utils
     import transformers
 
-    transformers.utils.logging.set_verbosity_error()
+    if console.verbose:
+        transformers.utils.logging.set_verbosity_warning()
+    else:
+        transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    hub_utils.disable_progress_bars()
     if diffusers:
         import diffusers as diffusers_lib
 
-        diffusers_lib.utils.logging.set_verbosity_error()
-        if not console.chatty:
-            diffusers_lib.utils.logging.disable_progress_bar()
+        if console.verbose:
+            diffusers_lib.utils.logging.set_verbosity_warning()
+        else:
+            diffusers_lib.utils.logging.set_verbosity_error()
+        diffusers_lib.utils.logging.disable_progress_bar()
     if not console.verbose:  # library deprecation notices are not the user's business
         import warnings
 
         for category in (FutureWarning, DeprecationWarning, UserWarning):
             warnings.filterwarnings("ignore", category=category)
-    if not console.chatty:
-        transformers.utils.logging.disable_progress_bar()
-        hub_utils.disable_progress_bars()
 
 
 # --- modality ------------------------------------------------------------------------------------------
@@ -190,15 +195,15 @@ def embedded_folder(spec: ModelSpec, console: Reporter) -> Path | None:
 
     def announce(why: str | None) -> None:
         if why is None:
-            console.info(
-                f"aigc: converting the embedded {spec.name} model once into {target} (about 20 s)..."
-            )
+            console.note(f"aigc: converting the embedded {spec.name} model once, into {target}")
         else:
             console.warn(f"the converted {spec.name} model is damaged ({why}): converting it again")
 
-    return make_once(
-        target, "config.json", lambda work: convert_gguf(gguf, work, console), announce, safetensors_problem
-    )
+    def convert(work: Path) -> None:
+        with console.status(f"Converting the embedded {spec.name} model, once (about 20 s)"):
+            convert_gguf(gguf, work, console)
+
+    return make_once(target, "config.json", convert, announce, safetensors_problem)
 
 
 def convert_gguf(gguf: Path, out: Path, console: Reporter) -> None:
@@ -206,8 +211,8 @@ def convert_gguf(gguf: Path, out: Path, console: Reporter) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_libraries(console)
-    # The GGUF reader draws its own tqdm bar; keep it off a stderr that is not a terminal.
-    hush = contextlib.nullcontext() if console.chatty else contextlib.redirect_stderr(io.StringIO())
+    # The GGUF reader draws its own tqdm bar (no switch of transformers turns it off): hushed, but with -v.
+    hush = contextlib.nullcontext() if console.verbose else contextlib.redirect_stderr(io.StringIO())
     with hush:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)

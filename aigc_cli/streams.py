@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .terminal import terminal
 
+if TYPE_CHECKING:
+    from .console import Console
 
-def read_prompt(argument: str | None) -> str:
+
+def read_prompt(argument: str | None, use_stdin: bool = True, console: Console | None = None) -> str:
     """stdin first (when it is "-" or not a terminal), then the argument, joined by a newline.
 
+    use_stdin False (--no-stdin, or AIGC_NO_STDIN=1: for loops such as `while read f; do aigc text "$f";
+    done < list`, where stdin is the loop's file): the argument alone. With `console`, reading stdin is
+    said with -v, and a spinner shows on a terminal while a pipe stays silent past a second.
     An empty result is a usage error.
     """
+    from .settings import TRUTH
+
+    use_stdin = use_stdin and os.environ.get("AIGC_NO_STDIN", "").strip().lower() not in TRUTH
+    if argument == "-" and not use_stdin:
+        raise UsageError("The prompt '-' means stdin, which --no-stdin (or AIGC_NO_STDIN) turns off")
     parts: list[str] = []
-    if argument == "-":
+    if not use_stdin:
+        reads_stdin = False
+    elif argument == "-":
         reads_stdin = True
     elif argument is None:
         reads_stdin = not terminal.stdin()
     else:  # both: stdin first, but only from a pipe or a file, never an idle inherited one
         reads_stdin = not terminal.stdin() and _stdin_has_data()
     if reads_stdin:
-        parts.append(_read_stdin())
+        if console is not None and argument not in (None, "-"):
+            console.note("aigc: reading stdin first, then the prompt argument (--no-stdin skips stdin)")
+        parts.append(_read_stdin(console))
     if argument is not None and argument != "-":
         parts.append(as_text(argument))
     prompt = "\n".join(p for p in parts if p.strip())
@@ -52,11 +68,27 @@ def as_text(argument: str) -> str:
     return argument.encode("utf-8", "surrogateescape").decode("utf-8", errors="replace")
 
 
-def _read_stdin() -> str:
+def _read_stdin(console: Console | None = None) -> str:
     if sys.stdin is None:
         return ""
-    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    if not hasattr(sys.stdin, "buffer"):  # replaced by a test or an embedding program
+        return sys.stdin.read().rstrip("\n")
+    waiting = contextlib.nullcontext()
+    if console is not None and console.live and not _ready(sys.stdin, 1.0):
+        waiting = console.status("Waiting for stdin (--no-stdin or AIGC_NO_STDIN=1 skips it)")
+    with waiting:
+        data = sys.stdin.buffer.read()
     return data.decode("utf-8", errors="replace").rstrip("\n")
+
+
+def _ready(stream: Any, seconds: float) -> bool:
+    """Whether `stream` has data (or its end) within `seconds`; True when that cannot be told."""
+    import select
+
+    try:
+        return bool(select.select([stream], [], [], seconds)[0])
+    except (OSError, ValueError, TypeError):
+        return True
 
 
 def _stdin_has_data() -> bool:

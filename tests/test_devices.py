@@ -44,6 +44,7 @@ def test_quiet_and_verbose(aigc, tiny):
     assert aigc(*args, "-q").stderr == b""
     verbose = aigc(*args, "-v").stderr.decode()
     assert "drawn at random" in verbose and "on cpu (float32)" in verbose
+    assert "drawn at random" not in aigc(*args).stderr.decode()  # the seed is a note: -v
 
 
 def _has_cuda() -> bool:

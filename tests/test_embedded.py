@@ -29,7 +29,7 @@ def converted(tmp_path_factory):
     env = {**os.environ, "AIGC_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     runs = [
         subprocess.Popen(
-            [AIGC, "text", "Write a haiku about rain", *GREEDY],
+            [AIGC, "text", "Write a haiku about rain", *GREEDY, "-v"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -49,7 +49,8 @@ def test_concurrent_first_use_converts_once(converted):
     folders = sorted(p.name for p in (home / "embedded").iterdir() if not p.name.endswith(".lock"))
     assert len(folders) == 1 and not folders[0].startswith(".converting-")
     notes = [err.decode() for (_, err), _ in results]
-    assert sum("aigc: converting the embedded smollm2 model once" in n for n in notes) == 1
+    assert sum("aigc: converting the embedded smollm2 model once, into" in n for n in notes) == 1
+    assert not any("%|" in n or "it/s" in n for n in notes)  # no library bar, even with -v
 
 
 def test_real_text_offline_and_equal_to_raw_transformers(converted):

@@ -108,11 +108,11 @@ def test_failed_export_leaves_nothing_and_falls_back(tmp_path, home, monkeypatch
     assert record["backend"] == "torch"
     assert record["text"] == raw.generate(model, "hi", chat=True, do_sample=False, max_new_tokens=24)
     err = result.stderr.decode()
-    assert (
-        "aigc: warning: the ONNX export failed (" in err
-        and "head_size" in err
-        and err.endswith("; using transformers\n")
+    assert err.startswith("aigc: warning: the ONNX export of narrow-heads failed (") and "head_size" in err
+    assert err.endswith(
+        "; using transformers, as --backend torch does (remembered: later runs skip the export)\n"
     )
+    assert err.count("\n") == 1  # one line
     exports = os.listdir(os.path.join(home["AIGC_HOME"], "onnx"))
     key = onnx_export.export_key(model, "fp32")
     assert [
@@ -135,15 +135,24 @@ def test_failed_export_leaves_nothing_and_falls_back(tmp_path, home, monkeypatch
         f"aigc: warning: the ONNX export of narrow-heads failed before ({remembered['reason']}); using "
         f"transformers (delete {marker} to try the export again)\n"
     )
+    auto = ["auto" if a == "onnx" else a for a in args]  # auto chose onnx: a note (-v), no warning
+    assert ok(run(*auto, env=home)).stderr == b"" and builds == []
+    assert b"failed before" in ok(run(*auto, "-v", env=home)).stderr
     # A weight file changed: a new key, tried again (the stand-in fails: remembered for that key).
     weights = model / "model.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    assert b"the ONNX export failed (stand-in)" in ok(run(*args, env=home)).stderr and len(builds) == 1
+    assert (
+        b"the ONNX export of narrow-heads failed (stand-in)" in ok(run(*args, env=home)).stderr
+        and len(builds) == 1
+    )
     assert b"failed before (stand-in)" in ok(run(*args, env=home)).stderr and len(builds) == 1
     # Another library version: tried again.
     versions = onnx_export.library_versions
     monkeypatch.setattr(onnx_export, "library_versions", lambda *names: {**versions(*names), "torch": "9"})
-    assert b"the ONNX export failed (stand-in)" in ok(run(*args, env=home)).stderr and len(builds) == 2
+    assert (
+        b"the ONNX export of narrow-heads failed (stand-in)" in ok(run(*args, env=home)).stderr
+        and len(builds) == 2
+    )
 
 
 def test_stop_count_and_sampling_contract(tiny, home):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 
 import pytest
@@ -48,16 +51,80 @@ def test_closed_pipe_in_a_shell(tiny):
     assert b"Traceback" not in result.stderr and result.stderr == b""
 
 
-def test_terminal_shows_text_notes_and_the_drawn_seed(tiny):
-    shown = run_in_pty(
-        [AIGC, "text", "hello", "-m", str(tiny["llama"]), "--temperature", "0.8", "--max-tokens", "8"]
-    )
-    assert "drawn at random" in shown  # the seed, so the run can be repeated
-    assert "on cpu (float32)" in shown  # a loading note: stderr is a terminal
-    seed = shown.split("--seed ")[1].split()[0]
+LIBRARY_BARS = (
+    "%|",
+    "it/s]",
+    "Loading weights",
+    "Loading pipeline components",
+    "Converting and de-quantizing",
+)
+CHATTER = ("drawn at random", "backend:", "backend, from", "generating on the server")
+
+
+def test_a_terminal_shows_the_payload_and_verbose_adds_the_notes(tiny):
+    """On a 24x80 terminal a default run shows the text (and aigc's spinner while it loads): no notes, no seed
+    line, no library bar. -v adds the notes and the drawn seed, which repeats the run."""
+    args = [AIGC, "text", "hello", "-m", str(tiny["llama"]), "--temperature", "0.8", "--max-tokens", "8"]
+    shown = run_in_pty(args)
+    assert not [word for word in (*CHATTER, *LIBRARY_BARS) if word in shown], shown
+    assert all(len(line) <= 80 for line in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "\n", shown).split("\n"))
+    verbose = run_in_pty([*args, "-v"])
+    assert "on cpu (float32)" in verbose and "drawn at random" in verbose
+    assert not [bar for bar in LIBRARY_BARS if bar in verbose], verbose
+    seed = verbose.split("--seed ")[1].split()[0]
     piped = run_cli("text", "hello", "-m", str(tiny["llama"]), "--temperature", "0.8", "--max-tokens", "8",
                     "--seed", seed)  # fmt: skip
-    assert piped.stdout.decode().strip() in shown
+    assert piped.stdout.decode().strip() in verbose
+
+
+def test_no_library_bar_on_a_terminal_for_images_and_speech(pipes, vits, tmp_path):
+    for args in (
+        [
+            "image",
+            "a cat",
+            "-m",
+            str(pipes["sd"]),
+            "--steps",
+            "2",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "-o",
+            str(tmp_path / "a.png"),
+        ],
+        ["speak", "Hello there.", "-m", str(vits), "-o", str(tmp_path / "a.wav")],
+    ):
+        shown = run_in_pty([AIGC, *args])
+        assert not [word for word in (*CHATTER, *LIBRARY_BARS) if word in shown], shown
+
+
+def test_a_prompt_argument_in_a_read_loop_with_no_stdin(tiny, tmp_path):
+    """`while read f; do aigc text "...$f"; done < list` runs once per line with --no-stdin (or
+    AIGC_NO_STDIN=1); without it the first run reads the rest of the file as the prompt's first part."""
+    (tmp_path / "fruits.txt").write_text("apple\nbanana\ncherry\n")
+    model = str(tiny["llama"])
+    loop = (
+        'while read f; do "$AIGC" text "Name the colour of: $f" -m "$MODEL" --temperature 0 --max-tokens 3 '
+        "$FLAG --json; done < fruits.txt"
+    )
+    env = {**os.environ, "AIGC": AIGC, "MODEL": model}
+    for flag, extra in (("--no-stdin", {}), ("", {"AIGC_NO_STDIN": "1"})):
+        result = subprocess.run(
+            ["bash", "-c", loop], cwd=tmp_path, env={**env, "FLAG": flag, **extra}, capture_output=True
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        records = [json.loads(line) for line in result.stdout.decode().splitlines()]
+        assert len(records) == 3  # one run per line
+    swallowed = subprocess.run(
+        ["bash", "-c", loop], cwd=tmp_path, env={**env, "FLAG": ""}, capture_output=True
+    )
+    assert len(swallowed.stdout.decode().splitlines()) == 1  # the documented merge: why the way out exists
+    dash = run_cli("text", "-", "--no-stdin", "-m", model)
+    assert dash.returncode == 2
+    assert dash.stderr.decode() == (
+        "aigc: error: The prompt '-' means stdin, which --no-stdin (or AIGC_NO_STDIN) turns off\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -158,7 +158,7 @@ HI = [{"role": "user", "content": "hi"}]
             "invalid_value",
             "field 'temperature'",
         ),
-        ("parse_chat", {"messages": HI, "temperature": "hot"}, "temperature", "invalid_value", "a number"),
+        ("parse_chat", {"messages": HI, "temperature": "hot"}, "temperature", "invalid_type", "a number"),
         (
             "parse_chat",
             {"messages": HI, "stream": "yes"},
@@ -225,7 +225,7 @@ HI = [{"role": "user", "content": "hi"}]
         ),
         (
             "parse_chat",
-            {"messages": [{"role": "user", "content": "hi", "tool_calls": []}]},
+            {"messages": [{"role": "user", "content": "hi", "tool_calls": [{"id": "1"}]}]},
             "messages[0].tool_calls",
             "unsupported_parameter",
             "",

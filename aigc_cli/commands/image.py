@@ -30,6 +30,8 @@ class ImageOptions:
     as_json: bool = False
     local: bool = False
     no_log: bool = False
+    use_stdin: bool = True
+    """False with --no-stdin: the argument alone is the prompt."""
 
 
 def read_inputs(init_image: str | None, mask: str | None) -> Any:
@@ -90,7 +92,7 @@ def run_image(options: ImageOptions, console: Console) -> None:
     if stdin_image and prompt_arg in (None, "-"):
         which = "--init-image" if init_image == "-" else "--mask"
         raise UsageError(f"With {which} -, stdin holds the image: give the prompt as an argument")
-    prompt = prompt_arg if stdin_image else read_prompt(prompt_arg)
+    prompt = prompt_arg if stdin_image else read_prompt(prompt_arg, options.use_stdin, console)
     if not prompt or not prompt.strip():
         raise UsageError("The prompt is empty: give it as an argument, or pipe it in on stdin")
     inputs = read_inputs(init_image, mask)

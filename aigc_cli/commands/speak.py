@@ -39,6 +39,8 @@ class SpeakOptions:
     as_json: bool = False
     local: bool = False
     no_log: bool = False
+    use_stdin: bool = True
+    """False with --no-stdin: the argument alone is the text."""
 
 
 def find_player() -> list[str]:
@@ -62,7 +64,7 @@ def run_speak(options: SpeakOptions, console: Console) -> None:
     plan = plan_output("audio", options.out, 1, options.as_json, options.audio_format, options.play)
     if plan.format == "raw" and options.play:
         raise UsageError("--play needs a file format (wav, flac, ogg, mp3, opus or aac), not raw")
-    text = read_prompt(options.prompt)
+    text = read_prompt(options.prompt, options.use_stdin, console)
     player = find_player() if options.play else None
     events, folder = None, None
     server = None if options.local else find_server()

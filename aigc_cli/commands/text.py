@@ -31,6 +31,8 @@ class TextOptions:
     """-c: continue the latest conversation."""
     history: tuple[tuple[str, str], ...] | None = None
     """Turns given (`aigc logs rerun` of a turn), instead of a conversation from the log."""
+    use_stdin: bool = True
+    """False with --no-stdin: the argument alone is the prompt."""
     command: str = "text"
     """What the log calls the command."""
 
@@ -60,7 +62,7 @@ def run_text(options: TextOptions, console: Console) -> None:
         resolved = on_its_model(resolved, options.flags, found, console)
     if system is not None and resolved.sources.get("system") in (None, "default"):
         resolved = _with_system(resolved, system)
-    prompt = read_prompt(options.prompt)
+    prompt = read_prompt(options.prompt, options.use_stdin, console)
     messages = (*turns, ("user", prompt)) if turns else ()
     turn = len(turns) // 2 + 1
     ran: dict[str, Any] = {"folder": None, "system": resolved.values.system}

@@ -195,13 +195,20 @@ def engine_key(target: Target, resolved: Resolved, reporter: Reporter) -> Engine
         try:
             export = exported(folder, precision, reporter)  # type: ignore[arg-type]
         except FailedBefore as exc:
-            reporter.warn(
+            # said as a warning once, when it failed; after that a note, unless onnx was asked for by name
+            say = reporter.warn if requested == "onnx" else reporter.note
+            say(
                 f"the ONNX export of {folder.name} failed before ({exc}); using transformers "
                 f"(delete {exc.marker} to try the export again)",
                 "backend_fallback",
             )
         except ExportFailed as exc:
-            reporter.warn(f"the ONNX export failed ({exc}); using transformers", "backend_fallback")
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no reason given"
+            reporter.warn(
+                f"the ONNX export of {folder.name} failed ({first}); using transformers, as --backend torch "
+                "does (remembered: later runs skip the export)",
+                "backend_fallback",
+            )
         else:
             if precision == "int4":
                 reporter.warn(

@@ -110,14 +110,19 @@ def exported(folder: Path, precision: str, console: Reporter) -> Path:
         return make_once(
             target,
             "genai_config.json",
-            lambda work: _export(folder, precision, work),
-            lambda why: console.info(
-                f"aigc: exporting {folder.name} to ONNX ({precision}) once, into {target}..."
+            lambda work: _export_with_status(folder, precision, work, console),
+            lambda why: console.note(
+                f"aigc: exporting {folder.name} to ONNX ({precision}) once, into {target}"
             ),
             memo=memo,
         )
     except OSError as exc:
         raise ExportFailed(f"cannot write the export: {exc}") from exc
+
+
+def _export_with_status(folder: Path, precision: str, out: Path, console: Reporter) -> None:
+    with console.status(f"Exporting {folder.name} to ONNX ({precision}), once"):
+        _export(folder, precision, out)
 
 
 def _export(folder: Path, precision: str, out: Path) -> None:

@@ -149,14 +149,18 @@ def exported(folder: Path, console: Reporter) -> Path:
 
     def announce(why: str | None) -> None:
         if why is None:
-            console.info(f"aigc: exporting {folder.name} to OpenVINO once, into {target}...")
+            console.note(f"aigc: exporting {folder.name} to OpenVINO once, into {target}")
         else:
             console.warn(f"the OpenVINO export of {folder.name} is damaged ({why}): exporting it again")
+
+    def export(work: Path) -> None:
+        with console.status(f"Exporting {folder.name} to OpenVINO, once"):
+            _export(folder, work)
 
     from ..errors import UsageError
 
     try:
-        return make_once(target, "unet.xml", lambda work: _export(folder, work), announce, ir_problem, memo)
+        return make_once(target, "unet.xml", export, announce, ir_problem, memo)
     except OSError as exc:
         raise ExportFailed(f"cannot write the export: {exc}") from exc
     except UsageError as exc:  # AIGC_HOME/openvino cannot be made (config.ensure_home)
