@@ -92,8 +92,12 @@ def _error(server: ServerRef, response: http.client.HTTPResponse) -> AigcError |
         error = json.loads(raw)["error"]
         message, code = str(error["message"]), error.get("code")
     except (ValueError, KeyError, TypeError):
-        message, code = f"HTTP {response.status} {response.reason}", None
-        error = {"type": "invalid_request_error" if 400 <= response.status < 500 else "server_error"}
+        # not OpenAI's error JSON, which aigc serve always answers with: something else listens there
+        remedy = "point AIGC_HOST at `aigc serve` or unset it" if server.source == "AIGC_HOST" else "stop it"
+        return GenerationError(
+            f"The server at {server.url} ({server.source}) is not an aigc server (it answered HTTP "
+            f"{response.status} {response.reason}): {remedy}, or run with --local"
+        )
     if response.status == 401:
         if server.api_key:
             return UsageError(f"The server at {server.url} refused the API key in AIGC_API_KEY")

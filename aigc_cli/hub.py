@@ -78,6 +78,11 @@ def cached_snapshot(repo: str) -> Path | None:
         raise
 
 
+SERVER_NO_PULL = "AIGC_SERVER_NO_PULL"
+"""Set to 1 by `aigc serve` without --allow-pull (with HF_HUB_OFFLINE): a model not cached is named as the
+server's choice, with its remedy, not as an offline mode the user turned on."""
+
+
 def not_cached(name: str, why: str) -> ModelNotCachedError:
     return ModelNotCachedError(
         f"Model '{name}' is not cached and {why}: run `aigc models pull {name}` online"
@@ -108,6 +113,11 @@ def require_hub(name: str, pulling: bool = False) -> None:
             raise ModelNotCachedError(
                 f"Cannot download {name}: offline mode is on (HF_HUB_OFFLINE=1 or --offline): "
                 "unset it to download"
+            )
+        if os.environ.get(SERVER_NO_PULL) == "1":  # `aigc serve` without --allow-pull: not the user's offline
+            raise ModelNotCachedError(
+                f"Model '{name}' is not cached on this server, which downloads nothing unless started with "
+                f"--allow-pull: run `aigc models pull {name}` where it runs, or restart it with --allow-pull"
             )
         raise not_cached(name, "offline mode is on")
     if not hub_reachable():

@@ -290,6 +290,38 @@ def test_cli_runs_locally_when_the_server_does_not_serve_the_folder(server, tiny
     )
 
 
+def test_an_aigc_host_that_is_not_aigc_is_named_so(tiny):
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # the CLI runs in this process: its stderr is checked below
+            pass
+
+    listening = http.server.HTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=listening.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{listening.server_address[1]}"
+        result = run_cli("text", "hi", "-m", str(tiny["llama"]), env={"AIGC_HOST": url})
+    finally:
+        listening.shutdown()
+    assert result.returncode == 1
+    line = result.stderr.decode()
+    assert line.startswith(
+        f"aigc: error: The server at {url} (AIGC_HOST) is not an aigc server (it answered HTTP 501 "
+    )
+    assert line.endswith("): point AIGC_HOST at `aigc serve` or unset it, or run with --local\n")
+    assert line.count("\n") == 1
+
+
+def test_a_model_the_server_has_not_cached_names_allow_pull(server):
+    result = via(server, "text", "hi", "-m", "gpt2")
+    assert result.returncode == 3
+    assert result.stderr.decode().startswith(
+        "aigc: error: Model 'gpt2' is not cached on this server, which downloads nothing unless started with "
+        "--allow-pull: "
+    )
+
+
 def test_unreachable_aigc_host_is_one_line_exit_1(tiny):
     result = run_cli("text", "hi", "-m", str(tiny["llama"]), env={"AIGC_HOST": "127.0.0.1:9"})
     assert result.returncode == 1

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..console import Console, LogConsole
 from ..errors import AigcError, UsageError
+from ..hub import SERVER_NO_PULL
 from .discovery import connect_host, read_record, remove_record, write_record
 
 DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -153,6 +154,7 @@ def run_server(
     seconds = parse_keep_alive(keep_alive)
     if not allow_pull:
         go_offline()  # requests never download: only what is cached or embedded is served
+        os.environ[SERVER_NO_PULL] = "1"  # and a model that is not cached says why, with --allow-pull
     sock = listen(host, port)
     bound = sock.getsockname()[1]
     console = LogConsole(verbose=verbose)
