@@ -110,7 +110,18 @@ def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
 
 
 def check_writable(path: Path) -> None:
-    """Fail before a long generation, not after it, when the output cannot be written."""
+    """Fail before a long generation, not after it, when the output cannot be written: OutputError (exit 4)
+    for a missing or read-only folder, a directory named as the file, or a special file (a device, a FIFO:
+    the atomic rename would replace it, not write into it)."""
+    if path.is_dir():
+        raise OutputError(
+            f"Cannot write {path}: it is a directory: name a file in it (-o {path}/NAME{path.suffix})"
+        )
+    if path.exists() and not path.is_file():
+        raise OutputError(
+            f"Cannot write {path}: it is not a regular file (a device or a pipe): write to stdout with -o - "
+            f"and redirect it (> {path})"
+        )
     folder = path.parent
     if not folder.is_dir():
         raise OutputError(f"Cannot write {path}: No such file or directory")
@@ -243,7 +254,8 @@ def plan_output(
             known = ".png, .jpg, .jpeg or .webp" if image else f"{AUDIO_SUFFIX_NAMES}, or --format"
             raise UsageError(f"Cannot tell the {noun} format of '{out}': use {known}")
         check_encoder(found)
-        check_writable(path)
+        for index in range(min(count, 100)):  # NAME-1, NAME-2...: a directory among them is found now too
+            check_writable(numbered(path, index, count))
         return OutputPlan(kind, found, False, path, False, count, terminal.stdout() and not json)
     if play and not json:
         return OutputPlan(kind, wanted or default, False, None, False, count, False)

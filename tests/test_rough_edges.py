@@ -362,3 +362,27 @@ def test_embedded_voice_is_listed_with_language_and_speakers(aigc):
     line = next(line for line in human if line.startswith("piper-joe "))
     assert line.split()[:4] == ["piper-joe", "speech", "embedded", "offline"]
     assert line.split()[6:9] == ["en_US", "1", "mit"]
+
+
+@pytest.mark.parametrize(
+    ("command", "name"), [("image", "shot.png"), ("speak", "voice.wav"), ("image", "many.png")]
+)
+def test_an_output_that_is_a_directory_or_a_pipe_is_exit_4_before_any_model(aigc, isolated, command, name):
+    """-o naming a directory (or, with -n 2, NAME-2's name) or a FIFO: exit 4 at once, before the model is
+    even looked up (an unknown model would be exit 3)."""
+    count = ["-n", "2"] if name == "many.png" else []
+    made = isolated / (name.replace(".png", "-2.png") if count else name)
+    made.mkdir()
+    result = aigc(command, "hello", "-m", "no-such-model", "-o", name, *count)
+    assert result.returncode == 4, result.stderr.decode()
+    assert result.stderr.decode() == (
+        f"aigc: error: Cannot write {made.name}: it is a directory: name a file in it "
+        f"(-o {made.name}/NAME{made.suffix})\n"
+    )
+    made.rmdir()
+    os.mkfifo(made)
+    piped = aigc(command, "hello", "-m", "no-such-model", "-o", name, *count)
+    assert piped.returncode == 4
+    assert "it is not a regular file (a device or a pipe): write to stdout with -o - and redirect it" in (
+        piped.stderr.decode()
+    )
