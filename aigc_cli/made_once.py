@@ -3,6 +3,7 @@ builds that failed, remembered so that they are not tried again for the same inp
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -45,6 +46,7 @@ def make_once(
     announce: Callable[[str | None], None],
     problem: Callable[[Path], str | None] | None = None,
     memo: Memo | None = None,
+    space: tuple[int, str] | None = None,
 ) -> Path:
     """`target`, built by `build(work_folder)` unless `target/marker` exists already and `problem(target)`
     finds nothing wrong with it (a damaged one is built again).
@@ -57,6 +59,11 @@ def make_once(
     calls with the same inputs raise FailedBefore at once: no lock, no folder, no build; other processes
     waiting on the lock see it too. Different inputs (a model or library changed) build again; a build that
     succeeds removes the record.
+
+    space: (bytes the build is expected to write, what it makes in words): less free space than that in
+    target's folder is an OutputError (exit 4) naming the folder, both sizes and the remedy, before the
+    build starts; a disk that fills anyway (ENOSPC) is the same error, with nothing left behind. Neither is
+    remembered as a failure: space can be freed.
     """
 
     def wrong() -> str | None:
@@ -79,6 +86,8 @@ def make_once(
             return target
         if memo is not None:  # or failed to, while we waited
             _raise_if_failed_before(target, memo)
+        if space is not None:
+            check_space(target.parent, *space)
         announce(None if why == "missing" else why)
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
@@ -86,6 +95,13 @@ def make_once(
             if target.exists():
                 shutil.rmtree(target)
             os.replace(work, target)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                need, what = space or (0, f"{target.name}")
+                raise _no_space(target.parent, need, shutil.disk_usage(target.parent).free, what) from None
+            if memo is not None and isinstance(exc, memo.failures):
+                _remember(target, memo.inputs(), str(exc))
+            raise
         except BaseException as exc:
             if memo is not None and isinstance(exc, memo.failures):
                 _remember(target, memo.inputs(), str(exc))
@@ -95,6 +111,30 @@ def make_once(
     if memo is not None:
         failure_marker(target).unlink(missing_ok=True)
     return target
+
+
+def check_space(folder: Path, need: int, what: str) -> None:
+    """OutputError (exit 4) when `folder`'s disk has less than `need` bytes free for `what`."""
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise _no_space(folder, need, free, what)
+
+
+def _no_space(folder: Path, need: int, free: int, what: str) -> Exception:
+    from .catalog import human_size
+    from .errors import OutputError
+
+    needed = f"about {human_size(need)} needed, " if need else ""
+    return OutputError(
+        f"Not enough free space in {folder} for {what} ({needed}{human_size(free)} free): free some space "
+        "there, or set AIGC_HOME to a folder on a larger disk"
+    )
+
+
+def folder_bytes(folder: Path, patterns: tuple[str, ...] = ("*.safetensors", "*.bin", "*.gguf")) -> int:
+    """The bytes of the weight files in `folder` and its subfolders (what an export or a conversion of it
+    writes about as much of)."""
+    return sum(p.stat().st_size for pattern in patterns for p in folder.rglob(pattern) if p.is_file())
 
 
 def _raise_if_failed_before(target: Path, memo: Memo) -> None:

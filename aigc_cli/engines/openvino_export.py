@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import settings
-from ..made_once import Memo, library_versions, make_once
+from ..errors import OutputError
+from ..made_once import Memo, folder_bytes, library_versions, make_once
 
 if TYPE_CHECKING:
     from ..core.events import Reporter
@@ -160,9 +161,12 @@ def exported(folder: Path, console: Reporter) -> Path:
     from ..errors import UsageError
 
     try:
-        return make_once(target, "unet.xml", export, announce, ir_problem, memo)
+        space = (folder_bytes(folder), f"the OpenVINO export of {folder.name}")
+        return make_once(target, "unet.xml", export, announce, ir_problem, memo, space)
     except OSError as exc:
         raise ExportFailed(f"cannot write the export: {exc}") from exc
+    except OutputError as exc:  # no room for it: said, not remembered (space can be freed)
+        raise ExportFailed(exc.message) from exc
     except UsageError as exc:  # AIGC_HOME/openvino cannot be made (config.ensure_home)
         raise ExportFailed(exc.message) from exc
 
