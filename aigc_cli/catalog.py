@@ -212,6 +212,23 @@ def available_models() -> list[tuple[str, str | None]]:
     return [(row["name"], row["modality"]) for row in rows(None) if row["offline"]]
 
 
+def model_here(name: str, modality: str) -> bool:
+    """Whether `name` (an alias, a folder, a Hub repo id or a Piper voice's name) can run without the
+    network: embedded, a folder, or in the Hugging Face cache. Raises what registry.resolve raises."""
+    from .hub import cached_snapshot
+    from .registry import resolve
+
+    ref = resolve(name, modality)
+    if ref.folder is not None:
+        return True
+    if ref.spec is not None:
+        return spec_folder(ref.spec)[1] is not None
+    if ref.repo is None:
+        return False
+    snapshot = cached_snapshot(ref.repo)
+    return snapshot is not None and all((snapshot / f).is_file() for f in ref.files)
+
+
 def modality_of(name: str) -> str:
     """The modality of an alias, a local folder or a cached repo (from its config files); "text" when
     nothing tells (a repo not downloaded yet)."""

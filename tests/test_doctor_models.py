@@ -41,6 +41,23 @@ def test_doctor_json(aigc):
         "reason": "asked for",
     }
     assert (report["piper_tts"] is not None) == (importlib.util.find_spec("piper") is not None)
+    # the default image model is not in the test's empty cache, and offline it cannot come: said
+    assert report["default_models"]["image"] == {"model": "sd-turbo", "here": False}
+    assert report["default_models"]["text"] == {"model": "smollm2", "here": EMBEDDED}
+    assert (
+        "the default image model, sd-turbo, is not here and cannot be downloaded now: run `aigc models pull "
+        "sd-turbo` online, or set another with `aigc models default`"
+    ) in report["problems"]
+
+
+def test_models_default_offline_warns_of_a_model_not_here(aigc, tiny):
+    result = aigc("models", "default", "image", "sdxl")
+    assert result.returncode == 0  # set all the same: the user may pull it next
+    assert result.stderr.decode() == (
+        "aigc: warning: sdxl is not here and offline mode is on: runs fail until `aigc models pull sdxl` "
+        "runs online\n"
+    )
+    assert aigc("models", "default", "text", str(tiny["llama"])).stderr == b""  # a folder is here
 
 
 def test_doctor_says_which_image_backend_runs(aigc, pipes):
@@ -67,6 +84,7 @@ def test_doctor_human_and_unavailable_device(aigc):
     out = result.stdout.decode()
     assert "device      none (Device 'cuda' is not available here (found: cpu); use --device auto)" in out
     assert "network     offline mode on" in out
+    assert "image sd-turbo (not here: `aigc models pull sd-turbo`)" in out
 
 
 def test_models_list(aigc):

@@ -66,7 +66,14 @@ def collect(device_flag: str) -> dict[str, Any]:
     report["text_backend"] = _text_backend(report.get("device", {}).get("chosen") or "cpu")
     report["openvino"] = _version("openvino")
     report["image_backend"] = _image_backend(report.get("device", {}).get("chosen") or "cpu")
+    report["default_models"] = _default_models()
     report["settings"], report["problems"] = settings_in_force()
+    for modality, entry in report["default_models"].items():
+        if not entry["here"] and (offline or not report["hub_reachable"]):
+            report["problems"].append(
+                f"the default {modality} model, {entry['model']}, is not here and cannot be downloaded now: "
+                f"run `aigc models pull {entry['model']}` online, or set another with `aigc models default`"
+            )
     if (problem := home_problem()) is not None:
         report["problems"].append(problem)
     report["config_file"] = str(config_path())
@@ -97,6 +104,23 @@ def settings_in_force() -> tuple[dict[str, dict[str, Any]], list[str]]:
     }
     found["debug"] = {"value": settings().debug, "source": "AIGC_DEBUG"}
     return found, problems
+
+
+def _default_models() -> dict[str, dict[str, Any]]:
+    """Per modality: the default model (config.toml, the environment or the registry) and whether it can
+    run without the network (`here`); `problem` when its name does not resolve."""
+    from ..catalog import model_here
+    from ..registry import DEFAULT_MODELS
+    from ..settings import configured
+
+    found: dict[str, dict[str, Any]] = {}
+    for modality, fallback in DEFAULT_MODELS.items():
+        name = configured(modality, "model")[0] or fallback
+        try:
+            found[modality] = {"model": name, "here": model_here(name, modality)}
+        except AigcError as exc:
+            found[modality] = {"model": name, "here": False, "problem": exc.message}
+    return found
 
 
 def _text_backend(device: str) -> dict[str, Any]:
@@ -189,6 +213,15 @@ def run_doctor(device_flag: str | None, as_json: bool) -> None:
         lines.append(
             f"embedded    {name}: {path or 'not installed (' + remedies.get(name, 'see README') + ')'}"
         )
+    defaults = []
+    for modality, entry in report["default_models"].items():
+        state = (
+            "here"
+            if entry["here"]
+            else entry.get("problem") or f"not here: `aigc models pull {entry['model']}`"
+        )
+        defaults.append(f"{modality} {entry['model']} ({state})")
+    lines.append(f"defaults    {', '.join(defaults)}")
     piper = report["piper_tts"] or "not installed: no Piper voices (pip install piper-tts; GPL-3.0-or-later)"
     lines.append(f"piper-tts   {piper}")
     text_backend = report["text_backend"]

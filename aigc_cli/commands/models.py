@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import shutil
 
-from ..catalog import cache_repo_folder, folder_size, human_size, made_from_embedded, modality_of, rows
-from ..config import write_default_model
+from ..catalog import (
+    cache_repo_folder,
+    folder_size,
+    human_size,
+    made_from_embedded,
+    modality_of,
+    model_here,
+    rows,
+)
+from ..config import is_offline, write_default_model
 from ..console import Console, terminal
 from ..errors import ModelNotCachedError, ModelUnavailableError, UsageError
 from ..output import write_json_line, write_text
@@ -158,3 +166,8 @@ def run_default(modality: str | None, name: str | None) -> None:
     value, source = configured(modality, "model")
     if value != name:
         Console().warn(f"{source} still sets the {modality} model to {value}: it comes before the file")
+    elif is_offline() and not model_here(name, modality):
+        Console().warn(
+            f"{name} is not here and offline mode is on: runs fail until `aigc models pull {name}` "
+            "runs online"
+        )
