@@ -80,7 +80,8 @@ def make_once(
     from .config import ensure_home
 
     ensure_home(target.parent)
-    with FileLock(str(target) + ".lock"):
+    # a hidden lock file: it stays (removing a lock file another process may hold is a race), unseen
+    with FileLock(str(target.with_name(f".{target.name}.lock"))):
         why = wrong()
         if why is None:  # another process made it while we waited
             return target

@@ -147,3 +147,20 @@ def test_text_help_lists_every_flag():
         "--dtype", "--quiet", "--offline", "--trust-remote-code",
     ):  # fmt: skip
         assert flag in result.stdout.decode(), flag
+
+
+def test_a_silent_stdin_pipe_is_said_on_a_terminal(tiny):
+    """`sleep 3 | aigc text hi` on a terminal: a spinner says stdin is awaited (and how to skip it) rather
+    than a silent hang; the run goes on when the pipe closes."""
+    import threading
+
+    reader, writer = os.pipe()
+    threading.Timer(3.0, os.close, (writer,)).start()
+    try:
+        shown = run_in_pty(
+            [AIGC, "text", "hi", "-m", str(tiny["llama"]), "--temperature", "0", "--max-tokens", "3"],
+            stdin=reader,
+        )
+    finally:
+        os.close(reader)
+    assert "Waiting for stdin (--no-stdin or AIGC_NO_STDIN=1 skips it)" in shown
