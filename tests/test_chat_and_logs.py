@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import select
 import shutil
 import signal
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from conftest import AIGC
 from inproc import run_cli
-from ptys import cells, plain_env, run_in_pty, screen_lines
+from ptys import cells, plain_env, run_in_pty, screen_lines, sized_pty
 
 SMALL_IMAGE = ["--steps", "2", "--width", "64", "--height", "64"]
 
@@ -106,8 +105,8 @@ CTRL_C = b"<Ctrl-C>"
 
 def chat_in_pty(args: list[str], steps: list[tuple], expect: int = 0) -> str:
     """Run `aigc chat` on a terminal; for each (wait_for, send), send once wait_for has shown since the
-    last step. Returns what the terminal showed."""
-    leader, follower = pty.openpty()
+    last step. Returns what the terminal showed (a 24x80 one)."""
+    leader, follower = sized_pty()
     process = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
     os.close(follower)
     shown, mark, deadline = b"", 0, time.monotonic() + 120
