@@ -213,9 +213,9 @@ def convert_gguf(gguf: Path, out: Path, console: Reporter) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     quiet_libraries(console)
-    # The GGUF reader draws its own tqdm bar (no switch of transformers turns it off): hushed, but with -v.
-    hush = contextlib.nullcontext() if console.verbose else contextlib.redirect_stderr(io.StringIO())
-    with hush:
+    # The GGUF reader draws its own tqdm bar (no switch of transformers turns it off): hushed, -v or not
+    # (aigc's spinner is bound to the real stderr, so it still shows)
+    with contextlib.redirect_stderr(io.StringIO()):
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The de-quantised weights are plain tensors now; the GGUF quantizer only blocks saving them.

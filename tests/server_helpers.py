@@ -28,6 +28,17 @@ class Server:
     def stderr(self) -> str:
         return "\n".join(self.log)
 
+    def wait_for_line(self, *words: str, since: int = 0, timeout: float = 60) -> str:
+        """The first line of the log from line `since` on that holds every word, once it is there
+        (a server shared by the session has other tests' lines too); AssertionError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in self.log[since:] if all(word in line for word in words)]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, f"no line with {words} in:\n{self.stderr()}"
+            time.sleep(0.1)
+
     def stop(self, sig: int = signal.SIGINT) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)

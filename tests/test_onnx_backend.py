@@ -203,7 +203,7 @@ def test_int4_runs_and_says_it_differs(tiny, home):
 
 def test_concurrent_first_use_exports_once(tiny, tmp_path):
     env = {**os.environ, "AIGC_HOME": str(tmp_path / "fresh")}
-    command = [AIGC, "text", "hi", "-m", str(tiny["llama"]), *GREEDY, "--backend", "onnx"]
+    command = [AIGC, "text", "hi", "-m", str(tiny["llama"]), *GREEDY, "--backend", "onnx", "-v"]
     runs = [
         subprocess.Popen(
             command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -82,7 +82,8 @@ def test_same_seed_same_text_other_seed_other_text(aigc, tiny):
 
 def test_random_seed_is_reported_and_repeats_the_run(aigc, tiny):
     args = ["text", "Numbers", "-m", str(tiny["gpt2"]), "--temperature", "1.0", "--max-tokens", "16"]
-    first = aigc(*args)
+    assert "seed" not in aigc(*args).stderr.decode()  # the drawn seed is a note: in --json, the log, and -v
+    first = aigc(*args, "-v")
     line = [ln for ln in first.stderr.decode().splitlines() if "seed" in ln]
     assert len(line) == 1, first.stderr
     seed = line[0].split("--seed ")[1].split()[0]
