@@ -134,7 +134,7 @@ models_app = typer.Typer(
     help="List, pull, locate and remove models (the Hugging Face cache); set default models.",
     no_args_is_help=True,
 )
-app.add_typer(models_app, name="models")
+app.add_typer(models_app, name="models", short_help="List, pull, locate, remove and set default models.")
 
 
 def _version(value: bool) -> None:
@@ -662,7 +662,7 @@ logs_app = typer.Typer(
     invoke_without_command=True,
     cls=_LogsGroup,
 )
-app.add_typer(logs_app, name="logs")
+app.add_typer(logs_app, name="logs", short_help="The log of every generation: list, search, show, rerun.")
 
 
 @logs_app.callback()

@@ -102,7 +102,7 @@ def test_no_library_bar_on_a_terminal_for_images_and_speech(pipes, vits, tmp_pat
 def test_a_prompt_argument_in_a_read_loop_with_no_stdin(tiny, tmp_path):
     """`while read f; do aigc text "...$f"; done < list` runs once per line with --no-stdin (or
     AIGC_NO_STDIN=1); without it the first run reads the rest of the file as the prompt's first part."""
-    (tmp_path / "fruits.txt").write_text("apple\nbanana\ncherry\n")
+    (tmp_path / "fruits.txt").write_text("apple\nbanana\n")
     model = str(tiny["llama"])
     loop = (
         'while read f; do "$AIGC" text "Name the colour of: $f" -m "$MODEL" --temperature 0 --max-tokens 3 '
@@ -115,7 +115,7 @@ def test_a_prompt_argument_in_a_read_loop_with_no_stdin(tiny, tmp_path):
         )
         assert result.returncode == 0, result.stderr.decode()
         records = [json.loads(line) for line in result.stdout.decode().splitlines()]
-        assert len(records) == 3  # one run per line
+        assert len(records) == 2  # one run per line
     swallowed = subprocess.run(
         ["bash", "-c", loop], cwd=tmp_path, env={**env, "FLAG": ""}, capture_output=True
     )

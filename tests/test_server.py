@@ -16,6 +16,7 @@ import pytest
 from conftest import AIGC, heavy_imports
 from inproc import run_cli
 from PIL import Image
+from ptys import run_in_pty
 from server_helpers import http, server_env, start_server
 
 openai = pytest.importorskip("openai")
@@ -347,6 +348,9 @@ def test_the_cli_finds_the_server_by_its_record_and_stops_using_it(tiny, isolate
     header, row = table.stdout.decode().splitlines()[:2]
     assert header.split()[:3] == ["NAME", "MODALITY", "BACKEND"]
     assert row.split()[1:3] == ["text", "torch"]
+    on_terminal = run_in_pty([AIGC, "ps"]).splitlines()  # 80 columns: the folder's path cut at its start
+    assert on_terminal[0].split()[:2] == ["NAME", "MODALITY"] and on_terminal[1].startswith("…")
+    assert max(len(line) for line in on_terminal) <= 80 < len(row)
     assert running.stop() == 0
     assert not (isolated / "aigc-home" / "server.json").exists()
     here = run_cli(*args)

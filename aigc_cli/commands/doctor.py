@@ -69,7 +69,8 @@ def collect(device_flag: str) -> dict[str, Any]:
     report["default_models"] = _default_models()
     report["settings"], report["problems"] = settings_in_force()
     for modality, entry in report["default_models"].items():
-        if not entry["here"] and (offline or not report["hub_reachable"]):
+        # (a name that does not resolve, or a broken config.toml, is reported once already)
+        if not entry["here"] and "problem" not in entry and (offline or not report["hub_reachable"]):
             report["problems"].append(
                 f"the default {modality} model, {entry['model']}, is not here and cannot be downloaded now: "
                 f"run `aigc models pull {entry['model']}` online, or set another with `aigc models default`"
@@ -115,8 +116,9 @@ def _default_models() -> dict[str, dict[str, Any]]:
 
     found: dict[str, dict[str, Any]] = {}
     for modality, fallback in DEFAULT_MODELS.items():
-        name = configured(modality, "model")[0] or fallback
-        try:
+        name = fallback
+        try:  # a broken config.toml is reported among the problems; here it is only a model not known
+            name = configured(modality, "model")[0] or fallback
             found[modality] = {"model": name, "here": model_here(name, modality)}
         except AigcError as exc:
             found[modality] = {"model": name, "here": False, "problem": exc.message}

@@ -7,6 +7,8 @@ from typing import Any
 from ..errors import GenerationError
 from ..output import write_json_line, write_text
 from ..server.discovery import find_server
+from ..terminal import terminal
+from .table import Column, render
 
 
 def _size(count: int | None) -> str:
@@ -43,10 +45,20 @@ def run_ps(as_json: bool) -> None:
         for row in rows:
             write_json_line(row)
         return
-    lines = [("NAME", "MODALITY", "BACKEND", "DEVICE", "DTYPE", "SIZE", "IDLE", "UNLOADS")]
+    columns = [
+        Column("NAME", give=1, least=12, tail=True),
+        Column("MODALITY"),
+        Column("BACKEND"),
+        Column("DEVICE"),
+        Column("DTYPE"),
+        Column("SIZE", right=True),
+        Column("IDLE", right=True),
+        Column("UNLOADS"),
+    ]
+    cells = []
     for row in rows:
         idle = "-" if row["in_use"] else f"{row['idle_seconds']:.0f} s"
-        lines.append(
+        cells.append(
             (
                 row["model"],
                 row["modality"],
@@ -58,6 +70,5 @@ def run_ps(as_json: bool) -> None:
                 _until(row),
             )
         )
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
-    for line in lines:
-        write_text("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")
+    # a terminal's width (a model's folder path cut at its start, keeping its name); whole in a pipe
+    write_text("".join(f"{line}\n" for line in render(columns, cells, terminal.columns())))
