@@ -70,7 +70,7 @@ def _embedded_size(spec: ModelSpec, package: Path) -> int:
     return (gguf.stat().st_size if gguf else 0) + sum(folder_size(p) for p in made_from_embedded())
 
 
-def _voice_facts(config: Path | None) -> dict[str, Any]:
+def voice_facts(config: Path | None) -> dict[str, Any]:
     """A Piper voice's language and speakers, from the .onnx.json beside its .onnx."""
     facts: dict[str, Any] = {"language": None, "speakers": None, "speaker_names": None}
     if config is None:
@@ -92,7 +92,7 @@ def _voice_facts(config: Path | None) -> dict[str, Any]:
     return facts
 
 
-def _voice_config(folder: Path | None, voice: str | None = None) -> Path | None:
+def voice_config(folder: Path | None, voice: str | None = None) -> Path | None:
     """The .onnx.json of the Piper voice in a folder (an embedded package's data/ folder too)."""
     if folder is None:
         return None
@@ -132,7 +132,7 @@ def _cached_piper_voices(covered: set[str]) -> list[dict[str, Any]]:
                 "size": onnx.stat().st_size + config.stat().st_size,
                 "path": str(config.parent),
                 "description": f"Piper voice {voice}",
-                **_voice_facts(config),
+                **voice_facts(config),
             }
     return [rows[voice] for voice in sorted(rows)]
 
@@ -159,7 +159,7 @@ def rows(modality: str | None) -> list[dict[str, Any]]:
         else:
             size = folder_size(cache_repo_folder(spec.repo))
         voice = Path(spec.files[0]).name.removesuffix(".onnx") if spec.files else None
-        facts = _voice_facts(_voice_config(folder, voice) if spec.modality == "speech" else None)
+        facts = voice_facts(voice_config(folder, voice) if spec.modality == "speech" else None)
         rows.append(
             {
                 "name": spec.name,
@@ -200,7 +200,7 @@ def rows(modality: str | None) -> list[dict[str, Any]]:
                 "size": repo.size_on_disk,
                 "path": str(snapshot),
                 "description": described,
-                **_voice_facts(_voice_config(snapshot) if found == "speech" else None),
+                **voice_facts(voice_config(snapshot) if found == "speech" else None),
             }
         )
     return rows

@@ -158,6 +158,54 @@ def test_speech_formats_clients_ask_for_decode(client, vits):
         assert sum(frame.samples for frame in container.decode(audio=0)) > 0
 
 
+def test_voices_are_listed_and_checked(server, client, vits):
+    """GET /v1/audio/voices lists each speech model's voices; OpenAI's names speak with the default voice and
+    say so in a notice; any other unknown voice is 400 naming `voice`."""
+    status, _, raw = http(f"{server.url}/v1/audio/voices")
+    listed = json.loads(raw)
+    assert status == 200 and "default" in listed["voices"]
+    assert {"id": "default", "object": "voice", "model": str(vits), "language": None} in listed["data"]
+    status, _, raw = http(f"{server.url}/v1/audio/voices?model={vits}")
+    assert {v["model"] for v in json.loads(raw)["data"]} == {str(vits)}
+    status, _, raw = http(f"{server.url}/v1/audio/voices?model=no-such-voice")
+    assert (status, json.loads(raw)["error"]["code"]) == (404, "model_not_found")
+    same = {"model": str(vits), "input": "Hi.", "response_format": "wav", "extra_body": {"seed": 5}}
+    alloy = client.audio.speech.create(voice="alloy", **same)
+    plain = client.audio.speech.create(voice="default", **same)
+    assert alloy.content == plain.content
+    (notice,) = json.loads(alloy.response.headers["x-aigc-notices"])
+    assert notice["code"] == "voice_fallback" and "has no voice 'alloy'" in notice["message"]
+    assert json.loads(plain.response.headers["x-aigc-notices"]) == []
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.audio.speech.create(model=str(vits), voice="nobody", input="Hi.")
+    assert raised.value.body["param"] == "voice"
+
+
+def test_speech_as_server_sent_events_equals_the_pcm_stream(server, client, vits):
+    import base64
+
+    body = {"model": str(vits), "voice": "default", "input": "Hello there. How are you?"}
+    status, _, pcm = http(
+        f"{server.url}/v1/audio/speech", "POST", {**body, "response_format": "pcm", "seed": 3}
+    )
+    assert status == 200
+    streamed = client.audio.speech.with_streaming_response.create(
+        **body, stream_format="sse", extra_body={"seed": 3}
+    )
+    with streamed as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    assert [e["type"] for e in events] == ["speech.audio.delta"] * (len(events) - 1) + ["speech.audio.done"]
+    assert b"".join(base64.b64decode(e["audio"]) for e in events[:-1]) == pcm
+    assert events[-1]["aigc"]["sample_rate"] > 0
+    status, _, raw = http(
+        f"{server.url}/v1/audio/speech",
+        "POST",
+        {**body, "stream_format": "sse", "response_format": "mp3"},
+    )
+    assert (status, json.loads(raw)["error"]["param"]) == (400, "response_format")
+
+
 def test_a_model_sent_to_another_modalitys_route_names_the_route(client, vits, pipes):
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model=str(vits), messages=HI)

@@ -57,6 +57,10 @@ def engine_key(folder: Path, device: str, dtype: str, vocoder: Path | None) -> E
     return EngineKey("speech", str(folder), device, dtype, backend, options)
 
 
+DEFAULT_VOICE = "default"
+"""The voice name every model takes for its own default speaker (GET /v1/audio/voices lists it)."""
+
+
 def prepare(
     resolved: Resolved,
     text: str,
@@ -93,12 +97,18 @@ def prepare(
         quiet_libraries(reporter)  # type: ignore[arg-type]
     voice = load(pool, key, reporter, f"Loading {label}", label)
     seed, drawn = draw_seed(s.seed)
-    request = SpeechRequest(text, seed, s.voice, s.speed or 1.0, s.sentence_silence or 0.0)
-    if s.voice in fallback_voices:
+    given = None if s.voice == DEFAULT_VOICE else s.voice  # every model's own default speaker
+    request = SpeechRequest(text, seed, given, s.speed or 1.0, s.sentence_silence or 0.0)
+    if given in fallback_voices:
         try:
             voice.check(request)
         except UsageError:
             request = replace(request, voice=None)
+            reporter.warn(
+                f"{label} has no voice '{given}' (one of OpenAI's names): its default voice speaks",
+                "voice_fallback",
+                ("voice",),
+            )
     voice.check(request)
     if cleaned is not None:
         reporter.warn(f"the text: {cleaned}", "text_cleaned")

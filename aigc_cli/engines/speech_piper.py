@@ -64,8 +64,8 @@ class PiperEngine:
             return speakers[voice]
         if voice.isdigit() and int(voice) < max(self.voice.config.num_speakers, 1):
             return int(voice)
-        known = ", ".join(list(speakers)[:10]) or "0 (this voice has one speaker)"
-        raise UsageError(f"Unknown voice '{voice}' for {self.name}: use {known}")
+        known = f"default, {', '.join(list(speakers)[:10])}" if speakers else "default (it has one speaker)"
+        raise UsageError(f"Unknown voice '{voice}' for {self.name}: use {known}", param="voice")
 
     def check(self, request: SpeechRequest) -> None:
         """Before any work: the speed and text every engine takes (check_input: a NUL is a ValueError in

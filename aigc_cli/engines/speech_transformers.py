@@ -76,7 +76,9 @@ class TransformersSpeechEngine:
                 raise UsageError(f"Cannot read the x-vector {request.voice}: {exc}") from exc
             params["speaker_embeddings"] = torch.from_numpy(vector).to(self.pipe.device)
         elif request.voice is not None:
-            raise UsageError(f"--voice is not supported for {self.model_type} models here")
+            raise UsageError(
+                f"--voice is not supported for {self.model_type} models here (only: default)", param="voice"
+            )
         if request.speed != 1.0 and self.model_type != "vits":
             raise UsageError(f"--speed is not supported for {self.model_type} models here")
         return params

@@ -282,6 +282,12 @@ def create_app(
     async def model(model_id: str) -> dict[str, Any]:
         return await run_in_threadpool(_one_model, state, model_id)
 
+    @app.get("/v1/audio/voices", **describe("voices"))
+    async def voices(model: str | None = None) -> dict[str, Any]:
+        from .voices import voice_list
+
+        return await run_in_threadpool(voice_list, state.loaded(), model)
+
     @app.get("/api/ps", **describe("ps"))
     async def ps() -> dict[str, Any]:
         return {"models": state.loaded(), "keep_alive": state.keep_alive, "batches": state.batch_sizes()}
@@ -594,6 +600,25 @@ async def _speech(state: ServerState, request: Request, call: Any) -> Response:
                         emit(event)
         finally:
             state.after_request()
+
+    if call.sse:
+
+        async def deltas() -> AsyncIterator[bytes]:
+            async for item in from_thread(request, produce):
+                if isinstance(item, BaseException):
+                    error = failure_of(item, job.label)
+                    state.console.info(f"aigc: error: {error.message}")
+                    yield _sse(error_body(error, request.url.path)[1])
+                    return
+                yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(item).decode("ascii")})
+            # no `usage`: these voices count no tokens; the record (less the text) says what was made
+            yield _sse(
+                {"type": "speech.audio.done", "aigc": {k: v for k, v in job.record.items() if k != "text"}}
+            )
+
+        return StreamingResponse(
+            deltas(), media_type="text/event-stream", headers={**headers, "Cache-Control": "no-cache"}
+        )
 
     if streamed:
 

@@ -197,7 +197,7 @@ def _speech_body() -> dict[str, Any]:
         "input": {"type": "string", "minLength": 1, "pattern": r"\S"},
         "voice": {"type": "string", "description": "OpenAI's names speak with the model's own voice"},
         "response_format": {"enum": [*SPEECH_FORMATS, None], "description": "mp3 by default, as OpenAI's"},
-        "stream_format": {"enum": ["audio", None]},
+        "stream_format": {"enum": ["audio", "sse", None]},
         **_advisory(),
     }
     return _body(properties, ["input"])
@@ -254,7 +254,30 @@ def _ok(name: str) -> dict[str, Any]:
         from .app import media_type
 
         audio = {media_type(f): {"schema": {"type": "string", "format": "binary"}} for f in SPEECH_FORMATS}
+        audio["text/event-stream"] = {
+            "schema": _STREAM["schema"],
+            "description": "stream_format sse: speech.audio.delta (base64 PCM), then speech.audio.done",
+        }
         return {"200": {"description": "The audio file (pcm: streamed)", "content": audio}}
+    if name == "voices":
+        voice = {
+            "type": "object",
+            "required": ["id", "object", "model"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"const": "voice"},
+                "model": {"type": "string"},
+            },
+        }
+        listed = {
+            "type": "object",
+            "required": ["object", "data", "voices"],
+            "properties": {
+                "data": {"type": "array", "items": voice},
+                "voices": {"type": "array", "items": {"type": "string"}},
+            },
+        }
+        return {"200": _json(listed)}
     return {"200": _json(_OBJECT)}
 
 
@@ -273,6 +296,7 @@ _SUMMARIES = {
     "completions": "OpenAI's (legacy) completions: the prompt as it is, no chat template",
     "images": "OpenAI's image generation (and image-to-image, inpainting: init_image, mask)",
     "speech": "OpenAI's text to speech",
+    "voices": "The voices of the speech models here (?model= narrows it), as Speaches lists them",
 }
 
 
@@ -281,7 +305,7 @@ def describe(name: str) -> dict[str, Any]:
     `openapi_extra` and `responses`)."""
     responses: dict[str | int, Any] = {**_ok(name)}
     errors = ("401", "403", "500") if name in ("models", "ps") else ("401", "403")
-    if name == "model":
+    if name in ("model", "voices"):
         errors = ("401", "403", "404")
     if name in _BODIES:
         errors = tuple(_ERRORS)

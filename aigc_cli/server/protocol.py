@@ -186,6 +186,8 @@ class SpeechCall:
     response_format: str
     """One of SPEECH_FORMATS: pcm is 16-bit little-endian mono, streamed sentence by sentence."""
     ignored: tuple[str, ...] = ()
+    sse: bool = False
+    """stream_format "sse": the pcm as OpenAI's speech.audio.delta events (base64), then speech.audio.done."""
 
 
 SPEECH_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm", "ogg")
@@ -613,14 +615,28 @@ def parse_speech(data: dict[str, Any]) -> SpeechCall:
         raise _invalid("field 'input' is required", "input", "missing_required_parameter")
     if not text.strip():
         raise _invalid("field 'input' is empty: send the text to speak", "input")
-    fmt = body.take("response_format", str, "a string") or "mp3"
+    stream_format = body.take("stream_format", str, "a string") or "audio"
+    if stream_format not in ("audio", "sse"):
+        raise _invalid(
+            f"field 'stream_format' must be audio or sse (got {_json(stream_format)})",
+            "stream_format",
+            "unsupported_value",
+        )
+    sse = stream_format == "sse"
+    fmt = body.take("response_format", str, "a string") or ("pcm" if sse else "mp3")
+    if sse and fmt != "pcm":
+        raise _invalid(
+            f"field 'stream_format' sse sends 16-bit PCM deltas: give response_format pcm, or leave it out "
+            f"(got {_json(fmt)})",
+            "response_format",
+            "unsupported_value",
+        )
     if fmt not in SPEECH_FORMATS:
         raise _invalid(
             f"field 'response_format' must be one of {', '.join(SPEECH_FORMATS)} (got {_json(fmt)})",
             "response_format",
             "unsupported_value",
         )
-    _only_default(body, "stream_format", "audio", "pcm streams as it is made")
     _only_default(body, "instructions", None, "these voices take no instructions")
     _check_unknown(body, "/v1/audio/speech")
     if voice is not None and ("/" in voice or "\\" in voice or voice.endswith(".npy")):
@@ -629,7 +645,7 @@ def parse_speech(data: dict[str, Any]) -> SpeechCall:
         )
     flags["voice"] = voice
     resolved = resolve_settings("speech", flags, given_in="request")
-    return SpeechCall(resolved, text, fmt, ignored=ignored)
+    return SpeechCall(resolved, text, fmt, ignored=ignored, sse=sse)
 
 
 ERROR_STATUS: list[tuple[type[AigcError], int, str]] = [
