@@ -206,6 +206,55 @@ def test_speech_as_server_sent_events_equals_the_pcm_stream(server, client, vits
     assert (status, json.loads(raw)["error"]["param"]) == (400, "response_format")
 
 
+def test_image_edits_equal_the_cli_with_and_without_a_mask(client, pipes, tmp_path):
+    """images.edit (multipart) is `aigc image --init-image [--mask]` with the same seed: pixel-equal. The
+    mask as OpenAI's (transparent pixels repaint) and as aigc's (white repaints) give the same image."""
+    import base64
+
+    from PIL import Image
+
+    sd = str(pipes["sd"])
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(tmp_path / "start.png")
+    openai_mask = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
+    openai_mask.paste((0, 0, 0, 0), (0, 0, 32, 64))  # the left half transparent: repainted
+    openai_mask.save(tmp_path / "openai-mask.png")
+    grey = Image.new("L", (64, 64), 0)
+    grey.paste(255, (0, 0, 32, 64))
+    grey.save(tmp_path / "grey-mask.png")
+    settings = {"seed": 4, "num_inference_steps": 2, "strength": 0.7}
+    local = ["-m", sd, "--seed", "4", "--steps", "2", "--strength", "0.7", "--width", "64", "--height", "64"]
+
+    def edit(**files) -> Image.Image:
+        opened = {name: open(tmp_path / path, "rb") for name, path in files.items()}  # noqa: SIM115
+        try:
+            answer = client.images.edit(model=sd, prompt="a cat", size="64x64", extra_body=settings, **opened)
+        finally:
+            for handle in opened.values():
+                handle.close()
+        assert answer.data[0].model_extra["aigc"]["seed"] == 4
+        return Image.open(io.BytesIO(base64.b64decode(answer.data[0].b64_json)))
+
+    for files, flags in [
+        ({"image": "start.png"}, ["--init-image", "start.png"]),
+        (
+            {"image": "start.png", "mask": "openai-mask.png"},
+            ["--init-image", "start.png", "--mask", "grey-mask.png"],
+        ),
+        (
+            {"image": "start.png", "mask": "grey-mask.png"},
+            ["--init-image", "start.png", "--mask", "grey-mask.png"],
+        ),
+    ]:
+        served = edit(**files)
+        result = run_cli("image", "a cat", *local, *[str(tmp_path / f) if f.endswith(".png") else f for f in flags],
+                         "-o", str(tmp_path / "local.png"), "--local")  # fmt: skip
+        assert result.returncode == 0, result.stderr.decode()
+        assert list(served.getdata()) == list(Image.open(tmp_path / "local.png").getdata()), files
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.images.edit(model=sd, prompt="a cat", image=io.BytesIO(b"not an image"))
+    assert raised.value.body["param"] == "image"
+
+
 def test_a_model_sent_to_another_modalitys_route_names_the_route(client, vits, pipes):
     with pytest.raises(openai.BadRequestError) as raised:
         client.chat.completions.create(model=str(vits), messages=HI)

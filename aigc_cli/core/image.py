@@ -39,6 +39,8 @@ class ImageInputs:
     mask_what: str = "stdin"
     fields: tuple[str, str] = ("--init-image", "--mask")
     """How a rule between the two and the settings names them: flags, API fields or job fields."""
+    params: tuple[str | None, str | None] = (None, None)
+    """The API fields they came in (a request's): the `param` of an error about either."""
 
 
 def decode_init_image(data: bytes, what: str, width: int | None, height: int | None) -> Any:
@@ -54,6 +56,12 @@ def decode_init_image(data: bytes, what: str, width: int | None, height: int | N
             f"The init image ({what}) is not an image Pillow can read: give a PNG, JPEG or WebP"
         ) from exc
     target = (width or image.width // 8 * 8, height or image.height // 8 * 8)
+    if 0 in target:  # smaller than 8 pixels on a side, and no size given to resize it to
+        raise UsageError(
+            f"The init image ({what}) is {image.width}x{image.height} pixels: give one at least 8 pixels on "
+            "each side, or the size to make (--width/--height; size)",
+            param=None,
+        )
     original = image.size
     if image.size != target:
         image = image.resize(target, Image.Resampling.LANCZOS)
@@ -153,8 +161,16 @@ def prepare(
         if s.vae
         else (None, None)
     )
-    init = decode_init_image(inputs.init, inputs.init_what, s.width, s.height) if inputs.init else None
-    mask = decode_mask(inputs.mask, inputs.mask_what, init) if inputs.mask is not None else None
+    try:
+        init = decode_init_image(inputs.init, inputs.init_what, s.width, s.height) if inputs.init else None
+    except UsageError as exc:
+        exc.param = exc.param or inputs.params[0]
+        raise
+    try:
+        mask = decode_mask(inputs.mask, inputs.mask_what, init) if inputs.mask is not None else None
+    except UsageError as exc:
+        exc.param = exc.param or inputs.params[1]
+        raise
     quiet_libraries(reporter, diffusers=True)  # type: ignore[arg-type]
     key = engine_key(resolved, target, bool(loras), reporter)
     text = f"Loading {label} on {key.device} ({key.dtype}, {key.backend})"

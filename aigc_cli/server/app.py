@@ -163,6 +163,56 @@ async def read_body(request: Request) -> dict[str, Any]:
     return parse_json(b"".join(chunks))
 
 
+async def read_form(request: Request) -> tuple[dict[str, str], bytes | None, bytes | None]:
+    """A multipart/form-data body (POST /v1/images/edits, as OpenAI's images.edit sends it): (its text
+    fields, the `image` file's bytes, the `mask` file's bytes); 413 past MAX_BODY_BYTES, BodyError (400) for
+    a body that is not multipart or cannot be parsed."""
+    from starlette.datastructures import UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise BodyError(
+            "Send the edit as multipart/form-data (image, mask, prompt...), as OpenAI's images.edit does"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > DROP_BYTES:
+            break
+        if size <= MAX_BODY_BYTES:
+            chunks.append(chunk)
+    if size > MAX_BODY_BYTES:
+        raise _TooLarge()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"".join(chunks)
+
+    try:
+        form = await MultiPartParser(request.headers, body(), max_files=4, max_fields=200).parse()
+    except (MultiPartException, UnicodeDecodeError, ValueError) as exc:
+        raise BodyError(
+            f"The multipart body cannot be read ({exc}): send the fields as OpenAI's images.edit does"
+        ) from None
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for name, value in form.multi_items():
+        key = name.removesuffix("[]")  # image[] as gpt-image clients send it
+        if isinstance(value, UploadFile):
+            if key in files:
+                raise BodyError(f"Send one '{key}' file (got several)", param=key)
+            files[key] = await value.read()
+        elif key in fields:
+            raise BodyError(f"Send field '{key}' once (got it twice)", param=key)
+        else:
+            fields[key] = value
+    unknown = sorted(set(files) - {"image", "mask"})
+    if unknown:
+        raise BodyError(
+            f"field '{unknown[0]}' is not a file this route takes: image and mask", param=unknown[0]
+        )
+    return fields, files.get("image"), files.get("mask")
+
+
 class _TooLarge(Exception):
     pass
 
@@ -303,6 +353,12 @@ def create_app(
     @app.post("/v1/images/generations", **describe("images"))
     async def images(request: Request) -> Response:
         return await _images(state, request, parse_image(await read_body(request)))
+
+    @app.post("/v1/images/edits", **describe("edits"))
+    async def edits(request: Request) -> Response:
+        from .protocol import parse_image_edit
+
+        return await _images(state, request, parse_image_edit(*await read_form(request)))
 
     @app.post("/v1/audio/speech", **describe("speech"))
     async def speech(request: Request) -> Response:
@@ -518,11 +574,12 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
     inputs = core_image.ImageInputs(
         init=call.init_png,
         init_name="request body" if call.init_png is not None else None,
-        init_what="field 'init_image'",
+        init_what=f"field '{call.fields[0]}'",
         mask=call.mask_png,
         mask_name="request body" if call.mask_png is not None else None,
-        mask_what="field 'mask'",
-        fields=("'init_image'", "field 'mask'"),
+        mask_what=f"field '{call.fields[1]}'",
+        fields=(f"'{call.fields[0]}'", f"field '{call.fields[1]}'"),
+        params=call.fields,
     )
     reporter = request_reporter(state)
     job = await run_in_threadpool(

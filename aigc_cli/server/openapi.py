@@ -190,6 +190,22 @@ def _images_body() -> dict[str, Any]:
     return _body(properties, ["prompt"])
 
 
+def _edits_body() -> dict[str, Any]:
+    """multipart/form-data, as OpenAI's images.edit sends it: the files, and the generation fields as text."""
+    fields = _images_body()["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    properties = {
+        "image": {"type": "string", "format": "binary", "description": "The image file to start from"},
+        "mask": {
+            "type": "string",
+            "format": "binary",
+            "description": "PNG: transparent pixels are repainted (OpenAI's); or grayscale: white repaints",
+        },
+        **{name: value for name, value in fields.items() if name not in ("init_image", "mask")},
+    }
+    schema = {"type": "object", "required": ["image", "prompt"], "properties": properties}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
 def _speech_body() -> dict[str, Any]:
     properties = {
         **_settings("speech", set()),
@@ -243,7 +259,7 @@ def _ok(name: str) -> dict[str, Any]:
         ok = _json(_COMPLETION)
         ok["content"]["text/event-stream"] = _STREAM
         return {"200": ok}
-    if name == "images":
+    if name in ("images", "edits"):
         images = {
             "type": "object",
             "required": ["created", "data"],
@@ -285,6 +301,7 @@ _BODIES = {
     "chat": _chat_body,
     "completions": _completions_body,
     "images": _images_body,
+    "edits": _edits_body,
     "speech": _speech_body,
 }
 _SUMMARIES = {
@@ -295,6 +312,7 @@ _SUMMARIES = {
     "chat": "OpenAI's chat completions",
     "completions": "OpenAI's (legacy) completions: the prompt as it is, no chat template",
     "images": "OpenAI's image generation (and image-to-image, inpainting: init_image, mask)",
+    "edits": "OpenAI's image edits: image-to-image, or inpainting with a mask (multipart)",
     "speech": "OpenAI's text to speech",
     "voices": "The voices of the speech models here (?model= narrows it), as Speaches lists them",
 }

@@ -175,8 +175,10 @@ class ImageCall:
     init_png: bytes | None
     """The init image's bytes (an image file), for image-to-image."""
     mask_png: bytes | None = None
-    """The inpainting mask's bytes (an image file), with init_png."""
+    """The inpainting mask's bytes (an image file, white repaints), with init_png."""
     ignored: tuple[str, ...] = ()
+    fields: tuple[str, str] = ("init_image", "mask")
+    """The API fields the two images came in, as errors about them name them."""
 
 
 @dataclass(frozen=True)
@@ -532,7 +534,57 @@ def parse_completion(data: dict[str, Any]) -> TextCall:
 
 def parse_image(data: dict[str, Any]) -> ImageCall:
     """POST /v1/images/generations."""
-    body = _Body(data)
+    return _image_call(_Body(data), "/v1/images/generations")
+
+
+def parse_image_edit(form: dict[str, str], image: bytes | None, mask: bytes | None) -> ImageCall:
+    """POST /v1/images/edits (multipart, as OpenAI's): `image` (the file to start from), `mask` (optional:
+    OpenAI's PNG whose fully transparent pixels mark what to repaint, or a plain grayscale mask as `aigc
+    image --mask` takes it, white repaints), and the other fields as form values: text, which is read as
+    JSON where it is a JSON number or boolean (`n=2`, `strength=0.6`), else as the string it is."""
+    import json
+
+    if image is None:
+        raise _invalid(
+            "field 'image' is required: the image file to edit", "image", "missing_required_parameter"
+        )
+    data: dict[str, Any] = {}
+    for name, value in form.items():
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        data[name] = parsed if isinstance(parsed, (int, float, bool)) else value
+    mask_png = openai_mask(mask) if mask is not None else None
+    return _image_call(_Body(data), "/v1/images/edits", (image, mask_png))
+
+
+def openai_mask(data: bytes) -> bytes:
+    """A mask as aigc takes it (a grayscale image file, white repaints) from one as a request sends it: a
+    PNG with an alpha channel where fully transparent pixels mark what to repaint (OpenAI's), or a plain
+    grayscale or RGB mask, kept as it is. UsageError (param mask) for bytes that are not an image."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            if "A" not in opened.getbands() and opened.mode != "P":
+                return data
+            rgba = opened.convert("RGBA")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise _invalid(f"field 'mask' is not an image file ({exc})", "mask") from None
+    alpha = rgba.getchannel("A")
+    if alpha.getextrema() == (255, 255):  # an alpha channel that marks nothing: the colours are the mask
+        return data
+    repaint = alpha.point(lambda a: 255 if a == 0 else 0)
+    out = io.BytesIO()
+    repaint.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _image_call(body: _Body, route: str, files: tuple[bytes, bytes | None] | None = None) -> ImageCall:
+    """The image route's fields (generations: JSON; edits: a form, with its files given)."""
     ignored = body.advisory()
     flags = _settings(
         "image",
@@ -581,15 +633,19 @@ def parse_image(data: dict[str, Any]) -> ImageCall:
             "auto" if name == "quality" else None,
             "set 'num_inference_steps' and 'guidance_scale'",
         )
-    init_png, mask_png = (_base64(body, name) for name in ("init_image", "mask"))
-    _check_unknown(body, "/v1/images/generations")
+    if files is None:
+        init_png, mask_png = (_base64(body, name) for name in ("init_image", "mask"))
+        fields = ("init_image", "mask")
+    else:
+        (init_png, mask_png), fields = files, ("image", "mask")
+    _check_unknown(body, route)
     resolved = resolve_settings("image", flags, given_in="request")
     _check_seeds(resolved, "image")
     if resolved.values.strength is not None and init_png is None:
         raise _invalid("field 'strength' needs 'init_image'", "strength")
     if mask_png is not None and init_png is None:
         raise _invalid("field 'mask' needs 'init_image': the image to repaint", "mask")
-    return ImageCall(resolved, prompt, init_png, mask_png, ignored=ignored)
+    return ImageCall(resolved, prompt, init_png, mask_png, ignored=ignored, fields=fields)
 
 
 def _base64(body: _Body, name: str) -> bytes | None:
