@@ -253,6 +253,18 @@ def test_image_edits_equal_the_cli_with_and_without_a_mask(client, pipes, tmp_pa
     with pytest.raises(openai.BadRequestError) as raised:
         client.images.edit(model=sd, prompt="a cat", image=io.BytesIO(b"not an image"))
     assert raised.value.body["param"] == "image"
+    with open(tmp_path / "start.png", "rb") as image:
+        streamed = list(
+            client.images.edit(
+                model=sd,
+                prompt="a cat",
+                image=image,
+                stream=True,
+                partial_images=1,
+                extra_body={**settings, "num_inference_steps": 8},  # 5 steps at strength 0.7: one preview
+            )
+        )
+    assert [e.type for e in streamed] == ["image_edit.partial_image", "image_edit.completed"]
 
 
 def test_a_model_sent_to_another_modalitys_route_names_the_route(client, vits, pipes):
@@ -400,3 +412,30 @@ def test_openapi_describes_every_route_with_its_body(server):
     assert {"messages", "temperature", "top_p", "max_tokens", "seed", "user"} <= set(fields)
     assert fields["temperature"]["minimum"] == 0
     assert "400" in chat["responses"] and "param" in json.dumps(chat["responses"]["400"])
+
+
+def test_streamed_images_send_partial_previews_then_the_image_the_cli_makes(client, pipes, tmp_path):
+    """stream with partial_images: the official client reads image_generation.partial_image events (cheap
+    latent previews at evenly spaced steps) and then image_generation.completed with the same image a
+    non-streamed request (and the CLI) makes with the same seed."""
+    import base64
+
+    from PIL import Image
+
+    sd = str(pipes["sd"])
+    settings = {"seed": 9, "num_inference_steps": 8}
+    events = list(
+        client.images.generate(
+            model=sd, prompt="a cat", size="64x64", stream=True, partial_images=2, extra_body=settings
+        )
+    )
+    assert [e.type for e in events] == ["image_generation.partial_image"] * 2 + ["image_generation.completed"]
+    assert [e.partial_image_index for e in events[:2]] == [0, 1]
+    previews = [Image.open(io.BytesIO(base64.b64decode(e.b64_json))) for e in events[:2]]
+    assert all(p.size == (64, 64) for p in previews) and previews[0].tobytes() != previews[1].tobytes()
+    whole = client.images.generate(model=sd, prompt="a cat", size="64x64", extra_body=settings)
+    assert events[-1].b64_json == whole.data[0].b64_json
+    assert events[-1].model_extra["aigc"]["seed"] == 9
+    with pytest.raises(openai.BadRequestError) as raised:
+        client.images.generate(model=sd, prompt="a cat", partial_images=2)
+    assert raised.value.body["param"] == "partial_images"

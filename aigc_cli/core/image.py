@@ -268,13 +268,14 @@ def run(job: ImageJob, engine: Any) -> Iterator[Event]:
 
     def work(emit: Any) -> None:
         with model_errors(job.label):
-            for result in engine.generate(request, lambda step, total: emit(("step", step, total))):
+            steps = lambda step, total, preview=None: emit(("step", step, total, preview))  # noqa: E731
+            for result in engine.generate(request, steps):
                 emit(("result", result))
 
     index = 0
     for item in events_of(work, "aigc-image"):
         if item[0] == "step":
-            yield ImageStep(index, item[1], item[2])
+            yield ImageStep(index, item[1], item[2], item[3])
             continue
         result = item[1]
         index = result.index + 1

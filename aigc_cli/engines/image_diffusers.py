@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from .base import EngineKey
-from .image import SAMPLER_BY_CLASS, SCHEDULERS, ImageRequest, ImageResult, Lora
+from .image import (
+    SAMPLER_BY_CLASS,
+    SCHEDULERS,
+    ImageRequest,
+    ImageResult,
+    Lora,
+    latent_preview,
+    preview_steps,
+)
 
 
 class DiffusersEngine:
@@ -173,9 +181,10 @@ class DiffusersEngine:
                 self.pipe.disable_lora()
 
     def generate(
-        self, request: ImageRequest, on_step: Callable[[int, int], None] | None = None
+        self, request: ImageRequest, on_step: Callable[..., None] | None = None
     ) -> Iterator[ImageResult]:
-        """request.count images one by one; on_step(step, total) reports progress."""
+        """request.count images one by one; on_step(step, total) reports progress, and with request.previews
+        on_step(step, total, preview) at evenly spaced steps (a PIL image from the latents)."""
         import numpy as np
 
         from ..device import make_generator
@@ -189,7 +198,14 @@ class DiffusersEngine:
             def callback(pipeline, step, timestep, kwargs, _latents=latents, _stamps=stamps):
                 _stamps.append(time.perf_counter())
                 _latents["last"] = kwargs["latents"]
-                if on_step is not None:
+                if on_step is None:
+                    return kwargs
+                # image-to-image runs fewer steps than asked (strength): the pipeline knows how many
+                total = getattr(pipeline, "num_timesteps", None) or request.steps
+                if request.previews and step + 1 in preview_steps(request.previews, total):
+                    name = type(pipeline).__name__
+                    on_step(step + 1, request.steps, latent_preview(kwargs["latents"], name, *_size(request)))
+                else:
                     on_step(step + 1, request.steps)
                 return kwargs
 
@@ -257,3 +273,10 @@ def decode_in_float32(pipe: Any, latents: Any) -> Any:
     finally:
         vae.to(original)
     return pipe.image_processor.postprocess(decoded, output_type="np")
+
+
+def _size(request: ImageRequest) -> tuple[int, int]:
+    """The size the image comes out at: the request's, else its init image's."""
+    if request.init_image is not None and (not request.width or not request.height):
+        return request.init_image.size
+    return request.width, request.height

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import closing
+from dataclasses import replace
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -585,6 +586,8 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
     job = await run_in_threadpool(
         core_image.prepare, call.resolved, call.prompt, reporter, state.pool, inputs
     )
+    if call.partial_images:
+        job = replace(job, request=replace(job.request, previews=call.partial_images))
     state.labels[job.key] = job.label
 
     def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
@@ -599,23 +602,59 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
                         return
                     if isinstance(event, Notice):
                         reporter.emit(event)
+                    if isinstance(event, ImageStep) and event.preview is not None:
+                        emit(("partial", event.index, encode_image(event.preview, "PNG", {})))
                     if not isinstance(event, Result):
                         continue
                     png = encode_image(event.payload, "PNG", image_metadata("PNG", event.record))
-                    emit(
-                        {
-                            "b64_json": base64.b64encode(png).decode("ascii"),
-                            "revised_prompt": None,
-                            "aigc": {**event.record, **event.timings},
-                        }
-                    )
+                    entry = {
+                        "b64_json": base64.b64encode(png).decode("ascii"),
+                        "revised_prompt": None,
+                        "aigc": {**event.record, **event.timings},
+                    }
+                    emit(("image", event.index, entry))
         finally:
             state.after_request()
 
-    data = await _collect(request, produce)
+    if call.stream:
+        return StreamingResponse(
+            _image_events(state, request, produce, job, call), media_type="text/event-stream"
+        )
+    data = [item[2] for item in await _collect(request, produce) if item[0] == "image"]
     return JSONResponse(
         {"created": int(time.time()), "data": data, "aigc": {"notices": notices_json(reporter.events)}}
     )
+
+
+async def _image_events(
+    state: ServerState, request: Request, produce: Callable[..., None], job: Any, call: Any
+) -> AsyncIterator[bytes]:
+    """OpenAI's image stream: `image_generation.partial_image` (image_edit.* on the edits route) for each
+    preview, `...completed` with each final image (and its record in `aigc`). An error ends the stream with
+    OpenAI's error JSON."""
+    kind = "image_edit" if call.fields[0] == "image" else "image_generation"
+    size = f"{job.request.width}x{job.request.height}" if job.request.width else "auto"
+    common = {"background": "opaque", "output_format": "png", "quality": "auto", "size": size}
+    partials: dict[int, int] = {}
+    async for item in from_thread(request, produce):
+        if isinstance(item, BaseException):
+            error = failure_of(item, job.label)
+            state.console.info(f"aigc: error: {error.message}")
+            yield _sse(error_body(error, request.url.path)[1])
+            return
+        what, index, payload = item
+        now = int(time.time())
+        if what == "partial":
+            number = partials.get(index, 0)
+            partials[index] = number + 1
+            b64 = base64.b64encode(payload).decode("ascii")
+            yield _sse({"type": f"{kind}.partial_image", "b64_json": b64, "created_at": now,
+                        "partial_image_index": number, **common})  # fmt: skip
+        else:
+            usage = {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
+                     "input_tokens_details": {"image_tokens": 0, "text_tokens": 0}}  # fmt: skip
+            yield _sse({"type": f"{kind}.completed", "b64_json": payload["b64_json"], "created_at": now,
+                        "usage": usage, "aigc": payload["aigc"], **common})  # fmt: skip
 
 
 # --- speech -------------------------------------------------------------------------------------------------

@@ -181,6 +181,8 @@ def _images_body() -> dict[str, Any]:
         "n": {"type": "integer", "minimum": 1, "maximum": MAX_N},
         "size": {"type": "string", "pattern": r"^(auto|\d{1,5}x\d{1,5})$", "description": "WIDTHxHEIGHT"},
         "response_format": {"enum": ["b64_json", None]},
+        "stream": {"type": ["boolean", "null"], "description": "Server-sent events: previews, then images"},
+        "partial_images": {"type": ["integer", "null"], "minimum": 0, "maximum": 3},
         "output_format": {"enum": ["png", None]},
         "quality": {"enum": ["auto", None]},
         "init_image": {"type": "string", "contentEncoding": "base64", "description": "An image file"},
@@ -265,7 +267,9 @@ def _ok(name: str) -> dict[str, Any]:
             "required": ["created", "data"],
             "properties": {"data": {"type": "array", "items": {"type": "object", "required": ["b64_json"]}}},
         }
-        return {"200": _json(images)}
+        ok = _json(images)
+        ok["content"]["text/event-stream"] = _STREAM
+        return {"200": ok}
     if name == "speech":
         from .app import media_type
 

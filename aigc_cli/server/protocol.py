@@ -179,6 +179,10 @@ class ImageCall:
     ignored: tuple[str, ...] = ()
     fields: tuple[str, str] = ("init_image", "mask")
     """The API fields the two images came in, as errors about them name them."""
+    stream: bool = False
+    """Server-sent events: partial images (previews) as they come, then each image when done."""
+    partial_images: int = 0
+    """Previews per image while streaming (0-3), as OpenAI's partial_images."""
 
 
 @dataclass(frozen=True)
@@ -633,6 +637,12 @@ def _image_call(body: _Body, route: str, files: tuple[bytes, bytes | None] | Non
             "auto" if name == "quality" else None,
             "set 'num_inference_steps' and 'guidance_scale'",
         )
+    stream = body.take("stream", bool, "true or false") or False
+    partial = body.take("partial_images", int, "an integer from 0 to 3")
+    if partial is not None and not 0 <= partial <= 3:
+        raise _invalid(f"field 'partial_images' must be 0 to 3 (got {partial})", "partial_images")
+    if partial and not stream:
+        raise _invalid("field 'partial_images' needs 'stream': true", "partial_images")
     if files is None:
         init_png, mask_png = (_base64(body, name) for name in ("init_image", "mask"))
         fields = ("init_image", "mask")
@@ -645,7 +655,9 @@ def _image_call(body: _Body, route: str, files: tuple[bytes, bytes | None] | Non
         raise _invalid("field 'strength' needs 'init_image'", "strength")
     if mask_png is not None and init_png is None:
         raise _invalid("field 'mask' needs 'init_image': the image to repaint", "mask")
-    return ImageCall(resolved, prompt, init_png, mask_png, ignored=ignored, fields=fields)
+    return ImageCall(
+        resolved, prompt, init_png, mask_png, ignored, fields, stream=stream, partial_images=partial or 0
+    )
 
 
 def _base64(body: _Body, name: str) -> bytes | None:
