@@ -365,6 +365,10 @@ def create_app(
     async def speech(request: Request) -> Response:
         return await _speech(state, request, parse_speech(await read_body(request)))
 
+    from .a1111 import add_routes  # AUTOMATIC1111's /sdapi/v1 routes
+
+    add_routes(app, state)
+
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -1,0 +1,781 @@
+"""AUTOMATIC1111's web API (`/sdapi/v1/*`) over the image core, so that clients that speak it (A1111
+scripts, SillyTavern, bots) work unchanged.
+
+txt2img and img2img read A1111's body into aigc's image settings (a field left out takes the model's default,
+as `aigc image` does, not A1111's 512x512/50 steps/Euler), run the same prepare/run path as
+/v1/images/generations and answer in A1111's shape: base64 PNGs (the bytes `aigc image` writes, with their
+`parameters` chunk), the request as `parameters`, and `info`, a JSON string. A1111 fields that would change
+the picture in a way aigc cannot (hires fix, face restoration, tiling, styles, scripts, variation seeds) are
+refused with a 400 naming the field; fields that only tune A1111's own inpainting or saving are accepted and
+named in a notice. Errors are aigc's (OpenAI's error JSON, 400 for bad input) with A1111's `detail` added.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import closing, suppress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from ..errors import AigcError, UsageError
+from .protocol import MAX_N, error_body, field_named, notices_json
+
+if TYPE_CHECKING:
+    from .state import ServerState
+
+SCHEDULER_TYPES = {"Karras": " Karras"}
+"""A1111's `scheduler` (1.9 on) by the suffix its older sampler names carry; Automatic: the sampler's own."""
+
+REFUSED = {
+    "enable_hr": False,
+    "restore_faces": False,
+    "tiling": False,
+    "subseed_strength": 0,
+    "styles": [],
+    "script_name": None,
+    "script_args": [],
+    "alwayson_scripts": {},
+    "refiner_checkpoint": None,
+    "firstpass_image": None,
+    "resize_mode": 0,
+}
+"""A1111 fields that change the picture in a way aigc cannot: taken at these values (clients send them),
+a 400 naming the field otherwise."""
+
+IGNORED = {
+    "subseed",
+    "seed_resize_from_h",
+    "seed_resize_from_w",
+    "do_not_save_samples",
+    "do_not_save_grid",
+    "save_images",
+    "eta",
+    "s_min_uncond",
+    "s_churn",
+    "s_tmax",
+    "s_tmin",
+    "s_noise",
+    "override_settings_restore_afterwards",
+    "disable_extra_networks",
+    "comments",
+    "force_task_id",
+    "infotext",
+    "refiner_switch_at",
+    "firstphase_width",
+    "firstphase_height",
+    "hr_scale",
+    "hr_upscaler",
+    "hr_second_pass_steps",
+    "hr_resize_x",
+    "hr_resize_y",
+    "hr_checkpoint_name",
+    "hr_sampler_name",
+    "hr_scheduler",
+    "hr_prompt",
+    "hr_negative_prompt",
+    "hr_additional_modules",
+    "clip_skip",
+    "image_cfg_scale",
+    "include_init_images",
+    "initial_noise_multiplier",
+    "latent_mask",
+    "mask_round",
+    "user",
+}
+"""A1111 fields that tune its own saving, its hires pass (off here) or its samplers' extra knobs, or that
+clients send at A1111's defaults: accepted and ignored (the server's log names them with -v)."""
+
+INPAINT_TUNING = ("mask_blur", "mask_blur_x", "mask_blur_y", "inpainting_fill", "inpaint_full_res")
+INPAINT_TUNING_ALSO = ("inpaint_full_res_padding",)
+"""img2img's inpainting knobs of A1111's own: aigc inpaints as diffusers does (the init image noised under
+the mask, no blur, no crop); accepted, and a notice says they were not applied."""
+
+
+def a1111_samplers() -> dict[str, str]:
+    """A1111 sampler name -> aigc scheduler, from the schedulers aigc names (engines.image.SCHEDULERS)."""
+    from ..engines.image import SCHEDULERS
+
+    return {sampler: name for name, (_, _, sampler) in SCHEDULERS.items()}
+
+
+def _sampler(sampler: str | None, scheduler: str | None, param: str) -> str | None:
+    """aigc's scheduler for A1111's sampler_name (or aigc's own name) and scheduler type; None: the model's
+    own. UsageError naming the field and what is supported otherwise."""
+    table = a1111_samplers()
+    if scheduler not in (None, "", "Automatic", "automatic") and scheduler not in SCHEDULER_TYPES:
+        raise UsageError(
+            f"field 'scheduler' {json.dumps(scheduler)} is not supported: Automatic, "
+            f"{', '.join(SCHEDULER_TYPES)}",
+            param="scheduler",
+            code="unsupported_value",
+        )
+    if not sampler:
+        if scheduler in SCHEDULER_TYPES:
+            raise UsageError(
+                f"field 'scheduler' {scheduler} needs a sampler_name: one of {', '.join(table)}",
+                param="scheduler",
+                code="unsupported_value",
+            )
+        return None
+    named = sampler + SCHEDULER_TYPES.get(scheduler or "", "")
+    by_lower = {name.lower(): aigc for name, aigc in table.items()}
+    by_lower.update({aigc: aigc for aigc in table.values()})
+    found = by_lower.get(named.lower())
+    if found is None:
+        with_type = f" with scheduler {scheduler}" if scheduler in SCHEDULER_TYPES else ""
+        raise UsageError(
+            f"field '{param}' {json.dumps(sampler)}{with_type} is not a sampler aigc runs: "
+            f"{', '.join(table)} (GET /sdapi/v1/samplers)",
+            param=param,
+            code="unsupported_value",
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class A1111Call:
+    """An A1111 txt2img/img2img body read into aigc's settings."""
+
+    call: Any
+    """The protocol.ImageCall to run."""
+    count: int
+    batch_size: int
+    send_images: bool
+    ignored: tuple[str, ...]
+    notices: tuple[str, ...] = ()
+    """What was accepted and not applied, said as a warning in the response's info and the server's log."""
+
+
+def _image_bytes(value: Any, name: str) -> bytes:
+    """An image file's bytes from base64 (a `data:image/...;base64,` prefix, as A1111 takes, allowed)."""
+    if not isinstance(value, str):
+        raise UsageError(
+            f"field '{name}' must be a base64 string (an image file)", param=name, code="invalid_type"
+        )
+    text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise UsageError(
+            f"field '{name}' must be base64 (an image file's bytes)", param=name, code="invalid_value"
+        ) from None
+
+
+def _invert(mask: bytes) -> bytes:
+    """The mask with black and white swapped (inpainting_mask_invert 1: black repaints)."""
+    import io
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(mask)) as opened:
+            inverted = ImageOps.invert(opened.convert("L"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise UsageError(f"field 'mask' is not an image file ({exc})", param="mask") from None
+    out = io.BytesIO()
+    inverted.save(out, format="PNG")
+    return out.getvalue()
+
+
+def parse_a1111(data: dict[str, Any], img2img: bool) -> A1111Call:
+    """POST /sdapi/v1/txt2img or img2img: A1111's fields checked as aigc's settings are (UsageError naming
+    the field, HTTP 400), seed -1 drawn at random, batch_size * n_iter results (at most MAX_N)."""
+    from ..settings import SCHEMAS, check_value, knobs, resolve_settings
+    from .protocol import ImageCall, _Body, _json
+
+    body = _Body(data)
+    schema = knobs(SCHEMAS["image"])
+    route = "/sdapi/v1/img2img" if img2img else "/sdapi/v1/txt2img"
+    for name, default in REFUSED.items():
+        value = body.take(name)
+        if value is not None and value != default and not (default == [] and value == {}):
+            raise UsageError(
+                f"field '{name}' is not supported (only {_json(default)}; got {_json(value)}): aigc makes "
+                "the picture without it",
+                param=name,
+                code="unsupported_value",
+            )
+    ignored = tuple(sorted(n for n in IGNORED if n in data))
+    body.taken.update(ignored)
+    prompt = body.take("prompt", str, "a string")
+    if prompt is None or not prompt.strip():
+        raise UsageError(
+            "field 'prompt' is empty: say what the image should show",
+            param="prompt",
+            code="missing_required_parameter" if prompt is None else "invalid_value",
+        )
+    flags: dict[str, Any] = {}
+    fields = {
+        "negative_prompt": "negative",
+        "steps": "steps",
+        "cfg_scale": "guidance",
+        "width": "width",
+        "height": "height",
+    }
+    if img2img:
+        fields["denoising_strength"] = "strength"
+    else:
+        body.take("denoising_strength")  # the hires pass's (off here): A1111 ignores it too
+    seed = body.take("seed")
+    if seed != -1 and seed is not None:
+        fields["seed"] = "seed"
+    for api, name in fields.items():
+        value = body.take(api)
+        if value is None or (api == "negative_prompt" and value == ""):
+            continue
+        with field_named(api):
+            flags[name] = check_value(name, schema[name], value, f"field '{api}'")
+    counts = {}
+    for name in ("batch_size", "n_iter"):
+        value = body.take(name, int, "an integer")
+        if value is not None and value < 1:
+            raise UsageError(f"field '{name}' must be at least 1 (got {value})", param=name)
+        counts[name] = value or 1
+    count = counts["batch_size"] * counts["n_iter"]
+    if count > MAX_N:
+        raise UsageError(
+            f"fields 'batch_size' x 'n_iter' must be at most {MAX_N} images (got {count}): send several "
+            "requests",
+            param="batch_size",
+        )
+    flags["count"] = count
+    sampler_name = body.take("sampler_name", str, "a string")
+    sampler_index = body.take("sampler_index", str, "a string")
+    scheduler = body.take("scheduler", str, "a string")
+    param = "sampler_name" if sampler_name else "sampler_index"
+    flags["scheduler"] = _sampler(sampler_name or sampler_index, scheduler, param)
+    notices = []
+    overrides = body.take("override_settings", dict, "an object")
+    for key, value in (overrides or {}).items():
+        where = f"override_settings.{key}"
+        if key == "sd_model_checkpoint":
+            if not isinstance(value, str) or not value.strip():
+                raise UsageError(
+                    f"field '{where}' must be a model's title (GET /sdapi/v1/sd-models)", param=where
+                )
+            flags["model"] = value.split(" [", 1)[0] if value.endswith("]") else value
+        elif key == "CLIP_stop_at_last_layers":
+            if value not in (1, None):
+                raise UsageError(
+                    f"field '{where}' is not supported (only 1; got {_json(value)})",
+                    param=where,
+                    code="unsupported_value",
+                )
+        elif key == "sd_vae":
+            if value not in (None, "", "Automatic", "None"):
+                raise UsageError(
+                    f"field '{where}' is not supported (only Automatic; got {_json(value)}): aigc's VAE is "
+                    "the model's own, or the `vae` setting of its config",
+                    param=where,
+                    code="unsupported_value",
+                )
+        else:
+            notices.append(f"override_settings.{key} is not a setting aigc has: ignored")
+    send_images = body.take("send_images", bool, "a boolean")
+    init = mask = None
+    if img2img:
+        images = body.take("init_images", list, "a list of base64 strings (image files)")
+        if not images:
+            raise UsageError(
+                "field 'init_images' is required: a list with the image to start from (base64)",
+                param="init_images",
+                code="missing_required_parameter",
+            )
+        init = _image_bytes(images[0], "init_images")
+        if len(images) > 1:
+            notices.append(f"init_images holds {len(images)} images: the first was used")
+        raw_mask = body.take("mask")
+        mask = _image_bytes(raw_mask, "mask") if raw_mask is not None else None
+        invert = body.take("inpainting_mask_invert")
+        if invert not in (None, 0, 1) or isinstance(invert, bool):
+            raise UsageError(
+                f"field 'inpainting_mask_invert' must be 0 or 1 (got {_json(invert)})",
+                param="inpainting_mask_invert",
+            )
+        if mask is not None and invert == 1:
+            mask = _invert(mask)
+        tuned = [n for n in INPAINT_TUNING if body.take(n) not in (None, 0, False)]
+        body.taken.update(INPAINT_TUNING_ALSO)
+        if tuned and mask is not None:
+            notices.append(
+                f"{', '.join(tuned)}: A1111's own inpainting knobs, not applied: aigc inpaints as diffusers "
+                "does (the init image noised under the mask, no blur, the whole image)"
+            )
+    unknown = body.unknown()
+    if unknown:
+        names = ", ".join(f"'{n}'" for n in unknown)
+        raise UsageError(
+            f"Unknown field{'s' if len(unknown) > 1 else ''} {names} for {route} (the README's A1111 section "
+            "lists the fields aigc takes)",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
+    resolved = resolve_settings("image", flags, given_in="request")
+    from ..core.seeds import check_seeds
+
+    with field_named("seed"):
+        check_seeds(resolved, "image")
+    call = ImageCall(resolved, prompt, init, mask, fields=("init_images", "mask"))
+    return A1111Call(call, count, counts["batch_size"], send_images is not False, ignored, tuple(notices))
+
+
+@dataclass
+class Progress:
+    """The image job an A1111 route runs now, as GET /sdapi/v1/progress reports it. Jobs of the OpenAI
+    routes are not counted (they run through app._images)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    running: int = 0
+    job: str = ""
+    started: float = 0.0
+    count: int = 1
+    index: int = 0
+    step: int = 0
+    total: int = 0
+
+    def begin(self, job: str, count: int) -> None:
+        with self.lock:
+            self.running += 1
+            self.job, self.started, self.count, self.index, self.step, self.total = (
+                job,
+                time.time(),
+                count,
+                0,
+                0,
+                0,
+            )
+
+    def at(self, index: int, step: int, total: int) -> None:
+        with self.lock:
+            self.index, self.step, self.total = index, step, total
+
+    def end(self) -> None:
+        with self.lock:
+            self.running = max(0, self.running - 1)
+
+    def report(self) -> dict[str, Any]:
+        """A1111's /sdapi/v1/progress answer."""
+        with self.lock:
+            busy = self.running > 0
+            done = (self.index + (self.step / self.total if self.total else 0)) / max(self.count, 1)
+            progress = min(done, 1.0) if busy else 0.0
+            elapsed = time.time() - self.started if busy else 0.0
+            eta = elapsed / progress - elapsed if busy and progress > 0 else 0.0
+            state = {
+                "skipped": False,
+                "interrupted": False,
+                "stopping_generation": False,
+                "job": self.job if busy else "",
+                "job_count": self.count if busy else 0,
+                "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(self.started)) if busy else "0",
+                "job_no": self.index if busy else 0,
+                "sampling_step": self.step if busy else 0,
+                "sampling_steps": self.total if busy else 0,
+            }
+            return {
+                "progress": round(progress, 4),
+                "eta_relative": round(eta, 3),
+                "state": state,
+                "current_image": None,
+                "textinfo": f"{self.job}: image {self.index + 1}/{self.count}, step {self.step}/{self.total}"
+                if busy
+                else None,
+            }
+
+
+def _info(job: Any, records: list[dict[str, Any]], parsed: A1111Call, notices: list[Any]) -> dict[str, Any]:
+    """A1111's `info` object (sent as a JSON string) for the images made, with aigc's records and notices."""
+    from .. import __version__
+    from ..metadata import a1111_parameters
+
+    first = records[0] if records else {**job.record, "seed": job.request.seed}
+    seeds = [r["seed"] for r in records] or [job.request.seed + i for i in range(parsed.count)]
+    prompts = [first["prompt"]] * len(seeds)
+    negative = first.get("negative") or ""
+    return {
+        "prompt": first["prompt"],
+        "all_prompts": prompts,
+        "negative_prompt": negative,
+        "all_negative_prompts": [negative] * len(seeds),
+        "seed": seeds[0],
+        "all_seeds": seeds,
+        "subseed": -1,
+        "all_subseeds": [-1] * len(seeds),
+        "subseed_strength": 0,
+        "width": first["width"],
+        "height": first["height"],
+        "sampler_name": first["sampler"],
+        "cfg_scale": first["guidance"],
+        "steps": first["steps"],
+        "batch_size": parsed.batch_size,
+        "restore_faces": False,
+        "face_restoration_model": None,
+        "sd_model_name": first["model"],
+        "sd_model_hash": None,
+        "sd_vae_name": first.get("vae"),
+        "sd_vae_hash": None,
+        "seed_resize_from_w": -1,
+        "seed_resize_from_h": -1,
+        "denoising_strength": first.get("strength"),
+        "extra_generation_params": {},
+        "index_of_first_image": 0,
+        "infotexts": [a1111_parameters(r) for r in records],
+        "styles": [],
+        "job_timestamp": time.strftime("%Y%m%d%H%M%S"),
+        "clip_skip": 1,
+        "is_using_inpainting_conditioning": False,
+        "version": f"aigc {__version__}",
+        "aigc": {"records": records, "notices": notices_json(notices)},
+    }
+
+
+async def _generate(
+    state: ServerState, request: Request, parsed: A1111Call, progress: Progress
+) -> dict[str, Any]:
+    """Run the call as app._images does (same prepare, lease and run); A1111's answer."""
+    from starlette.concurrency import run_in_threadpool
+
+    from ..core import image as core_image
+    from ..core.events import ImageStep, Notice, Result
+    from ..metadata import image_metadata
+    from ..output import encode_image
+    from .app import _collect, _log_ignored, request_reporter
+
+    call = parsed.call
+    _log_ignored(state, request.url.path, parsed.ignored)
+    state.check_model(call.resolved)
+    inputs = core_image.ImageInputs(
+        init=call.init_png,
+        init_name="request body" if call.init_png is not None else None,
+        init_what="field 'init_images'",
+        mask=call.mask_png,
+        mask_name="request body" if call.mask_png is not None else None,
+        mask_what="field 'mask'",
+        fields=("'init_images'", "field 'mask'"),
+        params=("init_images", "mask"),
+    )
+    reporter = request_reporter(state)
+    for text in parsed.notices:
+        reporter.warn(text, "a1111_ignored")
+    job = await run_in_threadpool(
+        core_image.prepare, call.resolved, call.prompt, reporter, state.pool, inputs
+    )
+    state.labels[job.key] = job.label
+
+    def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
+        progress.begin(request.url.path.rsplit("/", 1)[-1], parsed.count)
+        try:
+            with state.pool.lease(job.key) as engine, closing(core_image.run(job, engine)) as events:
+                for event in events:
+                    if cancelled.is_set():
+                        state.console.info(f"aigc: the client went away: stopped {job.label}")
+                        return
+                    if isinstance(event, ImageStep):
+                        progress.at(event.index, event.step, event.total)
+                    elif isinstance(event, Notice):
+                        reporter.emit(event)
+                    elif isinstance(event, Result):
+                        png = encode_image(event.payload, "PNG", image_metadata("PNG", event.record))
+                        emit((png, event.record))
+        finally:
+            progress.end()
+            state.after_request()
+
+    made = await _collect(request, produce)
+    info = _info(job, [record for _, record in made], parsed, reporter.events)
+    images = [base64.b64encode(png).decode("ascii") for png, _ in made] if parsed.send_images else []
+    return {"images": images, "info": json.dumps(info, ensure_ascii=False)}
+
+
+def png_info(data: dict[str, Any]) -> dict[str, Any]:
+    """POST /sdapi/v1/png-info: {"image": base64} -> the `parameters` text, the image's other text chunks
+    (`items`), and the parameters read into fields (`parameters`), as A1111 answers."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from .protocol import _Body
+
+    body = _Body(data)
+    raw = body.take("image")
+    if raw is None:
+        raise UsageError(
+            "field 'image' is required (base64)", param="image", code="missing_required_parameter"
+        )
+    unknown = body.unknown()
+    if unknown:
+        raise UsageError(
+            f"Unknown field '{unknown[0]}' for /sdapi/v1/png-info: send image",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
+    png = _image_bytes(raw, "image")
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            items = {k: v for k, v in image.info.items() if isinstance(v, str)}
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise UsageError(f"field 'image' is not an image file ({exc})", param="image") from None
+    text = items.pop("parameters", "")
+    return {"info": text, "items": items, "parameters": parse_parameters(text)}
+
+
+def parse_parameters(text: str) -> dict[str, Any]:
+    """A1111's `parameters` text read back into fields: Prompt, Negative prompt, then `Key: value` pairs
+    (a quoted value as JSON), numbers as numbers, Size as Size-1 and Size-2."""
+    import re
+
+    if not text:
+        return {}
+    lines = text.strip().split("\n")
+    last = lines[-1] if len(lines) > 1 or re.search(r"\bSteps: ", lines[-1]) else ""
+    head = lines[:-1] if last else lines
+    prompt, negative, into_negative = [], [], False
+    for line in head:
+        if line.startswith("Negative prompt:"):
+            into_negative = True
+            line = line.removeprefix("Negative prompt:").strip()
+        (negative if into_negative else prompt).append(line)
+    found: dict[str, Any] = {"Prompt": "\n".join(prompt), "Negative prompt": "\n".join(negative)}
+    for key, value in re.findall(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)', last):
+        if value.startswith('"'):
+            with suppress(ValueError):
+                value = json.loads(value)
+        size = re.fullmatch(r"(\d+)x(\d+)", value)
+        if size:
+            found[f"{key}-1"], found[f"{key}-2"] = size.groups()
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except (TypeError, ValueError):
+                continue
+        found[key] = value
+    return found
+
+
+def image_models(state: ServerState) -> list[dict[str, Any]]:
+    """GET /sdapi/v1/sd-models: the image models here (loaded, what --preload named, aliases embedded or
+    cached) in A1111's shape; `title` is what override_settings.sd_model_checkpoint takes back."""
+    from pathlib import Path
+
+    from ..catalog import available_models, modality_of
+
+    names: dict[str, None] = {}
+    for row in state.loaded():
+        if row["modality"] == "image":
+            names.setdefault(row["folder"] if row["folder"] in state.preload_names else row["model"])
+    for name in state.preload_names:
+        try:
+            if modality_of(name) == "image":
+                names.setdefault(name)
+        except AigcError:
+            continue
+    for name, modality in available_models():
+        if modality == "image":
+            names.setdefault(name)
+    return [
+        {"title": name, "model_name": Path(name).name or name, "hash": None, "sha256": None, "filename": name}
+        for name in names
+    ]
+
+
+def samplers() -> list[dict[str, Any]]:
+    """GET /sdapi/v1/samplers: aigc's schedulers in A1111's shape (the aigc name is an alias)."""
+    from ..engines.image import SCHEDULERS
+
+    return [
+        {"name": sampler, "aliases": [name], "options": {"scheduler": cls, **kw}}
+        for name, (cls, kw, sampler) in SCHEDULERS.items()
+    ]
+
+
+def _a1111_errors(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """aigc's error JSON (status by error_body) with A1111's `detail` (the message) added."""
+    import functools
+
+    @functools.wraps(route)
+    async def wrapped(request: Request) -> Any:
+        try:
+            return await route(request)
+        except AigcError as exc:
+            status, body = error_body(exc, request.url.path)
+            return JSONResponse({**body, "detail": body["error"]["message"]}, status_code=status)
+
+    return wrapped
+
+
+def add_routes(app: FastAPI, state: ServerState) -> None:
+    """Register the /sdapi/v1 routes on `app` (create_app calls it; the Guard covers them as every route)."""
+    from starlette.concurrency import run_in_threadpool
+
+    from .app import read_body
+
+    progress = Progress()
+
+    async def txt2img(request: Request) -> JSONResponse:
+        data = await read_body(request)
+        parsed = parse_a1111(data, img2img=False)
+        answer = await _generate(state, request, parsed, progress)
+        return JSONResponse({"images": answer["images"], "parameters": data, "info": answer["info"]})
+
+    async def img2img(request: Request) -> JSONResponse:
+        data = await read_body(request)
+        parsed = parse_a1111(data, img2img=True)
+        answer = await _generate(state, request, parsed, progress)
+        shown = {k: v for k, v in data.items() if k not in ("init_images", "mask")}
+        shown.update(init_images=None, mask=None)  # as A1111 answers: the images are not sent back
+        return JSONResponse({"images": answer["images"], "parameters": shown, "info": answer["info"]})
+
+    async def pnginfo(request: Request) -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(png_info, await read_body(request)))
+
+    async def sd_models(request: Request) -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(image_models, state))
+
+    async def sampler_list(request: Request) -> JSONResponse:
+        return JSONResponse(samplers())
+
+    async def progress_now(request: Request) -> JSONResponse:
+        return JSONResponse(progress.report())
+
+    for path, method, route, name in (
+        ("/sdapi/v1/txt2img", "POST", txt2img, "txt2img"),
+        ("/sdapi/v1/img2img", "POST", img2img, "img2img"),
+        ("/sdapi/v1/png-info", "POST", pnginfo, "png-info"),
+        ("/sdapi/v1/sd-models", "GET", sd_models, "sd-models"),
+        ("/sdapi/v1/samplers", "GET", sampler_list, "samplers"),
+        ("/sdapi/v1/progress", "GET", progress_now, "progress"),
+    ):
+        app.add_api_route(path, _a1111_errors(route), methods=[method], **describe(name))
+
+
+# --- /openapi.json ------------------------------------------------------------------------------------------
+
+_SUMMARIES = {
+    "txt2img": "AUTOMATIC1111's txt2img: base64 PNGs (with their parameters chunk) and info",
+    "img2img": "AUTOMATIC1111's img2img: init_images, mask (white repaints), denoising_strength",
+    "png-info": "AUTOMATIC1111's png-info: the parameters text a PNG records",
+    "sd-models": "AUTOMATIC1111's model list: the image models this server can run",
+    "samplers": "AUTOMATIC1111's sampler list: aigc's schedulers",
+    "progress": "AUTOMATIC1111's progress of the image job an /sdapi route runs now (0 when idle)",
+}
+
+
+def _body_schema(img2img: bool) -> dict[str, Any]:
+    from ..settings import SCHEMAS, knobs
+    from .openapi import _knob
+
+    schema = knobs(SCHEMAS["image"])
+    sampler_names = list(a1111_samplers())
+    properties: dict[str, Any] = {
+        "prompt": {"type": "string", "minLength": 1, "pattern": r"\S"},
+        "negative_prompt": {"type": ["string", "null"]},
+        "seed": {
+            "type": ["integer", "null"],
+            "minimum": -1,
+            "maximum": 2**32 - 1,
+            "description": "-1: random",
+        },
+        "steps": _knob("steps", schema["steps"]),
+        "cfg_scale": _knob("guidance", schema["guidance"]),
+        "width": _knob("width", schema["width"]),
+        "height": _knob("height", schema["height"]),
+        "batch_size": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_N},
+        "n_iter": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_N},
+        "sampler_name": {"enum": [*sampler_names, None], "description": "GET /sdapi/v1/samplers"},
+        "sampler_index": {"enum": [*sampler_names, None]},
+        "scheduler": {"enum": ["Automatic", *SCHEDULER_TYPES, None]},
+        "override_settings": {
+            "type": ["object", "null"],
+            "properties": {"sd_model_checkpoint": {"type": "string", "description": "A title of sd-models"}},
+        },
+        "send_images": {"type": ["boolean", "null"]},
+        **{name: {"enum": [default, None]} for name, default in REFUSED.items() if default not in ([], {})},
+        **{name: {"description": "Accepted and ignored (A1111's)"} for name in sorted(IGNORED)},
+    }
+    if img2img:
+        properties["denoising_strength"] = _knob("strength", schema["strength"])
+        properties["init_images"] = {
+            "type": "array",
+            "minItems": 1,
+            "items": {"type": "string", "contentEncoding": "base64"},
+            "description": "Image files (base64); the first is used",
+        }
+        properties["mask"] = {"type": ["string", "null"], "description": "White repaints (base64 image)"}
+        properties["inpainting_mask_invert"] = {"enum": [0, 1, None]}
+        for name in (*INPAINT_TUNING, *INPAINT_TUNING_ALSO):
+            properties[name] = {"description": "Accepted; not applied (aigc inpaints as diffusers does)"}
+    else:
+        properties["denoising_strength"] = {"description": "The hires pass's: ignored (no hires pass)"}
+    required = ["prompt", "init_images"] if img2img else ["prompt"]
+    body = {"type": "object", "required": required, "properties": properties, "additionalProperties": False}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
+
+
+def _ok(name: str) -> dict[str, Any]:
+    from .openapi import _json
+
+    if name in ("txt2img", "img2img"):
+        made = {
+            "type": "object",
+            "required": ["images", "parameters", "info"],
+            "properties": {
+                "images": {"type": "array", "items": {"type": "string"}},
+                "parameters": {"type": "object"},
+                "info": {"type": "string", "description": "A JSON object, as A1111's"},
+            },
+        }
+        return {"200": _json(made)}
+    if name == "png-info":
+        info = {"type": "object", "required": ["info", "items"], "properties": {"info": {"type": "string"}}}
+        return {"200": _json(info)}
+    if name == "sd-models":
+        row = {"type": "object", "required": ["title", "model_name", "hash", "filename"]}
+        return {"200": _json({"type": "array", "items": row})}
+    if name == "samplers":
+        row = {"type": "object", "required": ["name", "aliases", "options"]}
+        return {"200": _json({"type": "array", "items": row})}
+    report = {
+        "type": "object",
+        "required": ["progress", "eta_relative", "state", "current_image", "textinfo"],
+        "properties": {"progress": {"type": "number", "minimum": 0, "maximum": 1}},
+    }
+    return {"200": _json(report)}
+
+
+def describe(name: str) -> dict[str, Any]:
+    """The keyword arguments of A1111 route `name`'s registration: summary, body, answers (as
+    openapi.describe gives the OpenAI routes'); errors in aigc's error JSON, with A1111's `detail`."""
+    from .openapi import _ERRORS, ERROR, _json
+
+    error = {**ERROR, "properties": {**ERROR["properties"], "detail": {"type": "string"}}}
+    responses: dict[str | int, Any] = {**_ok(name)}
+    bodies = {"txt2img": False, "img2img": True}
+    errors: tuple[str, ...] = ("401", "403")
+    if name in bodies or name == "png-info":
+        errors = tuple(_ERRORS)
+    for status in errors:
+        responses[status] = _json(error, _ERRORS[status])
+    extra = _body_schema(bodies[name]) if name in bodies else None
+    if name == "png-info":
+        body = {
+            "type": "object",
+            "required": ["image"],
+            "properties": {"image": {"type": "string", "contentEncoding": "base64"}},
+            "additionalProperties": False,
+        }
+        extra = {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
+    return {
+        "summary": _SUMMARIES[name],
+        "responses": responses,
+        "openapi_extra": extra,
+        "response_model": None,
+    }

@@ -1,0 +1,227 @@
+"""AUTOMATIC1111's web API on `aigc serve` (/sdapi/v1/*), as its clients call it: raw HTTP against the session
+server (tiny models preloaded). txt2img and img2img equal `aigc image` with the same seed and settings."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+from inproc import run_cli
+from PIL import Image
+from server_helpers import http, server_env, start_server
+
+
+def post(server, route: str, body: dict, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    status, _, raw = http(f"{server.url}/sdapi/v1/{route}", "POST", body, headers)
+    return status, json.loads(raw)
+
+
+def local(*args: str) -> None:
+    result = run_cli(*args, "--local")
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def png(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def b64_file(path) -> str:
+    return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def test_txt2img_equals_aigc_image_bytes_pixels_and_parameters_chunk(server, pipes, tmp_path):
+    sd = str(pipes["sd"])
+    body = {
+        "prompt": "a lighthouse",
+        "negative_prompt": "fog",
+        "seed": 3,
+        "steps": 2,
+        "cfg_scale": 6.5,
+        "width": 64,
+        "height": 64,
+        "batch_size": 2,
+        "n_iter": 1,
+        "sampler_name": "Euler a",
+        "override_settings": {"sd_model_checkpoint": sd},
+        # what A1111 clients send by default: accepted
+        "restore_faces": False,
+        "enable_hr": False,
+        "denoising_strength": 0.7,
+        "do_not_save_samples": True,
+        "save_images": False,
+        "send_images": True,
+    }
+    status, answer = post(server, "txt2img", body)
+    assert status == 200, answer
+    args = ["image", "a lighthouse", "-m", sd, "--negative", "fog", "--seed", "3", "--steps", "2"]
+    args += ["--guidance", "6.5", "--width", "64", "--height", "64", "--scheduler", "euler-a", "-n", "2"]
+    local(*args, "-o", "here.png")
+    info = json.loads(answer["info"])
+    assert answer["parameters"] == body
+    assert len(answer["images"]) == 2
+    for index, b64 in enumerate(answer["images"]):
+        here = tmp_path / f"here-{index + 1}.png"
+        assert base64.b64decode(b64) == here.read_bytes()
+        served, expected = png(b64), Image.open(here)
+        assert served.tobytes() == expected.tobytes()
+        assert served.text["parameters"] == expected.text["parameters"] == info["infotexts"][index]
+    assert info["seed"] == 3 and info["all_seeds"] == [3, 4]
+    assert info["all_prompts"] == ["a lighthouse"] * 2 and info["negative_prompt"] == "fog"
+    assert (info["steps"], info["cfg_scale"], info["width"], info["height"]) == (2, 6.5, 64, 64)
+    assert info["sampler_name"] == "Euler a"
+    assert "Sampler: Euler a" in info["infotexts"][0] and "Seed: 4" in info["infotexts"][1]
+
+
+def test_txt2img_seed_minus_one_is_random_and_send_images_false_sends_none(server, pipes):
+    body = {"prompt": "a fox", "seed": -1, "steps": 1, "width": 64, "height": 64, "send_images": False}
+    body["override_settings"] = {"sd_model_checkpoint": str(pipes["sd"])}
+    status, answer = post(server, "txt2img", body)
+    assert status == 200, answer
+    assert answer["images"] == []
+    info = json.loads(answer["info"])
+    assert isinstance(info["seed"], int) and info["seed"] >= 0
+    assert len(info["infotexts"]) == 1 and f"Seed: {info['seed']}" in info["infotexts"][0]
+
+
+def _start_and_mask(tmp_path) -> None:
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(tmp_path / "start.png")
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (8, 8, 40, 40))
+    mask.save(tmp_path / "mask.png")
+
+
+def test_img2img_with_and_without_mask_equals_aigc_image_init_image(server, pipes, tmp_path):
+    _start_and_mask(tmp_path)
+    sd = str(pipes["sd"])
+    base = {"prompt": "a cat", "seed": 5, "steps": 4, "override_settings": {"sd_model_checkpoint": sd}}
+    args = ["image", "a cat", "-m", sd, "--seed", "5", "--steps", "4", "--init-image", "start.png"]
+    cases = [
+        ({"denoising_strength": 0.6}, ["--strength", "0.6"], "plain.png"),
+        ({"mask": b64_file(tmp_path / "mask.png")}, ["--mask", "mask.png"], "masked.png"),
+    ]
+    for extra, flags, name in cases:
+        body = {**base, "init_images": [b64_file(tmp_path / "start.png")], **extra}
+        status, answer = post(server, "img2img", body)
+        assert status == 200, answer
+        local(*args, *flags, "-o", name)
+        (b64,) = answer["images"]
+        served, expected = png(b64), Image.open(tmp_path / name)
+        assert served.size == expected.size == (64, 64)
+        assert served.tobytes() == expected.tobytes(), name
+        # the parameters chunk is the same; the aigc one names the init image as it came (a file, a body)
+        assert served.text["parameters"] == expected.text["parameters"]
+        assert json.loads(served.text["aigc"])["init_image"] == "request body"
+        assert answer["parameters"]["init_images"] is None
+
+
+def test_img2img_inverted_mask_and_a1111_inpainting_knobs(server, pipes, tmp_path):
+    _start_and_mask(tmp_path)
+    inverted = Image.eval(Image.open(tmp_path / "mask.png"), lambda v: 255 - v)
+    inverted.save(tmp_path / "inverted.png")
+    sd = str(pipes["sd"])
+    body = {
+        "prompt": "a cat",
+        "seed": 5,
+        "steps": 2,
+        "override_settings": {"sd_model_checkpoint": sd},
+        "init_images": ["data:image/png;base64," + b64_file(tmp_path / "start.png")],
+        "mask": b64_file(tmp_path / "inverted.png"),
+        "inpainting_mask_invert": 1,
+        "mask_blur": 4,
+        "inpainting_fill": 1,
+    }
+    status, answer = post(server, "img2img", body)
+    assert status == 200, answer
+    local("image", "a cat", "-m", sd, "--seed", "5", "--steps", "2", "--init-image", "start.png",
+          "--mask", "mask.png", "-o", "here.png")  # fmt: skip
+    assert png(answer["images"][0]).tobytes() == Image.open(tmp_path / "here.png").tobytes()
+    notices = json.loads(answer["info"])["aigc"]["notices"]
+    assert any(
+        "mask_blur, inpainting_fill" in n["message"] and "not applied" in n["message"] for n in notices
+    )
+
+
+def test_sd_models_samplers_progress(server, pipes):
+    status, _, raw = http(f"{server.url}/sdapi/v1/sd-models")
+    assert status == 200
+    models = json.loads(raw)
+    row = next(m for m in models if m["filename"] == str(pipes["sd"]))
+    assert row["title"] == str(pipes["sd"]) and row["hash"] is None and row["model_name"] == pipes["sd"].name
+    status, _, raw = http(f"{server.url}/sdapi/v1/samplers")
+    samplers = {s["name"]: s for s in json.loads(raw)}
+    assert samplers["Euler a"]["aliases"] == ["euler-a"]
+    assert samplers["DPM++ 2M Karras"]["options"] == {
+        "scheduler": "DPMSolverMultistepScheduler",
+        "use_karras_sigmas": True,
+    }
+    status, _, raw = http(f"{server.url}/sdapi/v1/progress")
+    progress = json.loads(raw)
+    assert status == 200 and progress["progress"] == 0 and progress["current_image"] is None
+    assert progress["state"]["job"] == "" and progress["state"]["job_count"] == 0
+
+
+def test_sd_models_lists_no_text_or_speech_model(server, tiny, vits):
+    models = json.loads(http(f"{server.url}/sdapi/v1/sd-models")[2])
+    titles = {m["title"] for m in models}
+    assert str(tiny["llama"]) not in titles and str(vits) not in titles
+
+
+def test_png_info_reads_back_what_txt2img_wrote(server, pipes):
+    body = {"prompt": "a red fox", "seed": 7, "steps": 1, "width": 64, "height": 64, "cfg_scale": 5}
+    body["override_settings"] = {"sd_model_checkpoint": str(pipes["sd"])}
+    status, made = post(server, "txt2img", body)
+    assert status == 200, made
+    status, answer = post(server, "png-info", {"image": "data:image/png;base64," + made["images"][0]})
+    assert status == 200, answer
+    assert answer["info"] == json.loads(made["info"])["infotexts"][0]
+    assert json.loads(answer["items"]["aigc"])["seed"] == 7
+    fields = answer["parameters"]
+    assert fields["Prompt"] == "a red fox" and fields["Seed"] == 7 and fields["Steps"] == 1
+    assert fields["CFG scale"] == 5.0 and (fields["Size-1"], fields["Size-2"]) == ("64", "64")
+    plain = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(plain, format="PNG")
+    status, answer = post(server, "png-info", {"image": base64.b64encode(plain.getvalue()).decode()})
+    assert status == 200 and answer["info"] == "" and answer["items"] == {}
+    status, answer = post(server, "png-info", {"image": "bm90IGFuIGltYWdl"})
+    assert status == 400 and answer["error"]["param"] == "image"
+
+
+def test_bad_input_is_one_clear_error_naming_the_field(server, pipes):
+    base = {"prompt": "a fox", "steps": 1, "width": 64, "height": 64}
+    cases = [
+        ({"sampler_name": "DPM2 a"}, "sampler_name", "Euler a"),
+        ({"sampler_name": "Euler", "scheduler": "Exponential"}, "scheduler", "Karras"),
+        ({"sampler_name": "Euler", "scheduler": "Karras"}, "sampler_name", "DPM++ 2M Karras"),
+        ({"enable_hr": True}, "enable_hr", "not supported"),
+        ({"batch_size": 4, "n_iter": 5}, "batch_size", "at most 16"),
+        ({"steps": 0}, "steps", "steps"),
+        ({"no_such_field": 1}, "no_such_field", "Unknown field"),
+        ({"override_settings": {"sd_model_checkpoint": "no-such/model-here"}}, "model", "no-such/model-here"),
+    ]
+    for extra, param, words in cases:
+        status, answer = post(server, "txt2img", {**base, **extra})
+        assert 400 <= status < 500, (extra, answer)
+        assert answer["error"]["param"] == param, (extra, answer)
+        assert words in answer["error"]["message"], (extra, answer)
+        assert answer["detail"] == answer["error"]["message"]
+    status, answer = post(
+        server, "img2img", {**base, "override_settings": {"sd_model_checkpoint": str(pipes["sd"])}}
+    )
+    assert status == 400 and answer["error"]["param"] == "init_images"
+    model = {"override_settings": {"sd_model_checkpoint": str(pipes["sd"])}}
+    status, answer = post(server, "img2img", {**base, **model, "init_images": ["bm90IGFuIGltYWdl"]})
+    assert status == 400 and answer["error"]["param"] == "init_images", answer
+
+
+def test_the_guard_holds_on_sdapi_routes(server, tmp_path):
+    status, _, raw = http(f"{server.url}/sdapi/v1/sd-models", headers={"Host": "evil.example"})
+    assert status == 403 and "Host" in json.loads(raw)["error"]["message"]
+    keyed = start_server(tmp_path, "--api-key", "sekrit", env=server_env(tmp_path))
+    try:
+        status, _, raw = http(f"{keyed.url}/sdapi/v1/txt2img", "POST", {"prompt": "a fox"})
+        assert status == 401 and json.loads(raw)["error"]["code"] == "invalid_api_key"
+        assert http(f"{keyed.url}/sdapi/v1/samplers")[0] == 401
+        assert http(f"{keyed.url}/sdapi/v1/samplers", headers={"Authorization": "Bearer sekrit"})[0] == 200
+    finally:
+        keyed.stop()
