@@ -279,29 +279,38 @@ def remote_image(
     response = _send(server, console, "/v1/images/generations", body, resolved)
     if response is None:
         return None
-    answer = _read(server, lambda: json.loads(response.read()))
-    return _image_events(server, answer, inputs, resolved)
+    return _image_events(server, response, inputs, resolved)
 
 
 def _image_events(
-    server: ServerRef, answer: dict[str, Any], inputs: Any, resolved: Resolved
+    server: ServerRef, response: http.client.HTTPResponse, inputs: Any, resolved: Resolved
 ) -> Iterator[Event]:
+    """The server's image stream (stream with progress) as core.image.run's events: the notices, an
+    ImageStep per denoising step (the CLI's bar shows them), a Result per image."""
     from PIL import Image
 
+    from .core.events import ImageStep
+
     drawn = resolved.values.seed is None
-    yield from _notices(answer.get("aigc"), resolved, "image")
-    data = _read(server, lambda: answer["data"])
-    for index, item in enumerate(data):
-        record = dict(item["aigc"])
-        timings = {name: record.pop(name) for name in TIMINGS if name in record}
-        record.pop("vae_retried", None)
-        if index == 0:
-            yield SeedChosen(record["seed"], drawn)
-        record["init_image"] = inputs.init_name if record.get("init_image") is not None else None
-        if record.get("mask") is not None:
-            record["mask"] = inputs.mask_name
-        image = Image.open(io.BytesIO(base64.b64decode(item["b64_json"])))
-        yield Result(index, record, image, timings)
+    index = 0
+    for event in _events(server, response):
+        kind = event.get("type", "")
+        if kind == "aigc.notices":
+            yield from _notices({"notices": event["notices"]}, resolved, "image")
+        elif kind == "aigc.image.step":
+            yield ImageStep(event["index"], event["step"], event["total"])
+        elif kind.endswith(".completed"):
+            record = dict(event["aigc"])
+            timings = {name: record.pop(name) for name in TIMINGS if name in record}
+            record.pop("vae_retried", None)
+            if index == 0:
+                yield SeedChosen(record["seed"], drawn)
+            record["init_image"] = inputs.init_name if record.get("init_image") is not None else None
+            if record.get("mask") is not None:
+                record["mask"] = inputs.mask_name
+            image = _read(server, lambda e=event: Image.open(io.BytesIO(base64.b64decode(e["b64_json"]))))
+            yield Result(index, record, image, timings)
+            index += 1
 
 
 # --- speech -------------------------------------------------------------------------------------------------

@@ -197,6 +197,16 @@ def test_cli_text_through_the_server_equals_local(server, tiny):
     assert via(server, *raw).stdout == local(*raw).stdout
 
 
+def test_the_cli_bar_shows_the_servers_steps(server, pipes, tmp_path):
+    """Through a server, `aigc image -n 2` on a terminal draws its bar from the server's steps as they go
+    (stream with progress), to 100%."""
+    args = [AIGC, "image", "a lighthouse", "-m", str(pipes["sd"]), "--seed", "3", "-n", "2", "--steps", "6"]
+    args += ["--width", "64", "--height", "64", "-o", str(tmp_path / "bar.png")]
+    shown = run_in_pty(args, env={**os.environ, "AIGC_HOST": server.url})
+    assert "denoising" in shown and "100%" in shown, shown
+    assert (tmp_path / "bar-1.png").is_file() and (tmp_path / "bar-2.png").is_file()
+
+
 def test_cli_image_and_speech_through_the_server_equal_local(server, pipes, vits, tmp_path):
     sd = str(pipes["sd"])
     args = ["image", "a lighthouse", "-m", sd, "--seed", "3", *SMALL_IMAGE]

@@ -608,6 +608,8 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
                         reporter.emit(event)
                     if isinstance(event, ImageStep) and event.preview is not None:
                         emit(("partial", event.index, encode_image(event.preview, "PNG", {})))
+                    if isinstance(event, ImageStep) and call.progress:
+                        emit(("step", event.index, (event.step, event.total)))
                     if not isinstance(event, Result):
                         continue
                     png = encode_image(event.payload, "PNG", image_metadata("PNG", event.record))
@@ -622,7 +624,7 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
 
     if call.stream:
         return StreamingResponse(
-            _image_events(state, request, produce, job, call), media_type="text/event-stream"
+            _image_events(state, request, produce, job, call, reporter), media_type="text/event-stream"
         )
     data = [item[2] for item in await _collect(request, produce) if item[0] == "image"]
     return JSONResponse(
@@ -631,11 +633,15 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
 
 
 async def _image_events(
-    state: ServerState, request: Request, produce: Callable[..., None], job: Any, call: Any
+    state: ServerState, request: Request, produce: Callable[..., None], job: Any, call: Any, reporter: Any
 ) -> AsyncIterator[bytes]:
     """OpenAI's image stream: `image_generation.partial_image` (image_edit.* on the edits route) for each
     preview, `...completed` with each final image (and its record in `aigc`). An error ends the stream with
-    OpenAI's error JSON."""
+    OpenAI's error JSON. With `progress` (aigc's own): `aigc.notices` first and last, an `aigc.image.step`
+    per step, and [DONE] at the end."""
+    told = len(reporter.events)
+    if call.progress:
+        yield _sse({"type": "aigc.notices", "notices": notices_json(reporter.events)})
     kind = "image_edit" if call.fields[0] == "image" else "image_generation"
     size = f"{job.request.width}x{job.request.height}" if job.request.width else "auto"
     common = {"background": "opaque", "output_format": "png", "quality": "auto", "size": size}
@@ -648,7 +654,9 @@ async def _image_events(
             return
         what, index, payload = item
         now = int(time.time())
-        if what == "partial":
+        if what == "step":
+            yield _sse({"type": "aigc.image.step", "index": index, "step": payload[0], "total": payload[1]})
+        elif what == "partial":
             number = partials.get(index, 0)
             partials[index] = number + 1
             b64 = base64.b64encode(payload).decode("ascii")
@@ -659,6 +667,9 @@ async def _image_events(
                      "input_tokens_details": {"image_tokens": 0, "text_tokens": 0}}  # fmt: skip
             yield _sse({"type": f"{kind}.completed", "b64_json": payload["b64_json"], "created_at": now,
                         "usage": usage, "aigc": payload["aigc"], **common})  # fmt: skip
+    if call.progress:
+        yield _sse({"type": "aigc.notices", "notices": notices_json(reporter.events[told:])})
+        yield b"data: [DONE]\n\n"
 
 
 # --- speech -------------------------------------------------------------------------------------------------

@@ -183,6 +183,10 @@ def _images_body() -> dict[str, Any]:
         "response_format": {"enum": ["b64_json", None]},
         "stream": {"type": ["boolean", "null"], "description": "Server-sent events: previews, then images"},
         "partial_images": {"type": ["integer", "null"], "minimum": 0, "maximum": 3},
+        "progress": {
+            "type": ["boolean", "null"],
+            "description": "aigc's: with stream, a step event per step",
+        },
         "output_format": {"enum": ["png", None]},
         "quality": {"enum": ["auto", None]},
         "init_image": {"type": "string", "contentEncoding": "base64", "description": "An image file"},

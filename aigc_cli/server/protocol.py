@@ -113,6 +113,8 @@ def image_request(
         "model": local_name(s.model),
         "prompt": prompt,
         "response_format": "b64_json",
+        "stream": True,  # with progress: the steps as they go, for the CLI's bar
+        "progress": True,
         **sent_settings("image", resolved),
     }
     if s.count:
@@ -183,6 +185,9 @@ class ImageCall:
     """Server-sent events: partial images (previews) as they come, then each image when done."""
     partial_images: int = 0
     """Previews per image while streaming (0-3), as OpenAI's partial_images."""
+    progress: bool = False
+    """aigc's own, with stream: an aigc.image.step event per denoising step and the notices as
+    aigc.notices events, the stream ending with [DONE] (what `aigc image` through a server reads)."""
 
 
 @dataclass(frozen=True)
@@ -643,6 +648,9 @@ def _image_call(body: _Body, route: str, files: tuple[bytes, bytes | None] | Non
         raise _invalid(f"field 'partial_images' must be 0 to 3 (got {partial})", "partial_images")
     if partial and not stream:
         raise _invalid("field 'partial_images' needs 'stream': true", "partial_images")
+    progress = body.take("progress", bool, "true or false") or False
+    if progress and not stream:
+        raise _invalid("field 'progress' needs 'stream': true", "progress")
     if files is None:
         init_png, mask_png = (_base64(body, name) for name in ("init_image", "mask"))
         fields = ("init_image", "mask")
@@ -655,9 +663,7 @@ def _image_call(body: _Body, route: str, files: tuple[bytes, bytes | None] | Non
         raise _invalid("field 'strength' needs 'init_image'", "strength")
     if mask_png is not None and init_png is None:
         raise _invalid("field 'mask' needs 'init_image': the image to repaint", "mask")
-    return ImageCall(
-        resolved, prompt, init_png, mask_png, ignored, fields, stream=stream, partial_images=partial or 0
-    )
+    return ImageCall(resolved, prompt, init_png, mask_png, ignored, fields, stream, partial or 0, progress)
 
 
 def _base64(body: _Body, name: str) -> bytes | None:
