@@ -183,6 +183,7 @@ def test_png_info_reads_back_what_txt2img_wrote(server, pipes):
     Image.new("RGB", (8, 8)).save(plain, format="PNG")
     status, answer = post(server, "png-info", {"image": base64.b64encode(plain.getvalue()).decode()})
     assert status == 200 and answer["info"] == "" and answer["items"] == {}
+    assert post(server, "png-info", {"image": ""}) == (200, {"info": "", "items": {}, "parameters": {}})
     status, answer = post(server, "png-info", {"image": "bm90IGFuIGltYWdl"})
     assert status == 400 and answer["error"]["param"] == "image"
 

@@ -517,6 +517,8 @@ def png_info(data: dict[str, Any]) -> dict[str, Any]:
             param=unknown[0],
             code="unknown_parameter",
         )
+    if isinstance(raw, str) and not raw.strip():  # as A1111 answers an empty image: nothing recorded
+        return {"info": "", "items": {}, "parameters": {}}
     png = _image_bytes(raw, "image")
     try:
         with Image.open(io.BytesIO(png)) as image:
@@ -698,7 +700,11 @@ def _body_schema(img2img: bool) -> dict[str, Any]:
             "properties": {"sd_model_checkpoint": {"type": "string", "description": "A title of sd-models"}},
         },
         "send_images": {"type": ["boolean", "null"]},
-        **{name: {"enum": [default, None]} for name, default in REFUSED.items() if default not in ([], {})},
+        **{
+            name: {"enum": [default, None] if default is not None else [None]}
+            for name, default in REFUSED.items()
+            if default not in ([], {})
+        },
         **{name: {"description": "Accepted and ignored (A1111's)"} for name in sorted(IGNORED)},
     }
     if img2img:
@@ -751,6 +757,14 @@ def _ok(name: str) -> dict[str, Any]:
     return {"200": _json(report)}
 
 
+EXAMPLE_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAAZmlUWHRwYXJhbWV0ZXJzAAAAAABhIHJlZCBmb3gKU3RlcHM6IDEsIFNhbXBs"
+    "ZXI6IEV1bGVyLCBDRkcgc2NhbGU6IDEuMCwgU2VlZDogNywgU2l6ZTogMXgxLCBNb2RlbDogc2QtdHVyYm/XaFIcAAAACklEQVR4nGNgAAAA"
+    "AgABSK+kcQAAAABJRU5ErkJggg=="
+)
+"""A 1x1 PNG with a `parameters` chunk: the example /openapi.json gives for png-info."""
+
+
 def describe(name: str) -> dict[str, Any]:
     """The keyword arguments of A1111 route `name`'s registration: summary, body, answers (as
     openapi.describe gives the OpenAI routes'); errors in aigc's error JSON, with A1111's `detail`."""
@@ -769,10 +783,17 @@ def describe(name: str) -> dict[str, Any]:
         body = {
             "type": "object",
             "required": ["image"],
-            "properties": {"image": {"type": "string", "contentEncoding": "base64"}},
+            "properties": {
+                "image": {
+                    "type": "string",
+                    "description": "A PNG file (base64, or a data: URL); empty: info is empty, as A1111's",
+                    "examples": [EXAMPLE_PNG],
+                }
+            },
             "additionalProperties": False,
         }
-        extra = {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
+        example = {"schema": body, "example": {"image": EXAMPLE_PNG}}
+        extra = {"requestBody": {"required": True, "content": {"application/json": example}}}
     return {
         "summary": _SUMMARIES[name],
         "responses": responses,
