@@ -157,7 +157,7 @@ def root(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON line per result on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("-q", "--quiet", help="Nothing on stderr but errors.")]
 VerboseOpt = Annotated[
-    bool, typer.Option("-v", "--verbose", help="Notes on stderr even when it is not a terminal.")
+    bool, typer.Option("-v", "--verbose", help="Notes on stderr too: backend, model folder, the seed drawn.")
 ]
 OfflineOpt = Annotated[
     bool, typer.Option("--offline", help="Never touch the network (same as HF_HUB_OFFLINE=1).")

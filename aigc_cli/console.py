@@ -65,8 +65,12 @@ class Console:
 
             # bound to the stderr of now: a library's output hushed meanwhile (redirect_stderr) is not ours;
             # one line, cut to the terminal's width (a long model path would wrap every frame)
-            with RichConsole(file=sys.stderr).status(Text(text, no_wrap=True, overflow="ellipsis")):
-                yield
+            terminal.spinning = True
+            try:
+                with RichConsole(file=sys.stderr).status(Text(text, no_wrap=True, overflow="ellipsis")):
+                    yield
+            finally:
+                terminal.spinning = False
         else:
             if self.verbose:
                 self._write(text)
@@ -163,5 +167,8 @@ class StepBar:
 
 
 def error_line(text: str) -> None:
-    """The one line a failure prints."""
-    print(f"aigc: error: {text}", file=sys.stderr, flush=True)
+    """The one line a failure prints: on a line of its own on a terminal (after a spinner or a reply cut
+    short), the cursor shown."""
+    tidy = terminal.tidy().decode()
+    terminal.spinning = terminal.line_open = False
+    print(f"{tidy}aigc: error: {text}", file=sys.stderr, flush=True)

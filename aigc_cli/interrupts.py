@@ -18,7 +18,9 @@ from typing import Any
 
 
 def exit_now(signum: int, frame: Any) -> None:
-    os.write(2, b"aigc: error: interrupted\n")
+    from .terminal import terminal
+
+    os.write(2, terminal.tidy() + b"aigc: error: interrupted\n")  # after a spinner: its line cleared
     os._exit(130)
 
 

@@ -65,6 +65,8 @@ def write_text(text: str) -> None:
             raise PipeClosed() from exc
         except OSError as exc:
             raise _stdout_failed(exc) from exc
+        if terminal.stdout():  # an error line after a reply cut short starts a line of its own
+            terminal.line_open = not text.endswith("\n")
 
 
 def end_text(text: str) -> None:

@@ -145,7 +145,7 @@ def _size_knob(side: str) -> Any:
 
 def _seed_knob(count: bool = True) -> Any:
     return knob(
-        "Seed; item i of -n uses seed+i." if count else "Seed: the same seed gives the same audio.",
+        "Seed; result i of several uses seed+i." if count else "Seed: the same seed gives the same audio.",
         int,
         flag="--seed",
         low=0,

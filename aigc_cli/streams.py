@@ -23,9 +23,12 @@ def read_prompt(argument: str | None, use_stdin: bool = True, console: Console |
     said with -v, and a spinner shows on a terminal while a pipe stays silent past a second.
     An empty result is a usage error.
     """
-    from .settings import TRUTH
+    from .settings import FALSEHOOD, TRUTH
 
-    use_stdin = use_stdin and os.environ.get("AIGC_NO_STDIN", "").strip().lower() not in TRUTH
+    setting = os.environ.get("AIGC_NO_STDIN", "").strip().lower()
+    if setting and setting not in TRUTH | FALSEHOOD:
+        raise UsageError(f"AIGC_NO_STDIN must be 1 or 0 (true/false, yes/no, on/off; got '{setting}')")
+    use_stdin = use_stdin and setting not in TRUTH
     if argument == "-" and not use_stdin:
         raise UsageError("The prompt '-' means stdin, which --no-stdin (or AIGC_NO_STDIN) turns off")
     parts: list[str] = []
@@ -45,6 +48,10 @@ def read_prompt(argument: str | None, use_stdin: bool = True, console: Console |
         parts.append(as_text(argument))
     prompt = "\n".join(p for p in parts if p.strip())
     if not prompt.strip():
+        if not use_stdin and not terminal.stdin():
+            raise UsageError(
+                "The prompt is empty: give it as an argument (stdin is left alone: --no-stdin, AIGC_NO_STDIN)"
+            )
         raise UsageError("The prompt is empty: give it as an argument, or pipe it in on stdin")
     return prompt
 
@@ -74,7 +81,8 @@ def _read_stdin(console: Console | None = None) -> str:
     if not hasattr(sys.stdin, "buffer"):  # replaced by a test or an embedding program
         return sys.stdin.read().rstrip("\n")
     waiting = contextlib.nullcontext()
-    if console is not None and console.live and not _ready(sys.stdin, 1.0):
+    # a pipe that stays silent (`sleep 20 | aigc text hi`); not a terminal, where the user is typing
+    if console is not None and console.live and not terminal.stdin() and not _ready(sys.stdin, 1.0):
         waiting = console.status("Waiting for stdin (--no-stdin or AIGC_NO_STDIN=1 skips it)")
     with waiting:
         data = sys.stdin.buffer.read()

@@ -8,7 +8,19 @@ from typing import IO, Any
 
 
 class Terminal:
-    """Which standard streams are terminals."""
+    """Which standard streams are terminals; and what a last line on one needs before an error line:
+    `spinning` (a spinner is drawn on stderr: clear its line and show the cursor again) and `line_open`
+    (text went to a terminal's stdout without its newline yet)."""
+
+    spinning: bool = False
+    line_open: bool = False
+
+    def tidy(self) -> bytes:
+        """The bytes to write to stderr before a last line (an error, Ctrl-C) so that it stands on a line
+        of its own and the cursor shows: from a signal handler too (no locks, no allocation of note)."""
+        if self.spinning:
+            return b"\r\x1b[2K\x1b[?25h"
+        return b"\n" if self.line_open else b""
 
     @staticmethod
     def isatty(stream: IO[Any]) -> bool:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import subprocess
+import time
 
 import pytest
 from conftest import AIGC, heavy_imports
@@ -164,3 +166,51 @@ def test_a_silent_stdin_pipe_is_said_on_a_terminal(tiny):
     finally:
         os.close(reader)
     assert "Waiting for stdin (--no-stdin or AIGC_NO_STDIN=1 skips it)" in shown
+
+
+def test_ctrl_c_under_the_spinner_leaves_a_clean_line_and_the_cursor(tiny):
+    """Ctrl-C while the model loads (a spinner on stderr): the spinner's line is cleared, the cursor shown
+    again, and the error stands alone."""
+    import signal
+
+    from ptys import sized_pty
+
+    leader, follower = sized_pty()
+    process = subprocess.Popen(
+        [AIGC, "text", "hi", "-m", str(tiny["llama"]), "--max-tokens", "3"],
+        stdin=follower, stdout=follower, stderr=follower, close_fds=True,
+    )  # fmt: skip
+    os.close(follower)
+    shown, sent = b"", False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if not sent and b"Loading" in shown:
+            process.send_signal(signal.SIGINT)
+            sent = True
+        ready, _, _ = select.select([leader], [], [], 0.05)
+        if not ready:
+            if process.poll() is not None:
+                break
+            continue
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        shown += data
+    os.close(leader)
+    assert process.wait(timeout=30) == 130 and sent, shown
+    assert shown.endswith(b"\r\x1b[2K\x1b[?25haigc: error: interrupted\r\n"), shown[-200:]
+
+
+def test_stdin_switch_values_and_the_empty_prompt_say_why(tiny):
+    model = ["-m", str(tiny["llama"])]
+    bad = run_cli("text", "hi", *model, env={"AIGC_NO_STDIN": "banana"})
+    assert bad.returncode == 2
+    assert bad.stderr.decode() == (
+        "aigc: error: AIGC_NO_STDIN must be 1 or 0 (true/false, yes/no, on/off; got 'banana')\n"
+    )
+    empty = run_cli("text", *model, input=b"a piped prompt", env={"AIGC_NO_STDIN": "1"})
+    assert empty.returncode == 2
+    assert "stdin is left alone: --no-stdin, AIGC_NO_STDIN" in empty.stderr.decode()

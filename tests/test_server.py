@@ -340,6 +340,11 @@ def test_unreachable_aigc_host_is_one_line_exit_1(tiny):
     assert result.stderr.decode().count("\n") == 1
     bad = run_cli("text", "hi", env={"AIGC_HOST": "ftp://x"})
     assert bad.returncode == 2 and "AIGC_HOST must be" in bad.stderr.decode()
+    # OpenAI's base URL, as clients are given it, names the same server; another path is named as the fault
+    based = run_cli("text", "hi", "-m", str(tiny["llama"]), env={"AIGC_HOST": "http://127.0.0.1:9/v1/"})
+    assert "Cannot reach the server at http://127.0.0.1:9 (AIGC_HOST)" in based.stderr.decode()
+    path = run_cli("text", "hi", env={"AIGC_HOST": "http://127.0.0.1:9/api"})
+    assert path.returncode == 2 and path.stderr.decode().endswith(": no path but OpenAI's /v1 (got '/api')\n")
 
 
 # --- discovery, keep-alive, ps --------------------------------------------------------------------------------

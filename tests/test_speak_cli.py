@@ -368,3 +368,13 @@ def test_raw_pcm_streams_text_without_full_stops(voice, text, vits, aigc, tmp_pa
     # so the two 16-bit forms of one float sample may differ by 2; audio cut otherwise differs all through
     assert len(streamed) == len(samples) > 0
     assert np.abs(streamed - samples).max() <= 2 and np.abs(samples).max() > 1000
+
+
+def test_text_with_nothing_to_say_is_exit_2_not_an_empty_file(aigc, vits, tmp_path):
+    result = aigc("speak", "...!?", "-m", str(vits), "-o", str(tmp_path / "dots.wav"))
+    assert result.returncode == 2
+    assert (
+        result.stderr.decode()
+        == "aigc: error: Nothing to say in '...!?': the text has no letters or digits\n"
+    )
+    assert not (tmp_path / "dots.wav").exists()

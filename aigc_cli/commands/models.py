@@ -166,8 +166,13 @@ def run_default(modality: str | None, name: str | None) -> None:
     value, source = configured(modality, "model")
     if value != name:
         Console().warn(f"{source} still sets the {modality} model to {value}: it comes before the file")
-    elif is_offline() and not model_here(name, modality):
-        Console().warn(
-            f"{name} is not here and offline mode is on: runs fail until `aigc models pull {name}` "
-            "runs online"
-        )
+    elif not model_here(name, modality):
+        from ..hub import hub_reachable
+
+        why = "offline mode is on" if is_offline() else None
+        if why is None and not hub_reachable(timeout=2.0):
+            why = "the Hugging Face Hub cannot be reached"
+        if why is not None:  # online, the first run downloads it
+            Console().warn(
+                f"{name} is not here and {why}: runs fail until `aigc models pull {name}` runs online"
+            )

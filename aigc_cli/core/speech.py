@@ -104,10 +104,10 @@ def prepare(
             voice.check(request)
         except UsageError:
             request = replace(request, voice=None)
-            reporter.warn(
+            # a note (-v; in the response's notices): API clients send OpenAI's names on every request
+            reporter.note(
                 f"{label} has no voice '{given}' (one of OpenAI's names): its default voice speaks",
                 "voice_fallback",
-                ("voice",),
             )
     voice.check(request)
     if cleaned is not None:

@@ -149,6 +149,9 @@ def check_input(request: SpeechRequest) -> None:
             f"The text holds {_count(len(unreadable), 'character')} a voice cannot read "
             f"({_names(unreadable)}): remove {'it' if len(unreadable) == 1 else 'them'}"
         )
+    if not any(c.isalnum() for c in request.text):  # "...", "!?": no voice says anything (a 0-sample file)
+        shown = request.text.strip()[:40]
+        raise UsageError(f"Nothing to say in '{shown}': the text has no letters or digits", param="input")
 
 
 def split_sentences(text: str, limit: int = MAX_SENTENCE_CHARS) -> list[str]:

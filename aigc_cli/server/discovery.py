@@ -41,18 +41,22 @@ def record_path() -> Path:
 
 
 def parse_host(value: str, name: str = "AIGC_HOST") -> tuple[str, int]:
-    """(host, port) of `http://HOST:PORT`, `HOST:PORT` or `HOST` (port 8765). UsageError otherwise."""
+    """(host, port) of `http://HOST:PORT`, `HOST:PORT` or `HOST` (port 8765), with OpenAI's base-URL path
+    `/v1` allowed after it (`http://127.0.0.1:8765/v1`, as OpenAI's clients are given it). UsageError
+    otherwise, naming what is wrong: the scheme, the port or the path."""
     text = value.strip()
     parts = urlsplit(text if "://" in text else f"http://{text}")
     try:
         port = parts.port or DEFAULT_PORT
     except ValueError:
         port = -1
-    if parts.scheme != "http" or not parts.hostname or port <= 0 or parts.path not in ("", "/"):
-        raise UsageError(
-            f"{name} must be http://HOST:PORT, HOST:PORT or HOST (got {value!r}): "
-            "the server speaks plain HTTP; put a TLS proxy in front of it for anything else"
-        )
+    shapes = f"{name} must be http://HOST:PORT, HOST:PORT or HOST (got {value!r})"
+    if parts.scheme != "http":
+        raise UsageError(f"{shapes}: the server speaks plain HTTP; put a TLS proxy in front of it for HTTPS")
+    if not parts.hostname or port <= 0:
+        raise UsageError(f"{shapes}: a host name and a port from 1 to 65535")
+    if parts.path.rstrip("/") not in ("", "/v1"):
+        raise UsageError(f"{shapes}: no path but OpenAI's /v1 (got {parts.path!r})")
     return parts.hostname, port
 
 
