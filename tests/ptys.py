@@ -13,6 +13,7 @@ import subprocess
 import termios
 import time
 import unicodedata
+from collections.abc import Callable
 
 
 def sized_pty(rows: int = 24, columns: int = 80) -> tuple[int, int]:
@@ -30,9 +31,11 @@ def run_in_pty(
     columns: int = 80,
     env: dict[str, str] | None = None,
     stdin: int | None = None,
+    react: Callable[[bytes, subprocess.Popen], None] | None = None,
 ) -> str:
     """Run with stdout and stderr (and stdin, unless given) on a terminal of rows x columns; return what
-    the terminal showed, CRLF as LF. With `answer` (prompt, reply), type the reply once the prompt shows."""
+    the terminal showed, CRLF as LF. With `answer` (prompt, reply), type the reply once the prompt shows;
+    `react(shown so far, process)` runs after each read (to send a signal once something shows)."""
     leader, follower = sized_pty(rows, columns)
     process = subprocess.Popen(
         args,
@@ -57,6 +60,8 @@ def run_in_pty(
         if not data:
             break
         chunks.append(data)
+        if react is not None:
+            react(b"".join(chunks), process)
         if answer is not None and answer[0] in b"".join(chunks):
             os.write(leader, answer[1])
             answer = None

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import select
 import subprocess
-import time
 
 import pytest
 from conftest import AIGC, heavy_imports
@@ -173,35 +171,16 @@ def test_ctrl_c_under_the_spinner_leaves_a_clean_line_and_the_cursor(tiny):
     again, and the error stands alone."""
     import signal
 
-    from ptys import sized_pty
+    sent = []
 
-    leader, follower = sized_pty()
-    process = subprocess.Popen(
-        [AIGC, "text", "hi", "-m", str(tiny["llama"]), "--max-tokens", "3"],
-        stdin=follower, stdout=follower, stderr=follower, close_fds=True,
-    )  # fmt: skip
-    os.close(follower)
-    shown, sent = b"", False
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def interrupt(shown: bytes, process: subprocess.Popen) -> None:
         if not sent and b"Loading" in shown:
             process.send_signal(signal.SIGINT)
-            sent = True
-        ready, _, _ = select.select([leader], [], [], 0.05)
-        if not ready:
-            if process.poll() is not None:
-                break
-            continue
-        try:
-            data = os.read(leader, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        shown += data
-    os.close(leader)
-    assert process.wait(timeout=30) == 130 and sent, shown
-    assert shown.endswith(b"\r\x1b[2K\x1b[?25haigc: error: interrupted\r\n"), shown[-200:]
+            sent.append(True)
+
+    args = [AIGC, "text", "hi", "-m", str(tiny["llama"]), "--max-tokens", "3"]
+    shown = run_in_pty(args, expect=130, react=interrupt)
+    assert sent and shown.endswith("\r\x1b[2K\x1b[?25haigc: error: interrupted\n"), shown[-200:]
 
 
 def test_stdin_switch_values_and_the_empty_prompt_say_why(tiny):

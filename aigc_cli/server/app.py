@@ -150,6 +150,15 @@ async def read_body(request: Request) -> dict[str, Any]:
     """The JSON object of the body; 413 past MAX_BODY_BYTES even without a Content-Length."""
     from .protocol import parse_json
 
+    raw = await _read_limited(request)
+    if not raw:
+        raise BodyError("The request body is empty: send a JSON object")
+    return parse_json(raw)
+
+
+async def _read_limited(request: Request) -> bytes:
+    """The body's bytes; _TooLarge (413) past MAX_BODY_BYTES, even without a Content-Length (the rest is
+    read and dropped, up to DROP_BYTES)."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -157,11 +166,9 @@ async def read_body(request: Request) -> dict[str, Any]:
             break
         if size <= MAX_BODY_BYTES:
             chunks.append(chunk)
-    if size > MAX_BODY_BYTES:  # the rest was read and dropped (see DROP_BYTES)
+    if size > MAX_BODY_BYTES:
         raise _TooLarge()
-    if not size:
-        raise BodyError("The request body is empty: send a JSON object")
-    return parse_json(b"".join(chunks))
+    return b"".join(chunks)
 
 
 async def read_form(request: Request) -> tuple[dict[str, str], bytes | None, bytes | None]:
@@ -175,18 +182,10 @@ async def read_form(request: Request) -> tuple[dict[str, str], bytes | None, byt
         raise BodyError(
             "Send the edit as multipart/form-data (image, mask, prompt...), as OpenAI's images.edit does"
         )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > DROP_BYTES:
-            break
-        if size <= MAX_BODY_BYTES:
-            chunks.append(chunk)
-    if size > MAX_BODY_BYTES:
-        raise _TooLarge()
+    raw = await _read_limited(request)
 
     async def body() -> AsyncIterator[bytes]:
-        yield b"".join(chunks)
+        yield raw
 
     try:
         form = await MultiPartParser(request.headers, body(), max_files=4, max_fields=200).parse()
