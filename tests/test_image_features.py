@@ -389,3 +389,56 @@ def test_mask_without_init_image_is_refused_before_any_model_loads(aigc, tmp_pat
     result = aigc("image", "a cat", "--mask", str(tmp_path / "m.png"))
     assert result.returncode == 2
     assert result.stderr.decode().strip() == "aigc: error: --mask needs --init-image: the image to repaint"
+
+
+def test_previews_decode_with_a_cached_tiny_autoencoder_else_the_linear_map(engine, pipes, parts, tmp_path,
+                                                                             monkeypatch):  # fmt: skip
+    """Previews (streamed images) at the steps asked: the family's TAESD when the Hugging Face cache has it,
+    else the linear map; each equals decoding plain diffusers' latents at that step the same way."""
+    import shutil
+
+    import torch
+    from diffusers import AutoencoderTiny
+    from huggingface_hub import constants
+
+    from aigc_cli.device import make_generator
+    from aigc_cli.engines.image import latent_preview, preview_steps
+    from aigc_cli.engines.image_diffusers import tiny_decode
+
+    steps = {**SMALL, "steps": 6}
+    (step,) = preview_steps(1, 6)  # the middle: 3
+    captured = {}
+
+    def grab(pipe, index, timestep, kwargs):
+        if index + 1 == step:
+            captured["latents"] = kwargs["latents"].clone()
+        return kwargs
+
+    raw_pipeline(pipes["sd"])(
+        prompt="a red fox", num_inference_steps=6, guidance_scale=7.5, width=64, height=64,
+        generator=make_generator(5), output_type="np", callback_on_step_end=grab,
+    )  # fmt: skip
+
+    def previews() -> list:
+        made = []
+        request = ImageRequest("a red fox", seed=5, previews=1, **steps)
+        list(engine.generate(request, lambda s, total, preview=None: made.append((s, preview))))
+        return [(s, np.asarray(p)) for s, p in made if p is not None]
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    engine._previewers.clear()
+    linear = latent_preview(captured["latents"], "StableDiffusionPipeline", 64, 64)
+    assert [(s, p.tobytes()) for s, p in previews()] == [(step, np.asarray(linear).tobytes())]
+
+    repo = cache / "models--madebyollin--taesd"  # the cache as huggingface_hub lays it out
+    shutil.copytree(parts["taesd"], repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    engine._previewers.clear()
+    with torch.no_grad():
+        tiny = tiny_decode(AutoencoderTiny.from_pretrained(parts["taesd"]), captured["latents"], 64, 64)
+    ((made_at, preview),) = previews()
+    assert made_at == step and np.array_equal(preview, np.asarray(tiny))
+    assert not np.array_equal(preview, np.asarray(linear))
+    engine._previewers.clear()

@@ -38,6 +38,7 @@ class DiffusersEngine:
         self._made: dict[str, Any] = {}  # "img2img" / "inpaint": pipelines sharing the loaded components
         self._vaes: dict[str, Any] = {}  # folder -> a loaded VAE
         self._adapters: set[str] = set()  # adapter names loaded into the pipeline
+        self._previewers: dict[str, Any] = {}  # pipeline class -> a cached tiny autoencoder, or None
 
     @classmethod
     def load(cls, key: EngineKey) -> DiffusersEngine:
@@ -180,6 +181,17 @@ class DiffusersEngine:
             if self._adapters:
                 self.pipe.disable_lora()
 
+    def _preview(self, pipeline: Any, latents: Any, request: ImageRequest) -> Any:
+        """A preview of the latents: decoded by the family's tiny autoencoder (TAESD) when the Hugging Face
+        cache has it (never downloaded for this), else by the linear map (latent_preview)."""
+        name = type(pipeline).__name__
+        if name not in self._previewers:
+            self._previewers[name] = _cached_tiny_autoencoder(name)
+        decoder = self._previewers[name]
+        if decoder is not None:
+            return tiny_decode(decoder, latents, *_size(request))
+        return latent_preview(latents, name, *_size(request))
+
     def generate(
         self, request: ImageRequest, on_step: Callable[..., None] | None = None
     ) -> Iterator[ImageResult]:
@@ -203,8 +215,7 @@ class DiffusersEngine:
                 # image-to-image runs fewer steps than asked (strength): the pipeline knows how many
                 total = getattr(pipeline, "num_timesteps", None) or request.steps
                 if request.previews and step + 1 in preview_steps(request.previews, total):
-                    name = type(pipeline).__name__
-                    on_step(step + 1, request.steps, latent_preview(kwargs["latents"], name, *_size(request)))
+                    on_step(step + 1, request.steps, self._preview(pipeline, kwargs["latents"], request))
                 else:
                     on_step(step + 1, request.steps)
                 return kwargs
@@ -275,8 +286,44 @@ def decode_in_float32(pipe: Any, latents: Any) -> Any:
     return pipe.image_processor.postprocess(decoded, output_type="np")
 
 
+def tiny_decode(decoder: Any, latents: Any, width: int, height: int) -> Any:
+    """The first image of `latents` (the pipeline's, scaled as its UNet sees them) decoded by a tiny
+    autoencoder (TAESD, diffusers' AutoencoderTiny, which takes them as they are), as a PIL image of
+    width x height: a preview a few times closer to the final image than the linear map, at a few
+    hundredths of a step."""
+    import torch
+    from PIL import Image
+
+    with torch.no_grad():
+        sample = decoder.decode(latents[:1].detach().to("cpu", torch.float32)).sample[0]
+    pixels = ((sample + 1) / 2).clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    image = Image.fromarray(pixels, "RGB")
+    return (
+        image if image.size == (width, height) else image.resize((width, height), Image.Resampling.BILINEAR)
+    )
+
+
 def _size(request: ImageRequest) -> tuple[int, int]:
     """The size the image comes out at: the request's, else its init image's."""
     if request.init_image is not None and (not request.width or not request.height):
         return request.init_image.size
     return request.width, request.height
+
+
+def _cached_tiny_autoencoder(pipeline_class: str) -> Any:
+    """The TAESD of the pipeline's family (engines.image.TINY_VAES), on the CPU in float32, when it is in
+    the Hugging Face cache; None when it is not, or cannot be loaded (previews fall back to the linear
+    map: a preview is never worth a download or a failed request)."""
+    from ..hub import cached_snapshot
+    from .image import tiny_vae_repo
+
+    repo = tiny_vae_repo(pipeline_class)
+    snapshot = cached_snapshot(repo) if repo is not None else None
+    if snapshot is None:
+        return None
+    try:
+        from diffusers import AutoencoderTiny
+
+        return AutoencoderTiny.from_pretrained(snapshot).to("cpu").eval()
+    except (OSError, ValueError, RuntimeError):
+        return None
