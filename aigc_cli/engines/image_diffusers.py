@@ -181,16 +181,22 @@ class DiffusersEngine:
             if self._adapters:
                 self.pipe.disable_lora()
 
-    def _preview(self, pipeline: Any, latents: Any, request: ImageRequest) -> Any:
+    def _preview(self, pipeline: Any, latents: Any, request: ImageRequest, step_seconds: float | None) -> Any:
         """A preview of the latents: decoded by the family's tiny autoencoder (TAESD) when the Hugging Face
-        cache has it (never downloaded for this), else by the linear map (latent_preview)."""
+        cache has it (never downloaded for this), else by the linear map (latent_preview). A preview must
+        cost under a tenth of a step: a TAESD decode that took more (a CPU at 512x512 and up: ~1 s, about a
+        step) leaves this engine's later previews of that family to the linear map (~10 ms)."""
         name = type(pipeline).__name__
         if name not in self._previewers:
             self._previewers[name] = _cached_tiny_autoencoder(name)
         decoder = self._previewers[name]
-        if decoder is not None:
-            return tiny_decode(decoder, latents, *_size(request))
-        return latent_preview(latents, name, *_size(request))
+        if decoder is None:
+            return latent_preview(latents, name, *_size(request))
+        started = time.perf_counter()
+        image = tiny_decode(decoder, latents, *_size(request))
+        if step_seconds is not None and time.perf_counter() - started > step_seconds / 10:
+            self._previewers[name] = None
+        return image
 
     def generate(
         self, request: ImageRequest, on_step: Callable[..., None] | None = None
@@ -215,7 +221,10 @@ class DiffusersEngine:
                 # image-to-image runs fewer steps than asked (strength): the pipeline knows how many
                 total = getattr(pipeline, "num_timesteps", None) or request.steps
                 if request.previews and step + 1 in preview_steps(request.previews, total):
-                    on_step(step + 1, request.steps, self._preview(pipeline, kwargs["latents"], request))
+                    pace = (_stamps[-1] - _stamps[0]) / (len(_stamps) - 1) if len(_stamps) > 1 else None
+                    on_step(
+                        step + 1, request.steps, self._preview(pipeline, kwargs["latents"], request, pace)
+                    )
                 else:
                     on_step(step + 1, request.steps)
                 return kwargs
