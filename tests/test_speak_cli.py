@@ -378,3 +378,17 @@ def test_text_with_nothing_to_say_is_exit_2_not_an_empty_file(aigc, vits, tmp_pa
         == "aigc: error: Nothing to say in '...!?': the text has no letters or digits\n"
     )
     assert not (tmp_path / "dots.wav").exists()
+
+
+def test_an_openai_voice_name_speaks_with_the_default_voice_and_says_so(aigc, vits, tmp_path):
+    """As through a server: `--voice alloy` (copied from OpenAI's docs) is the default voice, with a warning
+    here (a note for API clients, which send one on every request)."""
+    args = ["speak", "Hello there.", "-m", str(vits), "--seed", "2"]
+    alloy = aigc(*args, "--voice", "alloy", "-o", str(tmp_path / "alloy.wav"))
+    assert alloy.returncode == 0
+    assert (
+        alloy.stderr.decode().startswith("aigc: warning: ")
+        and "has no voice 'alloy'" in alloy.stderr.decode()
+    )
+    assert aigc(*args, "-o", str(tmp_path / "plain.wav")).returncode == 0
+    assert (tmp_path / "alloy.wav").read_bytes() == (tmp_path / "plain.wav").read_bytes()

@@ -59,6 +59,12 @@ def engine_key(folder: Path, device: str, dtype: str, vocoder: Path | None) -> E
 
 DEFAULT_VOICE = "default"
 """The voice name every model takes for its own default speaker (GET /v1/audio/voices lists it)."""
+OPENAI_VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
+    | {"marin", "cedar"}
+)
+"""OpenAI's voice names: API clients must send one (the official client requires `voice`), and a user may
+copy one from OpenAI's docs; a model without a speaker of that name speaks with its default voice."""
 
 
 def prepare(
@@ -66,7 +72,8 @@ def prepare(
     text: str,
     reporter: Reporter,
     pool: EnginePool,
-    fallback_voices: frozenset[str] = frozenset(),
+    fallback_voices: frozenset[str] = OPENAI_VOICES,
+    fallback_said: str = "warning",
 ) -> SpeechJob:
     """Find and load the voice of `resolved` (settings from any source), draw the seed, and check the
     request against the voice (speaker, speed, text it can read) before any work. A voice in
@@ -104,8 +111,10 @@ def prepare(
             voice.check(request)
         except UsageError:
             request = replace(request, voice=None)
-            # a note (-v; in the response's notices): API clients send OpenAI's names on every request
-            reporter.note(
+            # a warning to a user who typed it; a note (fallback_said) for API clients, which send one on
+            # every request
+            say = reporter.note if fallback_said == "note" else reporter.warn
+            say(
                 f"{label} has no voice '{given}' (one of OpenAI's names): its default voice speaks",
                 "voice_fallback",
             )

@@ -30,7 +30,6 @@ from .. import __version__
 from ..errors import AigcError, GenerationError, map_exception
 from .protocol import (
     MAX_BODY_BYTES,
-    OPENAI_VOICES,
     BodyError,
     error_body,
     error_json,
@@ -685,7 +684,7 @@ async def _speech(state: ServerState, request: Request, call: Any) -> Response:
         check_encoder(call.response_format)  # aac needs PyAV: said before any work
     reporter = request_reporter(state)
     job = await run_in_threadpool(
-        core_speech.prepare, call.resolved, call.text, reporter, state.pool, OPENAI_VOICES
+        core_speech.prepare, call.resolved, call.text, reporter, state.pool, fallback_said="note"
     )
     state.labels[job.key] = job.label
     # The record rides in a header without the text (the client has it; a header is no place for a book).

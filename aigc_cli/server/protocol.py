@@ -28,12 +28,6 @@ MAX_N = 16
 MAX_BODY_BYTES = 20 * 1024 * 1024
 """Largest request body (an init image in base64 fits); larger is HTTP 413."""
 
-# OpenAI's voices: a client must name one (the official client requires `voice`); a voice with no speaker of
-# that name speaks with its own default speaker.
-OPENAI_VOICES = frozenset(
-    {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse"}
-    | {"marin", "cedar"}
-)
 SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 
