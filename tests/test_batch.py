@@ -373,7 +373,7 @@ def test_resume_skips_done_jobs_and_retries_failed_ones_when_asked(tiny, tmp_pat
     assert [(r["id"], r["status"]) for r in records(written)] == [("a", "ok"), ("b", "ok"), ("c", "error")]
 
     again = batch(*args)  # nothing runs again: the failed job too, without --retry-errors
-    assert "3 skipped (done in results.jsonl, 1 of them failed (--retry-errors runs them again))" in (
+    assert "3 skipped (done in results.jsonl; 1 of them failed: --retry-errors runs them again)" in (
         again.stderr.decode()
     )
     assert again.returncode == 1  # a job's last result is still a failure

@@ -242,7 +242,7 @@ def test_a_line_without_a_task_is_text_when_it_can_be_and_a_fixed_job_runs_again
     assert same.returncode == 1 and results.read_bytes() == b"".join(
         json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in lines
     )
-    assert "3 skipped (done in results.jsonl, 2 of them failed (--retry-errors runs them again))" in (
+    assert "3 skipped (done in results.jsonl; 2 of them failed: --retry-errors runs them again)" in (
         same.stderr.decode()
     )
 
@@ -250,7 +250,7 @@ def test_a_line_without_a_task_is_text_when_it_can_be_and_a_fixed_job_runs_again
     write_jobs(tmp_path / "jobs.jsonl", [text, fixed, speech])  # the image job made a text one
     rerun = batch("jobs.jsonl", "-o", "results.jsonl")
     assert rerun.returncode == 1, rerun.stderr.decode()  # "say" still failed (and was not run again)
-    still = "results.jsonl, 1 of them failed (--retry-errors runs them again)"
+    still = "results.jsonl; 1 of them failed: --retry-errors runs them again"
     assert summary(rerun) == {"jobs": 3, "ok": 1, "failed": 0, "skipped": 2, "results": still}
     assert [(r["id"], r["task"], r["status"]) for r in records(results)[3:]] == [("img", "text", "ok")]
 

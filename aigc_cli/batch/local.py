@@ -198,7 +198,7 @@ def run_batch(options: BatchOptions, console: Console) -> int:
     seconds = time.perf_counter() - started
     parts = [f"{statuses['ok']} ok", f"{statuses['error']} failed"]
     if done:
-        before = f", {failed_before} of them failed (--retry-errors runs them again)" if failed_before else ""
+        before = f"; {failed_before} of them failed: --retry-errors runs them again" if failed_before else ""
         parts.append(f"{len(jobs) - len(todo)} skipped (done in {results_path}{before})")
     noun = "job" if len(jobs) == 1 else "jobs"
     console.info(f"aigc: {len(jobs)} {noun}: {', '.join(parts)}, in {seconds:.1f} s")
