@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
+import time
 
 from inproc import run_cli
 from PIL import Image
@@ -159,6 +161,11 @@ def test_sd_models_samplers_progress(server, pipes):
     progress = json.loads(raw)
     assert status == 200 and progress["progress"] == 0 and progress["current_image"] is None
     assert progress["state"]["job"] == "" and progress["state"]["job_count"] == 0
+    assert http(f"{server.url}/sdapi/v1/sd-vae")[2] == b"[]"
+    assert http(f"{server.url}/sdapi/v1/upscalers")[2] == b"[]"
+    rows = json.loads(http(f"{server.url}/sdapi/v1/schedulers")[2])
+    assert [(r["name"], r["label"]) for r in rows] == [("automatic", "Automatic"), ("karras", "Karras")]
+    assert all(set(r) == {"name", "label", "aliases", "default_rho", "need_inner_model"} for r in rows)
 
 
 def test_sd_models_lists_no_text_or_speech_model(server, tiny, vits):
@@ -226,3 +233,114 @@ def test_the_guard_holds_on_sdapi_routes(server, tmp_path):
         assert http(f"{keyed.url}/sdapi/v1/samplers", headers={"Authorization": "Bearer sekrit"})[0] == 200
     finally:
         keyed.stop()
+
+
+def in_thread(call) -> tuple[threading.Thread, dict]:
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.update(answer=call()), daemon=True)
+    thread.start()
+    return thread, box
+
+
+def progress_until(server, done, query: str = "", timeout: float = 120) -> dict:
+    """/sdapi/v1/progress, polled until done(answer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = json.loads(http(f"{server.url}/sdapi/v1/progress{query}")[2])
+        if done(answer):
+            return answer
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.02)
+
+
+def idle(answer: dict) -> bool:
+    return answer["progress"] == 0 and answer["state"]["job_count"] == 0 and answer["textinfo"] is None
+
+
+def test_progress_follows_an_image_job_of_the_openai_route(server, pipes):
+    body = {"model": str(pipes["sd"]), "prompt": "a cat", "n": 2, "num_inference_steps": 60, "size": "64x64"}
+    thread, box = in_thread(lambda: http(f"{server.url}/v1/images/generations", "POST", body))
+    seen = progress_until(server, lambda a: 0 < a["progress"] < 1 and a["state"]["sampling_step"] > 0)
+    state = seen["state"]
+    assert state["job"] == "generations" and state["job_count"] == 2 and state["sampling_steps"] == 60
+    assert 0 <= state["job_no"] < 2 and not state["interrupted"]
+    assert seen["eta_relative"] >= 0 and "step" in seen["textinfo"]
+    assert seen["current_image"] is None  # no previews asked on this route (partial_images 0)
+    later = progress_until(server, lambda a: a["progress"] > seen["progress"] or idle(a))
+    assert later["progress"] > seen["progress"] or idle(later)
+    thread.join(120)
+    status, _, raw = box["answer"]
+    assert status == 200 and len(json.loads(raw)["data"]) == 2
+    assert idle(progress_until(server, idle, timeout=5))
+
+
+def test_current_image_is_the_latest_preview_of_an_sdapi_job(server, pipes):
+    body = {"prompt": "a fox", "seed": 1, "steps": 40, "width": 64, "height": 64, "n_iter": 2}
+    body["override_settings"] = {"sd_model_checkpoint": str(pipes["sd"])}
+    thread, box = in_thread(lambda: post(server, "txt2img", body))
+    seen = progress_until(server, lambda a: a["current_image"] is not None, "?skip_current_image=false")
+    assert seen["state"]["job"] == "txt2img" and png(seen["current_image"]).size == (64, 64)
+    skipped = json.loads(http(f"{server.url}/sdapi/v1/progress?skip_current_image=true")[2])
+    assert skipped["current_image"] is None
+    thread.join(120)
+    status, answer = box["answer"]
+    assert status == 200 and len(answer["images"]) == 2
+
+
+def test_interrupt_stops_a_long_job_at_a_step_and_answers_the_images_made(server, pipes):
+    assert post(server, "interrupt", {}) == (200, {})  # nothing runs: nothing to stop
+    before = len(server.log)
+    body = {"prompt": "a fox", "seed": 1, "steps": 200, "width": 64, "height": 64, "n_iter": 4}
+    body["override_settings"] = {"sd_model_checkpoint": str(pipes["sd"])}
+    thread, box = in_thread(lambda: post(server, "txt2img", body))
+    progress_until(server, lambda a: a["state"]["sampling_step"] > 0)
+    assert post(server, "interrupt", {}) == (200, {})
+    thread.join(120)
+    status, answer = box["answer"]
+    line = server.wait_for_line("interrupted: stopped", since=before)
+    image, step = (int(n) for n in line.split(" at image ")[1].split(" step "))
+    assert (image - 1) * 200 + step < 4 * 200, line
+    assert status == 200 and len(answer["images"]) == image - 1
+    notices = json.loads(answer["info"])["aigc"]["notices"]
+    assert any(n["code"] == "interrupted" for n in notices), notices
+    assert idle(progress_until(server, idle, timeout=5))
+    body.update(steps=2, n_iter=1)  # the next job runs whole
+    status, answer = post(server, "txt2img", body)
+    assert status == 200 and len(answer["images"]) == 1
+
+
+def test_options_read_and_set_the_checkpoint_in_memory(pipes, tmp_path):
+    sd, sdxl = str(pipes["sd"]), str(pipes["sdxl"])
+    env = server_env(tmp_path, AIGC_IMAGE_MODEL=sd)
+    own = start_server(tmp_path, "--preload", sd, "--preload", sdxl, env=env)
+    try:
+        status, _, raw = http(f"{own.url}/sdapi/v1/options")
+        options = json.loads(raw)
+        assert status == 200 and options["sd_model_checkpoint"] == sd
+        assert (options["sd_vae"], options["CLIP_stop_at_last_layers"], options["samples_format"]) == (
+            "Automatic",
+            1,
+            "png",
+        )
+        bad = {"sd_model_checkpoint": sdxl, "eta_noise_seed_delta": 31337, "sd_vae": "Automatic"}
+        status, answer = post(own, "options", bad)
+        assert status == 400 and answer["error"]["param"] == "eta_noise_seed_delta", answer
+        assert "'eta_noise_seed_delta'" in answer["detail"] and "sd_vae" not in answer["detail"].split(":")[0]
+        status, answer = post(own, "options", {"sd_model_checkpoint": "no/such-model"})
+        assert status == 400 and answer["error"]["param"] == "sd_model_checkpoint"
+        assert json.loads(http(f"{own.url}/sdapi/v1/options")[2])["sd_model_checkpoint"] == sd
+        txt = {"prompt": "a fox", "seed": 1, "steps": 1, "width": 64, "height": 64}
+        status, answer = post(own, "txt2img", txt)
+        assert status == 200 and json.loads(answer["info"])["sd_model_name"] == sd, answer
+        assert post(own, "options", {"sd_model_checkpoint": sdxl, "CLIP_stop_at_last_layers": 1}) == (
+            200,
+            None,
+        )
+        assert json.loads(http(f"{own.url}/sdapi/v1/options")[2])["sd_model_checkpoint"] == sdxl
+        status, answer = post(own, "txt2img", txt)
+        assert status == 200 and json.loads(answer["info"])["sd_model_name"] == sdxl, answer
+        override = {**txt, "override_settings": {"sd_model_checkpoint": sd}}  # a request still overrides
+        status, answer = post(own, "txt2img", override)
+        assert status == 200 and json.loads(answer["info"])["sd_model_name"] == sd, answer
+    finally:
+        own.stop()

@@ -17,8 +17,8 @@ import binascii
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import closing, suppress
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,10 @@ from .protocol import MAX_N, error_body, field_named, notices_json
 
 if TYPE_CHECKING:
     from .state import ServerState
+
+PREVIEWS = 3
+"""Previews the engine makes of each image of an /sdapi job (evenly spaced; a linear map of the latents, no
+VAE pass), for /sdapi/v1/progress's current_image as A1111's live previews."""
 
 SCHEDULER_TYPES = {"Karras": " Karras"}
 """A1111's `scheduler` (1.9 on) by the suffix its older sampler names carry; Automatic: the sampler's own."""
@@ -185,9 +189,10 @@ def _invert(mask: bytes) -> bytes:
     return out.getvalue()
 
 
-def parse_a1111(data: dict[str, Any], img2img: bool) -> A1111Call:
+def parse_a1111(data: dict[str, Any], img2img: bool, checkpoint: str | None = None) -> A1111Call:
     """POST /sdapi/v1/txt2img or img2img: A1111's fields checked as aigc's settings are (UsageError naming
-    the field, HTTP 400), seed -1 drawn at random, batch_size * n_iter results (at most MAX_N)."""
+    the field, HTTP 400), seed -1 drawn at random, batch_size * n_iter results (at most MAX_N). checkpoint:
+    the model POST /sdapi/v1/options set, for a request whose override_settings names none."""
     from ..settings import SCHEMAS, check_value, knobs, resolve_settings
     from .protocol import ImageCall, _Body, _json
 
@@ -279,6 +284,8 @@ def parse_a1111(data: dict[str, Any], img2img: bool) -> A1111Call:
                 )
         else:
             notices.append(f"override_settings.{key} is not a setting aigc has: ignored")
+    if checkpoint and "model" not in flags:
+        flags["model"] = checkpoint
     send_images = body.take("send_images", bool, "a boolean")
     init = mask = None
     if img2img:
@@ -328,67 +335,153 @@ def parse_a1111(data: dict[str, Any], img2img: bool) -> A1111Call:
 
 
 @dataclass
-class Progress:
-    """The image job an A1111 route runs now, as GET /sdapi/v1/progress reports it. Jobs of the OpenAI
-    routes are not counted (they run through app._images)."""
+class ImageJobRun:
+    """One image job while it runs on its engine, as GET /sdapi/v1/progress reports it."""
 
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    running: int = 0
-    job: str = ""
-    started: float = 0.0
-    count: int = 1
+    kind: str
+    """What started it: txt2img, img2img, generations, edits."""
+    label: str
+    count: int
+    steps: int
+    started: float = field(default_factory=time.monotonic)
+    stamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
     index: int = 0
     step: int = 0
     total: int = 0
+    first: tuple[float, int] | None = None
+    """When the first step was seen, and how many steps of the job were done then (for the ETA)."""
+    last: float = 0.0
+    preview: Any = None
+    png: bytes | None = None
+    """The preview as PNG, made on the first progress call that asks for it."""
+    interrupted: threading.Event = field(default_factory=threading.Event)
 
-    def begin(self, job: str, count: int) -> None:
+    def done(self) -> int:
+        return self.index * self.total + self.step
+
+
+class ImageJobs:
+    """The image jobs running now, whatever route started them (the OpenAI routes and /sdapi): their step,
+    their latest preview, and POST /sdapi/v1/interrupt. The generation threads write, routes read: one
+    lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: list[ImageJobRun] = []
+
+    @contextmanager
+    def track(self, kind: str, job: Any, reporter: Any, console: Any) -> Iterator[Tracked]:
+        run = ImageJobRun(kind, job.label, job.request.count, job.request.steps)
         with self.lock:
-            self.running += 1
-            self.job, self.started, self.count, self.index, self.step, self.total = (
-                job,
-                time.time(),
-                count,
-                0,
-                0,
-                0,
+            self.running.append(run)
+        try:
+            yield Tracked(self, run, reporter, console)
+        finally:
+            with self.lock:
+                self.running.remove(run)
+
+    def current(self) -> ImageJobRun | None:
+        """The oldest job running (jobs on one engine run one at a time; later ones wait for it)."""
+        return self.running[0] if self.running else None
+
+    def interrupt(self) -> bool:
+        """Stop the current job at its next step; False when none runs."""
+        with self.lock:
+            run = self.current()
+            if run is not None:
+                run.interrupted.set()
+            return run is not None
+
+    def report(self, with_image: bool) -> dict[str, Any]:
+        """A1111's /sdapi/v1/progress answer (0 and an empty state when no job runs)."""
+        with self.lock:
+            run = self.current()
+            if run is None:
+                return {
+                    "progress": 0.0,
+                    "eta_relative": 0.0,
+                    "state": _state(None),
+                    "current_image": None,
+                    "textinfo": None,
+                }
+            total = run.total or run.steps
+            all_steps = max(run.count * total, 1)
+            progress = min(run.done() / all_steps, 1.0)
+            eta = 0.0
+            if run.first is not None and run.done() > run.first[1]:
+                per_step = (run.last - run.first[0]) / (run.done() - run.first[1])
+                eta = per_step * (all_steps - run.done())
+            preview = run.preview if with_image and run.png is None else None
+            png = run.png
+        if preview is not None:  # encoded outside the lock; a race makes it twice, the same bytes
+            from ..output import encode_image
+
+            png = run.png = encode_image(preview, "PNG", {})
+        text = f"{run.label}: image {run.index + 1}/{run.count}, step {run.step}/{total}"
+        if run.interrupted.is_set():
+            text += " (interrupted)"
+        return {
+            "progress": round(progress, 4),
+            "eta_relative": round(eta, 3),
+            "state": _state(run),
+            "current_image": base64.b64encode(png).decode("ascii") if with_image and png else None,
+            "textinfo": text,
+        }
+
+
+def _state(run: ImageJobRun | None) -> dict[str, Any]:
+    return {
+        "skipped": False,
+        "interrupted": run.interrupted.is_set() if run else False,
+        "stopping_generation": False,
+        "job": run.kind if run else "",
+        "job_count": run.count if run else 0,
+        "job_timestamp": run.stamp if run else "0",
+        "job_no": run.index if run else 0,
+        "sampling_step": run.step if run else 0,
+        "sampling_steps": (run.total or run.steps) if run else 0,
+    }
+
+
+@dataclass
+class Tracked:
+    """What a generation thread tells its ImageJobs of one job."""
+
+    jobs: ImageJobs
+    run: ImageJobRun
+    reporter: Any
+    console: Any
+
+    def stops(self, event: Any) -> bool:
+        """Record an ImageStep; True when the job was interrupted (POST /sdapi/v1/interrupt): the caller
+        stops there, at a step, as when its client goes away. The images already made are answered."""
+        from ..core.events import ImageStep
+
+        if not isinstance(event, ImageStep):
+            return False
+        run = self.run
+        if run.interrupted.is_set():
+            made = event.index
+            self.console.info(f"aigc: interrupted: stopped {run.label} at image {made + 1} step {event.step}")
+            self.reporter.warn(
+                f"interrupted (POST /sdapi/v1/interrupt) at image {made + 1} of {run.count}, step "
+                f"{event.step} of {event.total}: {made} image{'s' if made != 1 else ''} made",
+                "interrupted",
             )
+            return True
+        now = time.monotonic()
+        with self.jobs.lock:
+            run.index, run.step, run.total, run.last = event.index, event.step, event.total, now
+            if run.first is None:
+                run.first = (now, run.done())
+            if event.preview is not None:
+                run.preview, run.png = event.preview, None
+        return False
 
-    def at(self, index: int, step: int, total: int) -> None:
-        with self.lock:
-            self.index, self.step, self.total = index, step, total
 
-    def end(self) -> None:
-        with self.lock:
-            self.running = max(0, self.running - 1)
-
-    def report(self) -> dict[str, Any]:
-        """A1111's /sdapi/v1/progress answer."""
-        with self.lock:
-            busy = self.running > 0
-            done = (self.index + (self.step / self.total if self.total else 0)) / max(self.count, 1)
-            progress = min(done, 1.0) if busy else 0.0
-            elapsed = time.time() - self.started if busy else 0.0
-            eta = elapsed / progress - elapsed if busy and progress > 0 else 0.0
-            state = {
-                "skipped": False,
-                "interrupted": False,
-                "stopping_generation": False,
-                "job": self.job if busy else "",
-                "job_count": self.count if busy else 0,
-                "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(self.started)) if busy else "0",
-                "job_no": self.index if busy else 0,
-                "sampling_step": self.step if busy else 0,
-                "sampling_steps": self.total if busy else 0,
-            }
-            return {
-                "progress": round(progress, 4),
-                "eta_relative": round(eta, 3),
-                "state": state,
-                "current_image": None,
-                "textinfo": f"{self.job}: image {self.index + 1}/{self.count}, step {self.step}/{self.total}"
-                if busy
-                else None,
-            }
+def image_jobs(state: ServerState) -> ImageJobs:
+    """The server's ImageJobs (made on first use, kept on the state)."""
+    return state.__dict__.setdefault("image_jobs", ImageJobs())
 
 
 def _info(job: Any, records: list[dict[str, Any]], parsed: A1111Call, notices: list[Any]) -> dict[str, Any]:
@@ -437,14 +530,15 @@ def _info(job: Any, records: list[dict[str, Any]], parsed: A1111Call, notices: l
     }
 
 
-async def _generate(
-    state: ServerState, request: Request, parsed: A1111Call, progress: Progress
-) -> dict[str, Any]:
-    """Run the call as app._images does (same prepare, lease and run); A1111's answer."""
+async def _generate(state: ServerState, request: Request, parsed: A1111Call) -> dict[str, Any]:
+    """Run the call as app._images does (same prepare, lease and run), with previews for
+    /sdapi/v1/progress's current_image; A1111's answer. An interrupted job answers the images made."""
+    from dataclasses import replace
+
     from starlette.concurrency import run_in_threadpool
 
     from ..core import image as core_image
-    from ..core.events import ImageStep, Notice, Result
+    from ..core.events import Notice, Result
     from ..metadata import image_metadata
     from ..output import encode_image
     from .app import _collect, _log_ignored, request_reporter
@@ -468,25 +562,29 @@ async def _generate(
     job = await run_in_threadpool(
         core_image.prepare, call.resolved, call.prompt, reporter, state.pool, inputs
     )
+    job = replace(job, request=replace(job.request, previews=PREVIEWS))
     state.labels[job.key] = job.label
+    kind = request.url.path.rsplit("/", 1)[-1]
 
     def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
-        progress.begin(request.url.path.rsplit("/", 1)[-1], parsed.count)
         try:
-            with state.pool.lease(job.key) as engine, closing(core_image.run(job, engine)) as events:
+            with (
+                state.pool.lease(job.key) as engine,
+                closing(core_image.run(job, engine)) as events,
+                image_jobs(state).track(kind, job, reporter, state.console) as tracked,
+            ):
                 for event in events:
                     if cancelled.is_set():
                         state.console.info(f"aigc: the client went away: stopped {job.label}")
                         return
-                    if isinstance(event, ImageStep):
-                        progress.at(event.index, event.step, event.total)
-                    elif isinstance(event, Notice):
+                    if tracked.stops(event):
+                        return
+                    if isinstance(event, Notice):
                         reporter.emit(event)
                     elif isinstance(event, Result):
                         png = encode_image(event.payload, "PNG", image_metadata("PNG", event.record))
                         emit((png, event.record))
         finally:
-            progress.end()
             state.after_request()
 
     made = await _collect(request, produce)
@@ -614,24 +712,106 @@ def _a1111_errors(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitab
     return wrapped
 
 
+OPTIONS = {
+    "sd_vae": ("Automatic", "None", ""),
+    "CLIP_stop_at_last_layers": (1,),
+    "samples_format": ("png",),
+    "live_previews_enable": (True, False),
+    "show_progress_every_n_steps": None,
+    "samples_save": (True, False),
+    "grid_save": (True, False),
+}
+"""POST /sdapi/v1/options keys other than sd_model_checkpoint that aigc takes: at these values (None: any),
+as they change no picture; other values and other keys are a 400 naming them."""
+
+
+class Options:
+    """A1111's settings as /sdapi/v1/options reads and writes them: only the checkpoint changes, and only in
+    this server's memory (not config.toml): the image model of later /sdapi requests that name none."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.checkpoint: str | None = None
+
+    def default_model(self) -> str:
+        from ..settings import resolve_settings
+
+        if self.checkpoint:
+            return self.checkpoint
+        return str(resolve_settings("image", {}).values.model)
+
+    def read(self) -> dict[str, Any]:
+        return {
+            "sd_model_checkpoint": self.default_model(),
+            "sd_vae": "Automatic",
+            "CLIP_stop_at_last_layers": 1,
+            "samples_format": "png",
+            "live_previews_enable": True,
+            "show_progress_every_n_steps": -1,
+            "samples_save": False,
+            "grid_save": False,
+        }
+
+    def write(self, data: dict[str, Any]) -> None:
+        """Take the checkpoint (a title of sd-models); UsageError naming every key aigc cannot take."""
+        bad = [
+            key
+            for key, value in data.items()
+            if key != "sd_model_checkpoint"
+            and (key not in OPTIONS or (OPTIONS[key] is not None and value not in OPTIONS[key]))
+        ]
+        if bad:
+            names = ", ".join(f"'{k}'" for k in bad)
+            raise UsageError(
+                f"option{'s' if len(bad) > 1 else ''} {names} not supported: aigc takes sd_model_checkpoint "
+                f"(a title of GET /sdapi/v1/sd-models) and {', '.join(OPTIONS)} at the values GET "
+                "/sdapi/v1/options shows",
+                param=bad[0],
+                code="unsupported_value",
+            )
+        title = data.get("sd_model_checkpoint")
+        if title is None:
+            return
+        titles = [m["title"] for m in image_models(self.state)]
+        if not isinstance(title, str) or title not in titles:
+            raise UsageError(
+                f"option 'sd_model_checkpoint' {json.dumps(title)} is not an image model here: "
+                f"{', '.join(titles) or 'none'} (GET /sdapi/v1/sd-models)",
+                param="sd_model_checkpoint",
+                code="unsupported_value",
+            )
+        self.checkpoint = title
+
+
+def schedulers() -> list[dict[str, Any]]:
+    """GET /sdapi/v1/schedulers: the scheduler types aigc maps (SCHEDULER_TYPES), in A1111's shape."""
+    rows = [{"name": "automatic", "label": "Automatic", "aliases": None, "default_rho": -1.0,
+             "need_inner_model": False}]  # fmt: skip
+    for label in SCHEDULER_TYPES:
+        rows.append({"name": label.lower(), "label": label, "aliases": None, "default_rho": 7.0,
+                     "need_inner_model": False})  # fmt: skip
+    return rows
+
+
 def add_routes(app: FastAPI, state: ServerState) -> None:
     """Register the /sdapi/v1 routes on `app` (create_app calls it; the Guard covers them as every route)."""
     from starlette.concurrency import run_in_threadpool
 
     from .app import read_body
 
-    progress = Progress()
+    options = Options(state)
+    jobs = image_jobs(state)
 
     async def txt2img(request: Request) -> JSONResponse:
         data = await read_body(request)
-        parsed = parse_a1111(data, img2img=False)
-        answer = await _generate(state, request, parsed, progress)
+        parsed = parse_a1111(data, img2img=False, checkpoint=options.checkpoint)
+        answer = await _generate(state, request, parsed)
         return JSONResponse({"images": answer["images"], "parameters": data, "info": answer["info"]})
 
     async def img2img(request: Request) -> JSONResponse:
         data = await read_body(request)
-        parsed = parse_a1111(data, img2img=True)
-        answer = await _generate(state, request, parsed, progress)
+        parsed = parse_a1111(data, img2img=True, checkpoint=options.checkpoint)
+        answer = await _generate(state, request, parsed)
         shown = {k: v for k, v in data.items() if k not in ("init_images", "mask")}
         shown.update(init_images=None, mask=None)  # as A1111 answers: the images are not sent back
         return JSONResponse({"images": answer["images"], "parameters": shown, "info": answer["info"]})
@@ -646,7 +826,25 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         return JSONResponse(samplers())
 
     async def progress_now(request: Request) -> JSONResponse:
-        return JSONResponse(progress.report())
+        skip = request.query_params.get("skip_current_image", "false").lower() in ("true", "1")
+        return JSONResponse(await run_in_threadpool(jobs.report, not skip))
+
+    async def interrupt(request: Request) -> JSONResponse:
+        jobs.interrupt()
+        return JSONResponse({})
+
+    async def options_read(request: Request) -> JSONResponse:
+        return JSONResponse(await run_in_threadpool(options.read))
+
+    async def options_write(request: Request) -> JSONResponse:
+        await run_in_threadpool(options.write, await read_body(request))
+        return JSONResponse(None)
+
+    async def empty(request: Request) -> JSONResponse:
+        return JSONResponse([])
+
+    async def scheduler_list(request: Request) -> JSONResponse:
+        return JSONResponse(schedulers())
 
     for path, method, route, name in (
         ("/sdapi/v1/txt2img", "POST", txt2img, "txt2img"),
@@ -655,6 +853,13 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
         ("/sdapi/v1/sd-models", "GET", sd_models, "sd-models"),
         ("/sdapi/v1/samplers", "GET", sampler_list, "samplers"),
         ("/sdapi/v1/progress", "GET", progress_now, "progress"),
+        ("/sdapi/v1/interrupt", "POST", interrupt, "interrupt"),
+        ("/sdapi/v1/skip", "POST", interrupt, "skip"),
+        ("/sdapi/v1/options", "GET", options_read, "options"),
+        ("/sdapi/v1/options", "POST", options_write, "set-options"),
+        ("/sdapi/v1/sd-vae", "GET", empty, "sd-vae"),
+        ("/sdapi/v1/upscalers", "GET", empty, "upscalers"),
+        ("/sdapi/v1/schedulers", "GET", scheduler_list, "schedulers"),
     ):
         app.add_api_route(path, _a1111_errors(route), methods=[method], **describe(name))
 
@@ -667,7 +872,17 @@ _SUMMARIES = {
     "png-info": "AUTOMATIC1111's png-info: the parameters text a PNG records",
     "sd-models": "AUTOMATIC1111's model list: the image models this server can run",
     "samplers": "AUTOMATIC1111's sampler list: aigc's schedulers",
-    "progress": "AUTOMATIC1111's progress of the image job an /sdapi route runs now (0 when idle)",
+    "progress": "AUTOMATIC1111's progress of the image job running now, whatever route started it (0 when "
+    "idle); current_image: its latest preview (PNG, base64) unless skip_current_image=true",
+    "interrupt": "AUTOMATIC1111's interrupt: the running image job stops at its next step and answers the "
+    "images it made",
+    "skip": "AUTOMATIC1111's skip: as interrupt here (the whole job stops, not only the current image)",
+    "options": "AUTOMATIC1111's settings: the default image model (sd_model_checkpoint) and fixed values",
+    "set-options": "Set sd_model_checkpoint (a title of sd-models) for later /sdapi requests, in this "
+    "server's memory only; other settings that would change a picture are refused",
+    "sd-vae": "AUTOMATIC1111's VAE list: empty (Automatic: the model's own VAE)",
+    "upscalers": "AUTOMATIC1111's upscaler list: empty (aigc has none)",
+    "schedulers": "AUTOMATIC1111's scheduler types: Automatic, Karras",
 }
 
 
@@ -749,10 +964,28 @@ def _ok(name: str) -> dict[str, Any]:
     if name == "samplers":
         row = {"type": "object", "required": ["name", "aliases", "options"]}
         return {"200": _json({"type": "array", "items": row})}
+    if name in ("interrupt", "skip"):
+        return {"200": _json({"type": "object", "maxProperties": 0})}
+    if name == "options":
+        keys = ["sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers", "samples_format"]
+        return {"200": _json({"type": "object", "required": keys})}
+    if name == "set-options":
+        return {"200": _json({"type": "null"})}
+    if name in ("sd-vae", "upscalers"):
+        return {"200": _json({"type": "array", "maxItems": 0})}
+    if name == "schedulers":
+        row = {"type": "object", "required": ["name", "label", "aliases", "default_rho", "need_inner_model"]}
+        return {"200": _json({"type": "array", "items": row})}
     report = {
         "type": "object",
         "required": ["progress", "eta_relative", "state", "current_image", "textinfo"],
-        "properties": {"progress": {"type": "number", "minimum": 0, "maximum": 1}},
+        "properties": {
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "eta_relative": {"type": "number", "minimum": 0},
+            "state": {"type": "object"},
+            "current_image": {"type": ["string", "null"], "description": "The latest preview, PNG (base64)"},
+            "textinfo": {"type": ["string", "null"]},
+        },
     }
     return {"200": _json(report)}
 
@@ -774,7 +1007,7 @@ def describe(name: str) -> dict[str, Any]:
     responses: dict[str | int, Any] = {**_ok(name)}
     bodies = {"txt2img": False, "img2img": True}
     errors: tuple[str, ...] = ("401", "403")
-    if name in bodies or name == "png-info":
+    if name in bodies or name in ("png-info", "set-options"):
         errors = tuple(_ERRORS)
     for status in errors:
         responses[status] = _json(error, _ERRORS[status])
@@ -794,6 +1027,25 @@ def describe(name: str) -> dict[str, Any]:
         }
         example = {"schema": body, "example": {"image": EXAMPLE_PNG}}
         extra = {"requestBody": {"required": True, "content": {"application/json": example}}}
+    if name == "set-options":
+        values = {
+            key: {"enum": list(allowed)} if allowed is not None else {"type": "integer"}
+            for key, allowed in OPTIONS.items()
+        }
+        values["sd_model_checkpoint"] = {
+            "type": "string",
+            "description": "A title of GET /sdapi/v1/sd-models",
+        }
+        body = {"type": "object", "properties": values, "additionalProperties": False}
+        extra = {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
+    if name == "progress":
+        query = {
+            "name": "skip_current_image",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "boolean"},
+        }
+        extra = {"parameters": [query]}
     return {
         "summary": _SUMMARIES[name],
         "responses": responses,

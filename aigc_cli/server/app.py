@@ -462,7 +462,9 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
         state.labels[job.key] = job.label
         jobs.append(job)
     per_prompt = jobs[0].count
-    notices = {"notices": notices_json(reporter.events)}
+    # the seed up front (the records carry it at the end): a client shows it before the text, as a local run
+    seed = jobs[0].request.seed if jobs[0].sampling else None
+    notices = {"notices": notices_json(reporter.events), "seed": seed}
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
     created = int(time.time())
     label = jobs[0].label
@@ -594,13 +596,23 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
 
     def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
         """Each image's data entry as it is done; stops at the next denoising step once the client has gone
-        (closing the events waits for that step, so the engine never runs two jobs)."""
+        (closing the events waits for that step, so the engine never runs two jobs), or once POST
+        /sdapi/v1/interrupt stopped it (the images made are answered); /sdapi/v1/progress follows it."""
+        from .a1111 import image_jobs
+
+        kind = request.url.path.rsplit("/", 1)[-1]
         try:
-            with state.pool.lease(job.key) as engine, closing(core_image.run(job, engine)) as events:
+            with (
+                state.pool.lease(job.key) as engine,
+                closing(core_image.run(job, engine)) as events,
+                image_jobs(state).track(kind, job, reporter, state.console) as tracked,
+            ):
                 for event in events:
                     if cancelled.is_set():
                         step = f" at step {event.step}" if isinstance(event, ImageStep) else ""
                         state.console.info(f"aigc: the client went away: stopped {job.label}{step}")
+                        return
+                    if tracked.stops(event):
                         return
                     if isinstance(event, Notice):
                         reporter.emit(event)
