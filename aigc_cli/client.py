@@ -232,6 +232,9 @@ def _text_events(
     seeded, drawn = False, resolved.values.seed is None
     for event in _events(server, response):
         yield from _notices(event.get("aigc"), resolved, "text")
+        if not seeded and isinstance(event.get("aigc"), dict) and "seed" in event["aigc"]:
+            seeded, seed = True, event["aigc"]["seed"]  # the first chunk's: before the text, as here
+            yield SeedChosen(seed or 0, drawn, matters=seed is not None)
         for choice in event.get("choices", []):
             index = choice["index"]
             piece = choice.get("delta", {}).get("content") if "delta" in choice else choice.get("text")
