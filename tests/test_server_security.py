@@ -268,6 +268,24 @@ def test_without_the_right_key_it_is_401(keyed, authorization):
     assert header(answer[1], "www-authenticate") == "Bearer"
 
 
+def test_every_route_but_health_needs_the_key(keyed):
+    """Each route /openapi.json lists (OpenAI's, AUTOMATIC1111's, aigc's own), each method: 401 without the
+    key, before its body is read; /health alone answers."""
+    key = {"Authorization": "Bearer sekrit"}
+    status, _, raw = http(keyed.url + "/openapi.json", headers=key)
+    assert status == 200
+    paths = json.loads(raw)["paths"]
+    assert {"/v1/images/edits", "/v1/audio/voices", "/sdapi/v1/txt2img", "/sdapi/v1/options"} <= set(paths)
+    for path, operations in paths.items():
+        concrete = path.replace("{model_id}", "smollm2")
+        for method in operations:
+            answer = http(keyed.url + concrete, method.upper(), b"{}" if method == "post" else None)
+            if path == "/health":
+                assert answer[0] == 200, (method, path)
+            else:
+                assert answer[0] == 401, (method, path, answer[2][:200])
+
+
 def test_health_needs_no_key_and_says_only_that_it_is_up(keyed):
     """A load balancer's or Kubernetes' probe carries no key (llama.cpp and vLLM leave /health open too)."""
     from aigc_cli import __version__
