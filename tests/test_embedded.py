@@ -101,9 +101,8 @@ def test_ctrl_c_exits_130_without_traceback(converted, backend):
     assert len(out) < 400  # it stopped: 400 tokens are well over 400 bytes
 
 
-@pytest.mark.parametrize(
-    "delay", [0.1, 0.3, 1.0]
-)  # 0.1: in the imports (0.05 can land in Python's own start)
+# 0.1 s: in aigc's imports (at 0.05 s a loaded machine can still be in Python's own start-up)
+@pytest.mark.parametrize("delay", [0.1, 0.3, 1.0])
 def test_ctrl_c_while_starting_or_loading_exits_130(converted, delay):
     """Before generation (imports, settings, loading weights) SIGINT ends the process at once: no traceback,
     no abort from a C++ callback, no interrupt swallowed by a library's __del__ (seen before this fix)."""
