@@ -13,7 +13,7 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 
-EXAMPLES = {"positive": 10, "negative": 20}
+EXAMPLES = {"positive": 6, "negative": 20}
 """Cases per route and mode: valid bodies run tiny models (most of the time this test takes); invalid ones
 are refused before any model loads."""
 
