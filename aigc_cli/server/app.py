@@ -528,9 +528,7 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
             yield _sse({**chunk, "aigc": notices} if index == 0 else chunk)
         async for item in from_thread(request, produce):
             if isinstance(item, BaseException):
-                error = failure_of(item, label)
-                state.console.info(f"aigc: error: {error.message}")
-                yield _sse(error_body(error, request.url.path)[1])
+                yield _sse_failure(state, request, item, label)
                 break
             index, event = item
             if isinstance(event, TextDelta):
@@ -559,6 +557,14 @@ def _usage(completions: Any) -> dict[str, int]:
     prompt = sum(c.prompt_tokens for c in done)
     generated = sum(c.completion_tokens for c in done)
     return {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated}
+
+
+def _sse_failure(state: ServerState, request: Request, exc: BaseException, model: str | None) -> bytes:
+    """The event that ends a stream cut by a failure (mid-stream there is no status to send): OpenAI's
+    error JSON, the failure said in the server's log too."""
+    error = failure_of(exc, model)
+    state.console.info(f"aigc: error: {error.message}")
+    return _sse(error_body(error, request.url.path)[1])
 
 
 def _sse(data: dict[str, Any]) -> bytes:
@@ -658,9 +664,7 @@ async def _image_events(
     partials: dict[int, int] = {}
     async for item in from_thread(request, produce):
         if isinstance(item, BaseException):
-            error = failure_of(item, job.label)
-            state.console.info(f"aigc: error: {error.message}")
-            yield _sse(error_body(error, request.url.path)[1])
+            yield _sse_failure(state, request, item, job.label)
             return
         what, index, payload = item
         now = int(time.time())
@@ -727,9 +731,7 @@ async def _speech(state: ServerState, request: Request, call: Any) -> Response:
         async def deltas() -> AsyncIterator[bytes]:
             async for item in from_thread(request, produce):
                 if isinstance(item, BaseException):
-                    error = failure_of(item, job.label)
-                    state.console.info(f"aigc: error: {error.message}")
-                    yield _sse(error_body(error, request.url.path)[1])
+                    yield _sse_failure(state, request, item, job.label)
                     return
                 yield _sse({"type": "speech.audio.delta", "audio": base64.b64encode(item).decode("ascii")})
             # no `usage`: these voices count no tokens; the record (less the text) says what was made
