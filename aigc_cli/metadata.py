@@ -1,7 +1,8 @@
 """What a generated file records, and reading it back (`aigc info`).
 
 Images: PNG text chunks `parameters` (the AUTOMATIC1111 form other tools read) and `aigc` (JSON);
-JPEG and WebP: the same in EXIF (UserComment: parameters, ImageDescription: the JSON).
+JPEG and WebP: the same in EXIF (UserComment: parameters, ImageDescription: the JSON). Each also says it is
+AI-made in XMP (marking.py), and may carry a C2PA manifest when signing is set up.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .marking import XMP_KEYWORD, creator_tool, xmp_packet
 
 EXIF_USER_COMMENT = 0x9286
 EXIF_IMAGE_DESCRIPTION = 0x010E
@@ -61,20 +63,25 @@ def _quoted(value: str) -> str:
 
 
 def image_metadata(fmt: str, record: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for PIL's Image.save that carry the record."""
+    """Keyword arguments for PIL's Image.save that carry the record, and the mark (an XMP packet with the
+    IPTC digital source type, marking.xmp_packet) unless the record's digital_source_type is null."""
     from PIL import Image, PngImagePlugin
 
     parameters = a1111_parameters(record)
     as_json = json.dumps(record, ensure_ascii=True)
+    kind = record.get("digital_source_type")
+    xmp = xmp_packet(kind, creator_tool(record)) if kind else None
     if fmt == "PNG":
         info = PngImagePlugin.PngInfo()
         info.add_itxt("parameters", parameters)
         info.add_itxt("aigc", as_json)
+        if xmp is not None:
+            info.add_itxt(XMP_KEYWORD, xmp.decode("utf-8"))
         return {"pnginfo": info}
     exif = Image.Exif()
     exif[EXIF_IMAGE_DESCRIPTION] = as_json
     exif.get_ifd(EXIF_IFD)[EXIF_USER_COMMENT] = UNICODE_PREFIX + parameters.encode("utf-16-be")
-    return {"exif": exif.tobytes()}
+    return {"exif": exif.tobytes(), **({"xmp": xmp} if xmp is not None else {})}
 
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aac")

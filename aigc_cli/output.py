@@ -307,7 +307,8 @@ def encode_audio(samples: Any, sample_rate: int, fmt: str, record: dict[str, Any
     ADTS stream, as OpenAI returns it; no tags: ADTS has none) through PyAV, imported here (OutputError when
     it is not installed). A lossy codec that cannot take the voice's rate gets the samples resampled with
     scipy.signal.resample_poly (polyphase, Kaiser window): opus to 48 kHz unless the rate is 8, 12, 16 or
-    24 kHz; mp3 and aac to the next rate up that they take. The file then says the new rate."""
+    24 kHz; mp3 and aac to the next rate up that they take. The file then says the new rate. wav, flac, ogg
+    and opus also carry the mark (marking.mark_audio) unless the record's digital_source_type is null."""
     import io
 
     container, subtype = AUDIO_FORMATS[fmt]
@@ -335,7 +336,9 @@ def encode_audio(samples: Any, sample_rate: int, fmt: str, record: dict[str, Any
         f.software = f"aigc {record.get('aigc_version', '')}".strip()
         f.comment = json.dumps(record, ensure_ascii=True)
         f.write(samples)
-    return buffer.getvalue()
+    from .marking import mark_audio
+
+    return mark_audio(buffer.getvalue(), fmt, record)
 
 
 def _ascii(text: str) -> str:

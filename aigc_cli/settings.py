@@ -190,6 +190,16 @@ def _dtype_knob() -> Any:
     )
 
 
+def _mark_knob() -> Any:
+    return knob(
+        "Say in the file that AI made it (IPTC digital source type in XMP, or an audio tag).",
+        bool,
+        flag="--mark",
+        env="AIGC_MARK",
+        default_text="on",
+    )
+
+
 def _backend_knob(modality: str, help: str) -> Any:
     """--backend: auto or a backend of the engines table for the modality; AIGC_<MODALITY>_BACKEND."""
     return knob(
@@ -349,6 +359,7 @@ class ImageSettings:
         "image",
         "auto or torch (diffusers, the reference), or openvino (CPU; float32 unless --dtype bfloat16).",
     )
+    mark: bool | None = _mark_knob()
 
 
 @dataclass(frozen=True)
@@ -375,6 +386,7 @@ class SpeechSettings:
     seed: int | None = _seed_knob(count=False)
     device: str | None = _device_knob()
     dtype: str | None = _dtype_knob()
+    mark: bool | None = _mark_knob()
 
 
 SCHEMAS: dict[str, type] = {"text": TextSettings, "image": ImageSettings, "speech": SpeechSettings}

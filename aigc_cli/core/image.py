@@ -13,6 +13,7 @@ from .. import __version__
 from ..engines import EngineKey
 from ..errors import UsageError
 from ..loading import revision_of
+from ..marking import COMPOSITE, MADE
 from ..settings import Resolved, named
 from .events import Event, ImageStep, Reporter, Result, SeedChosen
 from .models import find_model, load, model_errors
@@ -238,6 +239,7 @@ def prepare(
         "dtype": key.dtype,
         "backend": key.backend,
         "aigc_version": __version__,
+        "digital_source_type": None if s.mark is False else COMPOSITE if init is not None else MADE,
     }
     return ImageJob(key, label, request, record, drawn)
 

@@ -12,6 +12,7 @@ from .. import __version__
 from ..engines import EngineKey
 from ..errors import UsageError
 from ..loading import revision_of
+from ..marking import MADE
 from ..settings import Resolved, named
 from .events import AudioChunk, Event, Reporter, Result, SeedChosen
 from .models import find_folder, find_model, load, model_errors
@@ -136,6 +137,7 @@ def prepare(
         "device": key.device,
         "dtype": key.dtype,
         "aigc_version": __version__,
+        "digital_source_type": None if s.mark is False else MADE,
     }
     return SpeechJob(key, label, request, record, drawn)
 
