@@ -62,7 +62,8 @@ def request(
     """Send one request; the response (status 200), else the server's error raised as RemoteError (or
     RunHere for a refusal). Raises Unreachable when nothing answers."""
     connection = _connect(server)
-    headers = {"Accept": "*/*"}
+    # The CLI logs its own runs (or not: --no-log), with the file it writes: the server must not log them too.
+    headers = {"Accept": "*/*", "X-Aigc-Log": "off"}
     if server.api_key:
         headers["Authorization"] = f"Bearer {server.api_key}"
     data = None

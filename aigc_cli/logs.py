@@ -141,6 +141,13 @@ def file_facts(path: Path | None) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest}
 
 
+def data_facts(data: bytes | None) -> dict[str, Any]:
+    """size in bytes and SHA-256 of an output that was not written here (a server's answer), for its row."""
+    if data is None:
+        return {}
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 _WARNED = False
 
 
@@ -220,6 +227,7 @@ def log_generation(
     system: str | None = None,
     status: str | None = None,
     no_log: bool = False,
+    data: bytes | None = None,
 ) -> int | None:
     """The one row builder: log a result of any command (text, chat, image, speak, batch, a server run).
 
@@ -230,8 +238,8 @@ def log_generation(
     (else the record's `revision`, as a server or a batch job reports it);
     messages / conversation / turn: a text turn's history and place (a text result without a conversation
     starts one); system: the system message that applied; status: `interrupted` for a reply stopped part
-    way (None: it finished). Returns the row's id, or None (see
-    record_entry)."""
+    way (None: it finished); data: the output's bytes when no file was written here (a server's answer:
+    its size and SHA-256 are kept). Returns the row's id, or None (see record_entry)."""
     from dataclasses import asdict
 
     ran = {k: v for k, v in asdict(settings).items() if v is not None and k != "count"}
@@ -264,6 +272,50 @@ def log_generation(
         entry.update(
             prompt=record.get("prompt", record.get("text")) if prompt is None else prompt,
             settings={"flags": ran, "record": record},
-            **file_facts(path),
+            **(file_facts(path) or data_facts(data)),
         )
     return record_entry(entry, no_log)
+
+
+def search(
+    count: int, modality: str | None = None, query: str | None = None, before: int | None = None
+) -> list[dict[str, Any]]:
+    """The newest `count` rows (of one modality; matching a full-text query of prompts and outputs, as a
+    phrase; with ids below `before`), newest first, as dicts with settings and messages read from their
+    JSON; [] when there is no log yet. `aigc logs` and the server's GET /api/logs both list with it."""
+    if not log_path().exists():
+        return []
+    where, params = [], []
+    if modality:
+        where.append("g.modality = ?")
+        params.append(modality)
+    if before is not None:
+        where.append("g.id < ?")
+        params.append(before)
+    source = "generations g"
+    if query:
+        source = "generations_fts f JOIN generations g ON g.id = f.rowid"
+        where.append("generations_fts MATCH ?")
+        params.append('"' + query.replace('"', '""') + '"')  # the words as a phrase, not FTS syntax
+    condition = f"WHERE {' AND '.join(where)}" if where else ""
+    sql = f"SELECT g.* FROM {source} {condition} ORDER BY g.id DESC LIMIT ?"
+    with reading() as db:
+        return [as_dict(row) for row in db.execute(sql, [*params, count]).fetchall()]
+
+
+def find(entry: int) -> dict[str, Any] | None:
+    """Row `entry` as a dict (see search), or None when the log has no such row (or no log yet)."""
+    if not log_path().exists():
+        return None
+    with reading() as db:
+        row = db.execute("SELECT * FROM generations WHERE id = ?", (entry,)).fetchone()
+    return as_dict(row) if row is not None else None
+
+
+def as_dict(row: sqlite3.Row) -> dict[str, Any]:
+    """A row as a dict, its settings and messages read from their JSON."""
+    data = dict(row)
+    for name in ("settings", "messages"):
+        if data.get(name):
+            data[name] = json.loads(data[name])
+    return data

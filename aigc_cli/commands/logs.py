@@ -15,14 +15,6 @@ from .table import Column, render
 MODALITIES = ("text", "image", "speech")
 
 
-def _row(row: Any) -> dict[str, Any]:
-    data = dict(row)
-    for name in ("settings", "messages"):
-        if data.get(name):
-            data[name] = json.loads(data[name])
-    return data
-
-
 def run_list(
     count: int, modality: str | None, query: str | None, as_json: bool, console: Console | None = None
 ) -> None:
@@ -36,22 +28,10 @@ def run_list(
     if not logs.log_path().exists():
         console.info(f"aigc: no generations logged yet ({logs.log_path()})")
         return
-    where, params = [], []
-    if modality:
-        where.append("g.modality = ?")
-        params.append(modality)
-    source = "generations g"
-    if query:
-        source = "generations_fts f JOIN generations g ON g.id = f.rowid"
-        where.append("generations_fts MATCH ?")
-        params.append('"' + query.replace('"', '""') + '"')  # the words as a phrase, not FTS syntax
-    condition = f"WHERE {' AND '.join(where)}" if where else ""
-    sql = f"SELECT g.* FROM {source} {condition} ORDER BY g.id DESC LIMIT ?"
-    with logs.reading() as db:
-        rows = db.execute(sql, [*params, count]).fetchall()
+    rows = logs.search(count, modality, query)
     if as_json:
         for row in rows:
-            write_json_line(_row(row))
+            write_json_line(row)
         return
     if not rows:
         console.info("aigc: no generations logged" + (f" match '{query}'" if query else ""))
@@ -90,11 +70,11 @@ def _one(entry: str) -> dict[str, Any]:
 
     if not entry.isdigit():
         raise UsageError(f"'{entry}' is not a log id: `aigc logs` lists them")
-    with logs.reading() as db:
-        row = db.execute("SELECT * FROM generations WHERE id = ?", (int(entry),)).fetchone()
+    with logs.reading():  # no log yet: says so
+        row = logs.find(int(entry))
     if row is None:
         raise UsageError(f"No generation {entry} in the log: `aigc logs` lists them")
-    return _row(row)
+    return row
 
 
 def run_show(entry: str, as_json: bool) -> None:

@@ -542,6 +542,7 @@ async def _generate(state: ServerState, request: Request, parsed: A1111Call) -> 
     from ..metadata import image_metadata
     from ..output import encode_image
     from .app import _collect, _log_ignored, request_reporter
+    from .history import log_served
 
     call = parsed.call
     _log_ignored(state, request.url.path, parsed.ignored)
@@ -583,6 +584,7 @@ async def _generate(state: ServerState, request: Request, parsed: A1111Call) -> 
                         reporter.emit(event)
                     elif isinstance(event, Result):
                         png = encode_image(event.payload, "PNG", image_metadata("PNG", event.record))
+                        log_served(request, "image", call, event, png)
                         emit((png, event.record))
         finally:
             state.after_request()

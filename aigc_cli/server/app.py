@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import AigcError, GenerationError, map_exception
+from .page import is_open
 from .protocol import (
     MAX_BODY_BYTES,
     BodyError,
@@ -90,7 +91,7 @@ class Guard:
                     "permission_error",
                     None,
                 )
-        if self.api_key is not None and path != "/health":
+        if self.api_key is not None and not is_open(path):  # /health, and the web page's files
             scheme, _, token = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 token.strip().encode(), self.api_key.encode()
@@ -366,6 +367,10 @@ def create_app(
     from .a1111 import add_routes  # AUTOMATIC1111's /sdapi/v1 routes
 
     add_routes(app, state)
+    from . import history, page  # the log's routes and "what is this file"; the web page at /
+
+    history.add_routes(app, state)
+    page.add_routes(app)
 
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -449,6 +454,7 @@ async def _collect(
 async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> Response:
     from ..core import text as core_text
     from ..core.events import Result, TextDelta
+    from .history import log_served
 
     _log_ignored(state, request.url.path, call.ignored)
     state.check_model(call.resolved)
@@ -487,6 +493,8 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
                             return
                         if isinstance(event, TextDelta):
                             made = event.tokens
+                        elif isinstance(event, Result):
+                            log_served(request, "text", call, event, prompt=prompts[number])
                         index = number * per_prompt + getattr(event, "index", 0)
                         emit((index, event))
         finally:
@@ -579,6 +587,7 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
     from ..core.events import ImageStep, Notice, Result
     from ..metadata import image_metadata
     from ..output import encode_image
+    from .history import log_served
 
     _log_ignored(state, request.url.path, call.ignored)
     state.check_model(call.resolved)
@@ -629,6 +638,7 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
                     if not isinstance(event, Result):
                         continue
                     png = encode_image(event.payload, "PNG", image_metadata("PNG", event.record))
+                    log_served(request, "image", call, event, png)
                     entry = {
                         "b64_json": base64.b64encode(png).decode("ascii"),
                         "revised_prompt": None,
@@ -693,6 +703,7 @@ async def _speech(state: ServerState, request: Request, call: Any) -> Response:
     from ..core import speech as core_speech
     from ..core.events import AudioChunk, Result
     from ..output import check_encoder, encode_audio, pcm16
+    from .history import log_served
 
     _log_ignored(state, request.url.path, call.ignored)
     state.check_model(call.resolved)
@@ -719,6 +730,8 @@ async def _speech(state: ServerState, request: Request, call: Any) -> Response:
                 for event in events:
                     if cancelled.is_set():
                         return
+                    if isinstance(event, Result):
+                        log_served(request, "speech", call, event)
                     if streamed and isinstance(event, AudioChunk):
                         emit(pcm16(event.samples))
                     elif not streamed and isinstance(event, Result):
