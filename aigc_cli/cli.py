@@ -616,6 +616,27 @@ def info(
     run_info(file, json_out)
 
 
+@app.command(short_help="Check a file's AI mark and C2PA content credentials.")
+def verify(
+    files: Annotated[list[str], typer.Argument(metavar="FILE", help="Images or audio files to check.")],
+    trust: Annotated[
+        str | None,
+        typer.Option("--trust", metavar="PEM", help="CA certificates to trust. Default: AIGC_TRUST_ANCHORS."),
+    ] = None,
+    replay: Annotated[
+        bool, typer.Option("--replay", help="Make the image again from its record and compare.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Is the file marked as AI-made; is its C2PA manifest signed, intact, trusted; who signed it; what it
+    records. Exit 0 when every file verifies, 1 when one is unsigned, tampered, invalid or replays
+    differently."""
+    from .commands.verify import run_verify
+    from .console import Console
+
+    run_verify(files, trust, replay, json_out, Console())
+
+
 @app.command(short_help="Show devices, versions, caches, offline state, embedded models.")
 def doctor(
     json_out: JsonOpt = False,

@@ -102,10 +102,15 @@ def _parse_config(path: Path, mtime_ns: int, size: int, inode: int) -> dict[str,
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"Cannot read {path}: {exc}") from exc
     for section, values in data.items():
-        if section not in SCHEMAS:
-            raise UsageError(f"{path}: unknown section [{section}] (use [text], [image] or [speech])")
+        if section not in (*SCHEMAS, "credentials"):
+            raise UsageError(
+                f"{path}: unknown section [{section}] (use [text], [image], [speech] or [credentials])"
+            )
         if not isinstance(values, dict):
             raise UsageError(f"{path}: {section} must be a table, [{section}], with settings under it")
+        if section == "credentials":
+            _check_credentials(path, values)
+            continue
         known = config_keys(section)
         for key, value in values.items():
             if key not in known:
@@ -115,6 +120,20 @@ def _parse_config(path: Path, mtime_ns: int, size: int, inode: int) -> dict[str,
             # Every line is checked whichever command runs: a bad [image] width fails `aigc text` too.
             check_value(key, knobs(SCHEMAS[section])[key], value, f"[{section}] {key} in {path}")
     return data
+
+
+def _check_credentials(path: Path, values: dict[str, object]) -> None:
+    """[credentials]: cert, key, trust (file paths) and tsa (a URL), each a string."""
+    from .credentials import CREDENTIAL_KEYS
+    from .errors import UsageError
+
+    for key, value in values.items():
+        if key not in CREDENTIAL_KEYS:
+            raise UsageError(
+                f"{path}: unknown setting '{key}' in [credentials] (known: {', '.join(CREDENTIAL_KEYS)})"
+            )
+        if not isinstance(value, str) or not value:
+            raise UsageError(f"{path}: [credentials] {key} must be a non-empty string (a file path or URL)")
 
 
 def write_default_model(modality: str, name: str) -> Path:

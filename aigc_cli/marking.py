@@ -237,6 +237,7 @@ def ogg_add_comments(data: bytes, comments: list[str]) -> bytes:
 def read_vorbis_comments(data: bytes) -> dict[str, str]:
     """The Vorbis comments of a FLAC, Ogg Vorbis or Ogg Opus file (upper-case keys); {} for other files."""
     try:
+        data = skip_id3(data)
         if data[:4] == b"fLaC":
             offset, last = 4, False
             while not last:
@@ -266,6 +267,16 @@ def read_vorbis_comments(data: bytes) -> dict[str, str]:
     return {}
 
 
+def skip_id3(data: bytes) -> bytes:
+    """The file after a leading ID3v2 tag (C2PA puts its manifest in one before a FLAC stream)."""
+    while data[:3] == b"ID3" and len(data) >= 10:
+        size = 0
+        for byte in data[6:10]:
+            size = (size << 7) | (byte & 0x7F)
+        data = data[10 + size + (10 if data[5] & 0x10 else 0) :]
+    return data
+
+
 def _parse_comments(block: bytes) -> dict[str, str]:
     vendor_len = struct.unpack("<I", block[:4])[0]
     offset = 4 + vendor_len
@@ -278,3 +289,21 @@ def _parse_comments(block: bytes) -> dict[str, str]:
         found.setdefault(key.upper(), value)
         offset += 4 + size
     return found
+
+
+_XMP_FIELD = r'{}(?:="([^"]*)"|>([^<]*)<)'
+
+
+def read_mark(data: bytes) -> tuple[str | None, str | None]:
+    """(the IPTC digital source type URL, the creator tool) a file says, from its XMP (any tool's, attribute
+    or element form, uncompressed) or its Vorbis comments; (None, None) when it says none."""
+    import re
+
+    found: list[str | None] = []
+    for name in ("DigitalSourceType", "CreatorTool"):
+        match = re.search(_XMP_FIELD.format(name).encode(), data)
+        found.append((match.group(1) or match.group(2)).decode("utf-8", "replace") if match else None)
+    if found[0] is None:
+        tags = read_vorbis_comments(data)
+        return tags.get(VORBIS_TAG), tags.get(VORBIS_TOOL)
+    return found[0], found[1]

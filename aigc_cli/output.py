@@ -196,6 +196,9 @@ def plan_file(kind: str, out: str | None, folder: Path) -> OutputPlan:
     """Where one result of a batch job goes: its `out` file (format by extension), else an auto-name in
     `folder`. Raises UsageError for a name without a known extension, OutputError for a folder that cannot
     be written."""
+    from .credentials import signing_setup
+
+    signing_setup()
     if out is None:
         check_writable(folder / "probe")
         return OutputPlan(kind, "PNG" if kind == "image" else "wav", False, None, True, 1, False, folder)
@@ -220,6 +223,9 @@ def plan_output(
     (never overwriting); --play alone writes nothing. With -o FILE the format is the extension's, and a
     --format that contradicts it is refused.
     """
+    from .credentials import signing_setup
+
+    signing_setup()  # a half-set or broken signing setup fails now, not after the work
     image = kind == "image"
     noun, example = ("image", "NAME.png") if image else ("audio", "NAME.wav")
     default = "PNG" if image else "wav"
@@ -308,7 +314,8 @@ def encode_audio(samples: Any, sample_rate: int, fmt: str, record: dict[str, Any
     it is not installed). A lossy codec that cannot take the voice's rate gets the samples resampled with
     scipy.signal.resample_poly (polyphase, Kaiser window): opus to 48 kHz unless the rate is 8, 12, 16 or
     24 kHz; mp3 and aac to the next rate up that they take. The file then says the new rate. wav, flac, ogg
-    and opus also carry the mark (marking.mark_audio) unless the record's digital_source_type is null."""
+    and opus also carry the mark (marking.mark_audio) unless the record's digital_source_type is null; wav,
+    flac and mp3 are then signed (credentials.sign) when a signing certificate is set: the last write."""
     import io
 
     container, subtype = AUDIO_FORMATS[fmt]
@@ -336,9 +343,10 @@ def encode_audio(samples: Any, sample_rate: int, fmt: str, record: dict[str, Any
         f.software = f"aigc {record.get('aigc_version', '')}".strip()
         f.comment = json.dumps(record, ensure_ascii=True)
         f.write(samples)
+    from .credentials import sign
     from .marking import mark_audio
 
-    return mark_audio(buffer.getvalue(), fmt, record)
+    return sign(mark_audio(buffer.getvalue(), fmt, record), fmt, record)
 
 
 def _ascii(text: str) -> str:
@@ -418,14 +426,27 @@ def encode_image(image: Any, fmt: str, metadata: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def save_image(image: Any, index: int, record: dict[str, Any], plan: OutputPlan) -> Path | None:
-    """Write one image (PIL) where the plan says, with its record: the path written, or None (stdout)."""
+def image_file(
+    image: Any, fmt: str, record: dict[str, Any], ingredient: bytes | None = None, title: str = ""
+) -> bytes:
+    """An image file's final bytes: encoded in `fmt` with its record and mark (metadata.image_metadata),
+    then signed (credentials.sign) when a signing certificate is configured; nothing may change them after.
+    `ingredient`: the init image's file, which the credential names as the image's parent."""
+    from .credentials import sign
     from .metadata import image_metadata
 
+    return sign(encode_image(image, fmt, image_metadata(fmt, record)), fmt, record, ingredient, title)
+
+
+def save_image(
+    image: Any, index: int, record: dict[str, Any], plan: OutputPlan, ingredient: bytes | None = None
+) -> Path | None:
+    """Write one image (PIL) where the plan says, with its record (signed when configured): the path
+    written, or None (stdout)."""
     if plan.to_stdout:
-        write_binary(encode_image(image, "PNG", image_metadata("PNG", record)))
+        write_binary(image_file(image, "PNG", record, ingredient))
         return None
     path = plan.path(index, record["prompt"], record["seed"])
     assert path is not None
-    write_atomic(path, encode_image(image, plan.format, image_metadata(plan.format, record)))
+    write_atomic(path, image_file(image, plan.format, record, ingredient, path.name))
     return path

@@ -15,7 +15,7 @@ from conftest import AIGC, heavy_imports
 from ptys import run_in_pty
 
 COMMANDS = [
-    [], ["text"], ["chat"], ["image"], ["speak"], ["batch"], ["serve"], ["ps"], ["info"], ["doctor"],
+    [], ["text"], ["chat"], ["image"], ["speak"], ["batch"], ["serve"], ["ps"], ["info"], ["verify"], ["doctor"],
     ["logs"], ["logs", "show"], ["logs", "rerun"], ["models"], ["models", "list"], ["models", "pull"],
     ["models", "rm"], ["models", "default"], ["models", "path"],
 ]  # fmt: skip
@@ -82,7 +82,7 @@ def test_other_commands_name_their_values():
 def test_the_command_list_is_one_line_each():
     listing = help_of([]).split("\nCommands:\n")[1]
     mine = [line for line in listing.splitlines() if line.split()[0] not in ("models", "logs")]
-    assert len(mine) == 9 and all(not line.endswith("...") for line in mine), mine
+    assert len(mine) == 10 and all(not line.endswith("...") for line in mine), mine
 
 
 # --- completion -----------------------------------------------------------------------------------------

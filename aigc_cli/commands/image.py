@@ -125,4 +125,4 @@ def run_image(options: ImageOptions, console: Console) -> None:
         steps = job.request.steps * job.request.count
         events = core_image.run(job, pool.get(job.key))
     with raising():
-        render_images(events, console, plan, options.as_json, steps, log)
+        render_images(events, console, plan, options.as_json, steps, log, inputs.init)

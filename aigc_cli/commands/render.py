@@ -57,9 +57,11 @@ def render_images(
     as_json: bool,
     total_steps: int,
     log: Callable[[Result, Path | None], None],
+    ingredient: bytes | None = None,
 ) -> None:
-    """Each image written where the plan says, with its record; its --json line or its path; a progress
-    bar over all denoising steps on a terminal; log(result, path) for each."""
+    """Each image written where the plan says, with its record (signed when configured, `ingredient` the
+    init image's file); its --json line or its path; a progress bar over all denoising steps on a terminal;
+    log(result, path) for each."""
     from ..output import save_image
 
     with StepBar(console, total_steps, "denoising") as progress:
@@ -67,7 +69,7 @@ def render_images(
             if isinstance(event, ImageStep):
                 progress.advance()
             elif isinstance(event, Result):
-                path = save_image(event.payload, event.index, event.record, plan)
+                path = save_image(event.payload, event.index, event.record, plan, ingredient)
                 log(event, path)
                 if as_json:
                     write_json_line({"path": str(path) if path else None, **event.record, **event.timings})
