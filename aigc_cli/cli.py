@@ -589,12 +589,73 @@ def serve(
             help="A web origin allowed to call the API from a browser (repeatable).",
         ),
     ] = None,
+    out_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--out-dir",
+            metavar="DIR",
+            help="Where the MCP tools at /mcp save files. Default: AIGC_HOME/outputs.",
+        ),
+    ] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve text, images and speech over an OpenAI-compatible HTTP API, models kept warm (URL on stdout)."""
     from .server.serve import run_server
 
-    run_server(host, port, keep_alive, preload or [], api_key, allow_pull, cors_origin or [], verbose)
+    run_server(
+        host,
+        port,
+        keep_alive,
+        preload or [],
+        api_key,
+        allow_pull,
+        cors_origin or [],
+        verbose,
+        out_dir=out_dir,
+    )
+
+
+@app.command(short_help="Serve text, images and speech as MCP tools for agents, on stdio.")
+def mcp(
+    out_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--out-dir",
+            metavar="DIR",
+            help="Where the tools save files, the only folder they read. Default: AIGC_HOME/outputs.",
+        ),
+    ] = None,
+    keep_alive: Annotated[
+        str,
+        typer.Option(
+            "--keep-alive",
+            metavar="DURATION",
+            help="How long an idle model stays loaded: 5m, 30s, 1h; 0 unloads at once, -1 never.",
+        ),
+    ] = "5m",
+    preload: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--preload",
+            metavar="MODEL",
+            help="Load this model at start (repeatable); the only local folders the tools use.",
+            autocompletion=completion.models(*SCHEMAS),
+        ),
+    ] = None,
+    allow_pull: Annotated[
+        bool, typer.Option("--allow-pull", help="Let calls download models they name (off: offline).")
+    ] = False,
+    no_log: NoLogOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Serve generate_text, generate_image, speak, list_models and describe_file as Model Context
+    Protocol tools on stdin/stdout, models kept warm; an agent (Claude, VS Code, Cursor) starts it."""
+    from pathlib import Path
+
+    from .mcp.server import run_stdio
+
+    folder = Path(out_dir) if out_dir else None
+    run_stdio(folder, keep_alive, preload or [], allow_pull, no_log, verbose)
 
 
 @app.command(short_help="List the models a running `aigc serve` holds.")

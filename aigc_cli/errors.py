@@ -160,3 +160,16 @@ def map_exception(exc: BaseException, model: str | None = None) -> AigcError | N
             error.model = model
             return error
     return None
+
+
+def failure_of(exc: BaseException, model: str | None = None) -> AigcError:
+    """An exception from a generation as the AigcError its caller is told (an HTTP client, a batch line, an
+    MCP tool result): aigc's own as it is, a known library error named after `model` (map_exception), else
+    a GenerationError (exit 1, HTTP 500) with the exception's first line."""
+    if isinstance(exc, AigcError):
+        return exc
+    mapped = map_exception(exc, model)
+    if mapped is not None:
+        return mapped
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return GenerationError(f"{type(exc).__name__}: {first}", model)

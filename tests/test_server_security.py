@@ -286,6 +286,53 @@ def test_every_route_but_health_needs_the_key(keyed):
                 assert answer[0] == 401, (method, path, answer[2][:200])
 
 
+def test_mcp_at_slash_mcp_needs_the_key_and_answers_as_aigc_mcp_does(keyed, tiny):
+    """The MCP tools over streamable HTTP on `aigc serve`, through the official SDK's client with the key;
+    without it 401 like every route; from a Host the server is not bound to, 403 (DNS rebinding)."""
+    mcp = pytest.importorskip("mcp")
+    import anyio
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    hello = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    assert http(keyed.url + "/mcp", "POST", hello)[0] == 401
+    rebound = {"Authorization": "Bearer sekrit", "Host": "attacker.example"}
+    assert http(keyed.url + "/mcp", "POST", hello, rebound)[0] == 403
+    arguments = {
+        "prompt": "Hello",
+        "model": str(tiny["llama"]),
+        "seed": 4,
+        "max_tokens": 6,
+        "temperature": 0.8,
+    }
+
+    async def main():
+        async with httpx2.AsyncClient(headers={"Authorization": "Bearer sekrit"}, timeout=120) as http_client:
+            transport = streamable_http_client(keyed.url + "/mcp", http_client=http_client)
+            async with mcp.Client(transport) as client:
+                names = [tool.name for tool in (await client.list_tools()).tools]
+                return names, await client.call_tool("generate_text", arguments)
+
+    names, result = anyio.run(main)
+    assert "generate_image" in names
+    assert not result.is_error, result.content
+    args = [
+        "text",
+        "Hello",
+        "-m",
+        str(tiny["llama"]),
+        "--seed",
+        "4",
+        "--max-tokens",
+        "6",
+        "--temperature",
+        "0.8",
+    ]
+    local = run_cli(*args, "--local")
+    assert result.content[0].text == local.stdout.decode().removesuffix("\n")
+    assert result.structured_content["seed"] == 4
+
+
 def test_health_needs_no_key_and_says_only_that_it_is_up(keyed):
     """A load balancer's or Kubernetes' probe carries no key (llama.cpp and vLLM leave /health open too)."""
     from aigc_cli import __version__

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..console import Console
 from ..core.events import Reporter
-from ..errors import AigcError, GenerationError, map_exception
+from ..errors import failure_of
 from ..pool import EnginePool
 from .jobs import Job, error_result
 
@@ -36,12 +36,8 @@ class JobRunner:
         try:
             with model_errors(str(job.resolved.values.model)):
                 fields = {"text": self._text, "image": self._image, "speech": self._speech}[job.task](job)
-        except AigcError as exc:
-            return error_result(job, exc)
         except Exception as exc:
-            mapped = map_exception(exc, job.resolved.values.model)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            return error_result(job, mapped or GenerationError(f"{type(exc).__name__}: {first}"))
+            return error_result(job, failure_of(exc, job.resolved.values.model))
         return {"id": job.id, "task": job.task, "status": "ok", **fields}
 
     def _reporter(self) -> Reporter:

@@ -27,13 +27,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import AigcError, GenerationError, map_exception
+from ..errors import AigcError, failure_of
 from .page import is_open
 from .protocol import (
     MAX_BODY_BYTES,
     BodyError,
     error_body,
     error_json,
+    media_type,
     notices_json,
     parse_chat,
     parse_completion,
@@ -41,13 +42,6 @@ from .protocol import (
     parse_speech,
 )
 from .state import ServerState
-
-
-def media_type(fmt: str) -> str:
-    """Content-Type of a /v1/audio/speech response_format (OpenAI's; opus in an Ogg container)."""
-    from ..output import AUDIO_MEDIA_TYPES
-
-    return "audio/pcm" if fmt == "pcm" else AUDIO_MEDIA_TYPES[fmt]
 
 
 def _json_error(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -266,27 +260,16 @@ async def from_thread(request: Request, produce: Callable[[Callable[[Any], None]
         cancelled.set()
 
 
-def failure_of(exc: BaseException, model: str | None) -> AigcError:
-    """An exception from a generation as the AigcError a client is answered with: aigc's own as it is, a
-    known library error named after `model` (errors.map_exception), else a GenerationError (HTTP 500)
-    with the exception's first line."""
-    if isinstance(exc, AigcError):
-        return exc
-    mapped = map_exception(exc, model)
-    if mapped is not None:
-        return mapped
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return GenerationError(f"{type(exc).__name__}: {first}", model)
-
-
 def create_app(
     state: ServerState,
     api_key: str | None = None,
     hosts: set[str] | None = None,
     cors_origins: list[str] | None = None,
+    mcp_out_dir: str | None = None,
 ) -> FastAPI:
     """The app over `state`. hosts: the Host names accepted (None: any); cors_origins: origins a browser
-    page may call from (none by default: no Access-Control-Allow-Origin is sent)."""
+    page may call from (none by default: no Access-Control-Allow-Origin is sent); mcp_out_dir: where the MCP
+    tools at /mcp save files (None: AIGC_HOME/outputs)."""
     from .openapi import describe
 
     app = FastAPI(title="aigc", version=__version__, docs_url=None, redoc_url=None)
@@ -371,6 +354,11 @@ def create_app(
 
     history.add_routes(app, state)
     page.add_routes(app)
+    from pathlib import Path
+
+    from ..mcp.server import mount  # MCP's streamable HTTP at /mcp, where the mcp SDK is installed
+
+    mount(app, state, Path(mcp_out_dir) if mcp_out_dir else None)
 
     if cors_origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -388,21 +376,9 @@ def create_app(
 
 
 def _model_list(state: ServerState) -> list[dict[str, Any]]:
-    """Loaded models, what --preload named, and every alias whose files are here (embedded or cached)."""
-    from ..catalog import available_models
-
-    seen: dict[str, dict[str, Any]] = {}
-    for row in state.loaded():
-        seen.setdefault(row["model"], {"modality": row["modality"], "loaded": True})
-    for name in state.preload_names:
-        seen.setdefault(name, {"modality": None, "loaded": False})
-    for name, modality in available_models():
-        seen.setdefault(name, {"modality": modality, "loaded": False})
+    """/v1/models' rows: ServerState.models() in OpenAI's shape."""
     created = int(time.time())
-    return [
-        {"id": name, "object": "model", "created": created, "owned_by": "aigc", **facts}
-        for name, facts in seen.items()
-    ]
+    return [{**row, "object": "model", "created": created, "owned_by": "aigc"} for row in state.models()]
 
 
 def _one_model(state: ServerState, model_id: str) -> dict[str, Any]:
@@ -422,9 +398,8 @@ def _one_model(state: ServerState, model_id: str) -> dict[str, Any]:
 
 
 def request_reporter(state: ServerState) -> Any:
-    """A request's Reporter: its notices are kept for the response (the `aigc` object) and written to the
-    server's log as a local run prints them (notes with -v)."""
-    return state.console.reporter(seeds=False)
+    """A request's Reporter (ServerState.reporter)."""
+    return state.reporter()
 
 
 def _log_ignored(state: ServerState, route: str, ignored: tuple[str, ...]) -> None:

@@ -48,8 +48,9 @@ DEVICE_PATTERN = r"^(auto|cpu|mps|xpu|cuda(:[0-9]+)?)$"
 """The devices device.pick_device takes."""
 
 
-def _knob(name: str, k: Knob) -> dict[str, Any]:
-    """A setting's JSON Schema: type, range, choices (only where no other spelling is accepted)."""
+def knob_schema(name: str, k: Knob) -> dict[str, Any]:
+    """A setting's JSON Schema: type, range, choices (only where no other spelling is accepted); null is
+    allowed (not set). The API's bodies, A1111's and the MCP tools' arguments (mcp/tools.py) use it."""
     if k.kind is list:
         schema: dict[str, Any] = {
             "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
@@ -68,6 +69,9 @@ def _knob(name: str, k: Knob) -> dict[str, Any]:
         schema["pattern"] = DEVICE_PATTERN
     description = k.help + (f" ({k.unit})" if k.unit else "")
     return {**schema, "description": description}
+
+
+_knob = knob_schema
 
 
 def _settings(modality: str, leave_out: set[str]) -> dict[str, Any]:
@@ -275,7 +279,7 @@ def _ok(name: str) -> dict[str, Any]:
         ok["content"]["text/event-stream"] = _STREAM
         return {"200": ok}
     if name == "speech":
-        from .app import media_type
+        from .protocol import media_type
 
         audio = {media_type(f): {"schema": {"type": "string", "format": "binary"}} for f in SPEECH_FORMATS}
         audio["text/event-stream"] = {

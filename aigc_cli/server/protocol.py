@@ -126,6 +126,13 @@ def speech_request(resolved: Resolved, text: str, fmt: str) -> dict[str, Any]:
     return {**body, "response_format": "pcm" if fmt == "raw" else fmt, **sent_settings("speech", resolved)}
 
 
+def media_type(fmt: str) -> str:
+    """Content-Type of a /v1/audio/speech response_format (OpenAI's; opus in an Ogg container)."""
+    from ..output import AUDIO_MEDIA_TYPES
+
+    return "audio/pcm" if fmt == "pcm" else AUDIO_MEDIA_TYPES[fmt]
+
+
 def notices_json(events: list[Any]) -> list[dict[str, str]]:
     """The notices among a job's prepare events, as they travel in the `aigc` object (core.events)."""
     from ..core.events import Notice

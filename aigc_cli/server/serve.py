@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -16,20 +15,9 @@ from ..console import Console, LogConsole
 from ..errors import AigcError, UsageError
 from ..hub import SERVER_NO_PULL
 from .discovery import connect_host, read_record, remove_record, write_record
+from .state import check_preload, parse_keep_alive, preload
 
-DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
-
-
-def parse_keep_alive(value: str) -> float | None:
-    """Seconds from `5m`, `30s`, `1h`, `250ms` or a number of seconds; 0 unloads after each request,
-    any negative value (`-1`) never unloads (None). UsageError otherwise."""
-    match = DURATION.match(value)
-    if match is None:
-        raise UsageError(f"--keep-alive takes a duration such as 5m, 30s, 1h, 0 or -1 (got {value!r})")
-    seconds = float(match.group(1)) * UNITS[match.group(2)]
-    return None if seconds < 0 else seconds
 
 
 def is_loopback(host: str) -> bool:
@@ -71,40 +59,10 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def check_preload(state: Any, names: list[str]) -> None:
-    """Before the server listens: each name is a model aigc can run (exit 3 otherwise), and local folders
-    among them become servable. Loading them is `preload`'s, while /health answers "loading"."""
-    from pathlib import Path
-
-    from ..catalog import modality_of
-    from ..registry import resolve
-
-    for name in names:
-        resolve(name, modality_of(name))
-        folder = Path(name).expanduser()
-        if folder.is_dir():
-            state.allow_folder(folder)
-
-
-def preload(state: Any, names: list[str], console: Console) -> None:
-    """Load each model now, through the path its first request takes. Raises what loading raises."""
-    from ..catalog import modality_of
-    from ..core import MODALITIES
-    from ..settings import resolve_settings
-    from .app import request_reporter
-
-    for name in names:
-        modality = MODALITIES[modality_of(name)]
-        resolved = resolve_settings(modality.name, {"model": name})
-        job = modality.prepare(resolved, modality.sample_prompt, request_reporter(state), state.pool)
-        state.labels[job.key] = job.label
-        console.info(f"aigc: loaded {job.label} ({modality.name}) on {job.key.device}")
-
-
 def _preload_in_background(state: Any, names: list[str], console: Console, server: Any) -> None:
     """Preload in a thread while the server answers (/health: 503 "loading", then 200). A model that does
     not load stops the server with that model's error (state.failed), as it would have before listening."""
-    from .app import failure_of
+    from ..errors import failure_of
 
     def run() -> None:
         try:
@@ -128,6 +86,7 @@ def run_server(
     allow_pull: bool,
     cors_origins: list[str],
     verbose: bool,
+    out_dir: str | None = None,
 ) -> None:
     """Serve until Ctrl-C or SIGTERM. Prints the URL on stdout once it listens; the models named by
     --preload load meanwhile (/health says "loading" until they have; one that fails stops the server with
@@ -161,7 +120,7 @@ def run_server(
     state = ServerState(seconds, preload_names, console)
     check_preload(state, preload_names)
     hosts = LOOPBACK_NAMES if is_loopback(host) else None
-    app = create_app(state, api_key=api_key, hosts=hosts, cors_origins=cors_origins)
+    app = create_app(state, api_key=api_key, hosts=hosts, cors_origins=cors_origins, mcp_out_dir=out_dir)
     import copy
 
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)

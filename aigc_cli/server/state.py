@@ -3,6 +3,7 @@ what `aigc ps` reports of each loaded engine."""
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from ..console import Console
 from ..engines import EngineKey
+from ..errors import UsageError
 from ..pool import EnginePool
 from ..settings import Resolved
 from .protocol import LOCAL_PATH, RefusedError
@@ -38,6 +40,11 @@ class ServerState:
         from .batching import Batchers
 
         self.batchers = Batchers(self.pool)
+
+    def reporter(self) -> Any:
+        """A request's Reporter: its notices are kept for the response (the `aigc` object, an MCP result)
+        and written to the server's log as a local run prints them (notes with -v)."""
+        return self.console.reporter(seeds=False)
 
     # --- which models a request may name ---------------------------------------------------------------
 
@@ -113,6 +120,22 @@ class ServerState:
     def stop(self) -> None:
         self._stop.set()
 
+    # --- /v1/models and the MCP tool list_models ------------------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        """Loaded models, what --preload named, and every alias whose files are here (embedded or cached):
+        one row each, {"id", "modality" (None for a --preload name not loaded yet), "loaded"}."""
+        from ..catalog import available_models
+
+        seen: dict[str, dict[str, Any]] = {}
+        for row in self.loaded():
+            seen.setdefault(row["model"], {"modality": row["modality"], "loaded": True})
+        for name in self.preload_names:
+            seen.setdefault(name, {"modality": None, "loaded": False})
+        for name, modality in available_models():
+            seen.setdefault(name, {"modality": modality, "loaded": False})
+        return [{"id": name, **facts} for name, facts in seen.items()]
+
     # --- aigc ps --------------------------------------------------------------------------------------------
 
     def loaded(self) -> list[dict[str, Any]]:
@@ -173,3 +196,48 @@ def engine_bytes(engine: Any, key: EngineKey) -> int:
     # An export's weights live in its files (ONNX, OpenVINO IR), beside the torch parts of an image pipeline.
     folder = Path(export or key.folder)
     return total + sum(p.stat().st_size for p in folder.rglob("*") if p.suffix in {".onnx", ".data", ".bin"})
+
+
+# --- the options of a serving process (aigc serve, aigc mcp) ----------------------------------------------
+
+DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_keep_alive(value: str) -> float | None:
+    """Seconds from `5m`, `30s`, `1h`, `250ms` or a number of seconds; 0 unloads after each request,
+    any negative value (`-1`) never unloads (None). UsageError otherwise."""
+    match = DURATION.match(value)
+    if match is None:
+        raise UsageError(f"--keep-alive takes a duration such as 5m, 30s, 1h, 0 or -1 (got {value!r})")
+    seconds = float(match.group(1)) * UNITS[match.group(2)]
+    return None if seconds < 0 else seconds
+
+
+def check_preload(state: Any, names: list[str]) -> None:
+    """Before the server listens: each name is a model aigc can run (exit 3 otherwise), and local folders
+    among them become servable. Loading them is `preload`'s, while /health answers "loading"."""
+    from pathlib import Path
+
+    from ..catalog import modality_of
+    from ..registry import resolve
+
+    for name in names:
+        resolve(name, modality_of(name))
+        folder = Path(name).expanduser()
+        if folder.is_dir():
+            state.allow_folder(folder)
+
+
+def preload(state: Any, names: list[str], console: Console) -> None:
+    """Load each model now, through the path its first request takes. Raises what loading raises."""
+    from ..catalog import modality_of
+    from ..core import MODALITIES
+    from ..settings import resolve_settings
+
+    for name in names:
+        modality = MODALITIES[modality_of(name)]
+        resolved = resolve_settings(modality.name, {"model": name})
+        job = modality.prepare(resolved, modality.sample_prompt, state.reporter(), state.pool)
+        state.labels[job.key] = job.label
+        console.info(f"aigc: loaded {job.label} ({modality.name}) on {job.key.device}")
