@@ -179,10 +179,14 @@ function setValue(id, value) {
   $(id).value = value === null || value === undefined ? '' : value;
 }
 
+// Select model `name`: an option of that id, else a local folder of that name (records name a local model by
+// its folder's name, not its path), else a new option.
 function setModel(select, name) {
   if (!name) return;
-  if (![...select.options].some((o) => o.value === name)) select.append(element('option', { value: name, text: name }));
-  select.value = name;
+  const options = [...select.options];
+  const found = options.find((o) => o.value === name) || options.find((o) => o.value.endsWith(`/${name}`));
+  if (!found) select.append(element('option', { value: name, text: name }));
+  select.value = found ? found.value : name;
 }
 
 function bytesOf(b64) {
@@ -636,7 +640,7 @@ async function loadHistory(fresh) {
   }
   for (const row of answer.data) {
     const when = (row.time || '').slice(0, 16).replace('T', ' ');
-    const output = row.file || row.output || (row.sha256 ? `${row.modality} ${row.sha256.slice(0, 12)}` : '');
+    const output = row.file || row.output || `${row.modality}${row.sha256 ? ` ${row.sha256.slice(0, 12)}` : ''}`;
     const open = element('button', { type: 'button', text: String(row.id), 'aria-label': `Show generation ${row.id}`,
       onclick: () => showRow(row) });
     const tr = element('tr', { 'data-id': row.id, onclick: (event) => { if (event.target !== open) showRow(row); } },
