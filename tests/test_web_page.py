@@ -327,6 +327,31 @@ def test_history_finds_a_generation_and_runs_it_again(page, served):
     assert len(rows(served, "prompt = ?", ("a lighthouse at dusk",))) == 2
 
 
+def test_history_runs_a_chat_turn_again_with_its_conversation(page, served):
+    messages = [
+        {"role": "user", "content": "Count the waves"},
+        {"role": "assistant", "content": "One, two."},
+        {"role": "user", "content": "More waves"},
+    ]
+    body = {"model": served.models["text"], "max_tokens": 10, "temperature": 0.9, "seed": 21, "top_k": 5}
+    reply = json.loads(api(served, "/v1/chat/completions", {**body, "messages": messages})[1])
+    page.click("#tab-history")
+    page.fill("#history-search", "More waves")
+    page.select_option("#history-modality", "text")
+    page.press("#history-search", "Enter")
+    page.wait_for_function("() => document.querySelectorAll('#history-rows tr').length === 1")
+    page.click("#history-rows tr button")
+    page.click("#history-detail button:text('Run it again')")
+    page.wait_for_selector("#chat-log li:nth-of-type(4) details", state="attached")
+    contents = page.eval_on_selector_all("#chat-log li .content", "n => n.map((x) => x.textContent)")
+    assert contents == [
+        "Count the waves",
+        "One, two.",
+        "More waves",
+        reply["choices"][0]["message"]["content"],
+    ]
+
+
 def test_a_cli_run_through_the_server_is_logged_once(served):
     env = {**served.env, "AIGC_HOST": served.url, "AIGC_API_KEY": KEY}
     args = [

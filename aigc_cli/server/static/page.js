@@ -656,7 +656,7 @@ async function loadHistory(fresh) {
 }
 
 function showRow(row) {
-  for (const tr of $('history-rows').children) tr.setAttribute('aria-selected', String(tr.dataset.id === String(row.id)));
+  for (const tr of $('history-rows').children) tr.setAttribute('aria-current', String(tr.dataset.id === String(row.id)));
   const flags = (row.settings && row.settings.flags) || {};
   const facts = { id: row.id, time: row.time, command: row.command, modality: row.modality, model: row.model,
     prompt: row.prompt, system: row.system, output: row.output, file: row.file, size: row.size, sha256: row.sha256,
