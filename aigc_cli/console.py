@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -92,16 +93,26 @@ class Console:
             # in the file's metadata, --json, the record and the log too
             self.note(f"aigc: seed {event.seed} (drawn at random; --seed {event.seed} repeats this run)")
 
-    def reporter(self, seeds: bool = True) -> Any:
+    def reporter(self, seeds: bool = True, also: Callable[[str], None] | None = None) -> Any:
         """A core Reporter that shows each notice (and, with `seeds`, a drawn seed) as it comes, and this
-        console's status (a spinner on a terminal) while a model loads."""
+        console's status (a spinner on a terminal) while a model loads; `also(text)` is told each status as
+        it begins (an MCP progress notification)."""
         from .core.events import Reporter, SeedChosen
 
         def on_event(event: Any) -> None:
             if seeds or not isinstance(event, SeedChosen):
                 self.show(event)
 
-        return Reporter(on_event, self.status, self.chatty, self.verbose)
+        status = self.status
+        if also is not None:
+
+            @contextmanager
+            def status(text: str) -> Iterator[None]:
+                also(text)
+                with self.status(text):
+                    yield
+
+        return Reporter(on_event, status, self.chatty, self.verbose)
 
 
 class LogConsole(Console):

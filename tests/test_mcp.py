@@ -178,6 +178,25 @@ def test_speak_equals_the_cli_wav(aigc, toolbox, vits, tmp_path):
     assert [c.mime_type for c in flac.content if c.type == "audio"] == ["audio/flac"]
 
 
+def test_loading_a_model_is_told_as_progress(vits, tmp_path):
+    """A model's first call loads it (seconds; a one-time conversion or export, minutes): the client hears
+    what is happening, not silence."""
+    from aigc_cli.console import LogConsole
+    from aigc_cli.mcp.tools import Toolbox
+    from aigc_cli.server.state import ServerState, check_preload
+
+    fresh = ServerState(None, [str(vits)], LogConsole())
+    check_preload(fresh, [str(vits)])
+    told: list[str | None] = []
+
+    async def progress(done, total, message):
+        told.append(message)
+
+    result = call(Toolbox(fresh, tmp_path / "out"), "speak", {"text": "Hi.", "model": str(vits)}, progress)
+    assert not result.is_error, result.content
+    assert told[0] == f"Loading {vits}" and told[-1] == "sentence 1 of 1"
+
+
 def test_list_models_and_describe_file_and_resources(toolbox, pipes, vits):
     listed = call(toolbox, "list_models", {"modality": "speech"}).structured_content["models"]
     assert str(vits) in [row["id"] for row in listed]

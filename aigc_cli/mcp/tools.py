@@ -353,7 +353,7 @@ class Toolbox:
         from ..core.events import Notice, Result, TextDelta
 
         resolved = self._resolve(TOOLS["generate_text"], values)
-        reporter = self.state.reporter()
+        reporter = self.state.reporter(also=lambda text: progress(0, None, text))
         job = core_text.prepare(resolved, values["prompt"], reporter, self.state.pool)
         self.state.labels[job.key] = job.label
         limit = job.request.max_tokens
@@ -397,7 +397,7 @@ class Toolbox:
             fields=("argument 'init_image'", "argument 'mask'"),
         )
         plan = plan_file("image", None, self._folder())
-        reporter = self.state.reporter()
+        reporter = self.state.reporter(also=lambda text: progress(0, None, text))
         prompt = values["prompt"]
         job = core_image.prepare(resolved, prompt, reporter, self.state.pool, inputs)
         self.state.labels[job.key] = job.label
@@ -438,7 +438,7 @@ class Toolbox:
         resolved = self._resolve(TOOLS["speak"], values)
         fmt = values.get("format", "wav")
         plan = replace(plan_file("audio", None, self._folder()), format=fmt)
-        reporter = self.state.reporter()
+        reporter = self.state.reporter(also=lambda text: progress(0, None, text))
         text = values["text"]
         job = core_speech.prepare(resolved, text, reporter, self.state.pool)
         self.state.labels[job.key] = job.label

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,11 @@ class ServerState:
 
         self.batchers = Batchers(self.pool)
 
-    def reporter(self) -> Any:
+    def reporter(self, also: Callable[[str], None] | None = None) -> Any:
         """A request's Reporter: its notices are kept for the response (the `aigc` object, an MCP result)
-        and written to the server's log as a local run prints them (notes with -v)."""
-        return self.console.reporter(seeds=False)
+        and written to the server's log as a local run prints them (notes with -v); `also(text)` hears what
+        a slow step says as it begins (loading a model, a one-time conversion or export)."""
+        return self.console.reporter(seeds=False, also=also)
 
     # --- which models a request may name ---------------------------------------------------------------
 
