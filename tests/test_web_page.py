@@ -9,6 +9,7 @@ Set AIGC_SCREENSHOTS=docs to write each panel's screenshot there (the README sho
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import shutil
@@ -385,6 +386,34 @@ def test_the_log_routes_refuse_bad_queries_in_one_line(served):
 # --- what is this file? ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP"])
+def test_describe_reads_a_jpeg_or_webp_record(served, fmt):
+    from PIL import Image
+
+    from aigc_cli.metadata import image_metadata
+
+    record = {
+        "kind": "image",
+        "prompt": "a kite",
+        "model": "sd-turbo",
+        "seed": 5,
+        "steps": 1,
+        "guidance": 0.0,
+    }
+    record.update(width=8, height=8, sampler="Euler")
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(out, format=fmt, **image_metadata(fmt, record))
+    body = {"file": base64.b64encode(out.getvalue()).decode(), "name": f"kite.{fmt.lower()}"}
+    status, _, raw = http(served.url + "/api/describe", "POST", body, headers=AUTH)
+    answer = json.loads(raw)
+    assert (status, answer["kind"], answer["record"]["prompt"], answer["record"]["seed"]) == (
+        200,
+        "image",
+        "a kite",
+        5,
+    )
+
+
 def test_a_file_shows_its_record_and_is_made_again(page, served, tmp_path):
     body = {
         "model": served.models["image"],
@@ -406,9 +435,18 @@ def test_a_file_shows_its_record_and_is_made_again(page, served, tmp_path):
     assert blob_bytes(page, "#image-results figure a.download", "href") == png
 
     speech = {"model": served.models["speech"], "input": "Good night.", "response_format": "wav", "seed": 4}
-    (tmp_path / "night.wav").write_bytes(api(served, "/v1/audio/speech", speech)[1])
+    wav = api(served, "/v1/audio/speech", speech)[1]
     page.click("#tab-file")
-    page.set_input_files("#file-input", str(tmp_path / "night.wav"))
+    page.evaluate(  # dropped on the page, as from a file manager
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], 'night.wav', { type: 'audio/wav' }));
+            const drop = new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true });
+            document.querySelector('#drop').dispatchEvent(drop);
+        }""",
+        base64.b64encode(wav).decode(),
+    )
     page.wait_for_function("() => document.querySelector('#file-result').textContent.includes('Good night.')")
 
     (tmp_path / "plain.png").write_bytes(base64.b64decode(EMPTY_PNG))
