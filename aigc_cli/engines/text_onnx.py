@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from .base import EngineKey
+from .prefix_cache import PrefixCache
 from .text import Sampling
+
+HEADROOM = 1024
+"""Room a kept generator leaves past its first request, for the turns that follow (its KV buffer holds
+max_length tokens from the start: onnxruntime-genai's past_present_share_buffer)."""
 
 
 def session_config(og: Any, export: Path) -> Any:
@@ -49,6 +54,20 @@ class OnnxTextEngine:
         self.dtype = "float32" if precision == "fp32" else precision
         genai = json.loads((export / "genai_config.json").read_text())
         self.context_length = genai["model"].get("context_length")
+        decoder = genai["model"].get("decoder", {})
+        # bytes of K and V per token, fp32 (the KV cache of the CPU exports, int4 too)
+        self.kv_bytes_per_token = (
+            2
+            * 4
+            * (
+                decoder.get("num_hidden_layers", 0)
+                * decoder.get("num_key_value_heads", decoder.get("num_attention_heads", 0))
+                * decoder.get("head_size", 0)
+            )
+        )
+        self.prefix_cache = PrefixCache()
+        """Generators of recent greedy sequences (engines.prefix_cache), rewound to the prefix a new
+        prompt shares with one and given the rest: a conversation's next turn runs only its new tokens."""
 
     @classmethod
     def load(cls, key: EngineKey) -> OnnxTextEngine:
@@ -69,12 +88,13 @@ class OnnxTextEngine:
         )
 
     def tokens(self, prompt_ids: list[int], config: Sampling, seed: int) -> Iterator[list[int]]:
-        """New token ids one at a time; stopping early is just not asking for the next one."""
+        """New token ids one at a time; stopping early is just not asking for the next one.
+
+        A greedy request runs on a kept generator when one holds a prefix of its prompt (rewound to that
+        prefix, the rest appended: the same tokens as a fresh generator, tested), and its generator is kept
+        for the next. Sampling always starts a fresh generator: its random state is the seed's."""
         ids = prompt_ids
-        options: dict[str, Any] = {
-            "max_length": len(ids) + config.max_new_tokens,
-            "do_sample": bool(config.do_sample),
-        }
+        options: dict[str, Any] = {"do_sample": bool(config.do_sample)}
         if config.do_sample:
             options.update(
                 temperature=float(config.temperature or 1.0),
@@ -84,12 +104,43 @@ class OnnxTextEngine:
             )
         if config.repetition_penalty not in (None, 1.0):
             options["repetition_penalty"] = float(config.repetition_penalty)
+        end = len(ids) + config.max_new_tokens
         if self.context_length:
-            options["max_length"] = min(options["max_length"], self.context_length)
-        params = self.og.GeneratorParams(self.model)
-        params.set_search_options(**options)
-        generator = self.og.Generator(self.model, params)
-        generator.append_tokens(ids)
-        while not generator.is_done():
-            generator.generate_next_token()
-            yield [int(generator.get_next_tokens()[0])]
+            end = min(end, self.context_length)
+        keep = not config.do_sample and self.prefix_cache.budget > 0 and self.kv_bytes_per_token > 0
+        kind = tuple(sorted(options.items()))
+        generator, room = None, end
+        hit = self.prefix_cache.find(ids, kind) if keep else None
+        if hit is not None:
+            entry, shared = hit
+            # The last token of a kept sequence has not run yet: rewinding to it and appending from it runs
+            # it (appending after it gave other tokens than a fresh generator). A generator is claimed only
+            # by a prompt that goes on with most of it (the next turn), not by one that shares its start.
+            shared = min(shared, len(entry.ids) - 1)
+            if entry.state[1] >= end and 2 * shared >= len(entry.ids) and self.prefix_cache.claim(entry):
+                generator, room = entry.state
+        if generator is not None:
+            generator.rewind_to(shared)
+            generator.append_tokens(ids[shared:])
+        if generator is None:
+            if keep:  # room for the turns that follow, within the context
+                room = max(end, min(end + HEADROOM, self.context_length or end))
+            params = self.og.GeneratorParams(self.model)
+            params.set_search_options(max_length=room, **options)
+            generator = self.og.Generator(self.model, params)
+            generator.append_tokens(ids)
+        made = 0
+        try:
+            while made < config.max_new_tokens and not generator.is_done():
+                generator.generate_next_token()
+                made += 1
+                yield [int(generator.get_next_tokens()[0])]
+        except GeneratorExit:  # the reader stopped: the generator still holds what ran
+            raise
+        except BaseException:
+            keep = False
+            raise
+        finally:
+            if keep:
+                sequence = [int(t) for t in generator.get_sequence(0)]
+                self.prefix_cache.put(sequence, (generator, room), room * self.kv_bytes_per_token, kind)

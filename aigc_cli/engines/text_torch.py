@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import EngineKey
+from .prefix_cache import PrefixCache
 from .text import Sampling
 
 
@@ -84,6 +85,9 @@ class TorchTextEngine:
         self.context_length = getattr(config, "max_position_embeddings", None) or getattr(
             config, "n_positions", None
         )
+        self.prefix_cache = PrefixCache()
+        """The KV caches of recent sequences (engines.prefix_cache): a prompt that starts as one of them did
+        runs only its new tokens."""
 
     @classmethod
     def load(cls, key: EngineKey) -> TorchTextEngine:
@@ -116,7 +120,52 @@ class TorchTextEngine:
         input_ids = torch.tensor([prompt_ids], device=self.model.device)
         finished = threading.Event()
         inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-        return self._stream(inputs, settings, seed, _StopWhen(finished), finished)
+        cache, parent = self._cache_for(prompt_ids)
+        if cache is not None:
+            inputs["cache"] = cache
+        return self._stream(inputs, settings, seed, _StopWhen(finished), finished, parent)
+
+    def _cache_for(self, prompt_ids: list[int]) -> tuple[Any, Any]:
+        """A transformers DynamicCache for this prompt, holding the longest prefix it shares with a kept one
+        (generate then runs only the rest of the prompt; the kept one stays as it was). None where the model's
+        cache is not a plain DynamicCache (sliding windows, linear attention, a static cache: their states
+        cannot be cut back to a prefix) or reuse is off: generate makes its own, as before. With it, the kept
+        entry this one goes on with (most of it shared: the conversation's previous turn), to replace."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        if self.prefix_cache.budget <= 0 or self.model.generation_config.cache_implementation is not None:
+            return None, None
+        try:
+            cache = DynamicCache(config=self.model.config)
+        except Exception:  # a config DynamicCache cannot read: generate's own cache, no reuse
+            return None, None
+        if not all(type(layer) is DynamicLayer for layer in cache.layers):
+            return None, None
+        hit = self.prefix_cache.find(prompt_ids)
+        if hit is not None:  # the kept prefix as views: DynamicLayer.update concatenates into new tensors
+            entry, keep = hit
+            for layer, kept in zip(cache.layers, entry.state.layers, strict=True):
+                if getattr(kept, "is_initialized", False):
+                    layer.lazy_initialization(kept.keys, kept.values)
+                    layer.keys = kept.keys[..., :keep, :]
+                    layer.values = kept.values[..., :keep, :]
+            return cache, entry if 2 * keep >= len(entry.ids) else None
+        return cache, None
+
+    def _keep(self, cache: Any, sequence: list[int], parent: Any) -> None:
+        """Put the cache in the store with the tokens it holds (the last token generated has none), in place
+        of the entry it went on with."""
+        if parent is not None:
+            self.prefix_cache.claim(parent)
+        held = cache.get_seq_length()
+        nbytes = sum(
+            t.numel() * t.element_size()
+            for layer in cache.layers
+            for t in (layer.keys, layer.values)
+            if getattr(layer, "is_initialized", False) and t is not None
+        )
+        self.prefix_cache.put(sequence[:held], cache, nbytes)
 
     def tokens_batch(
         self, prompts: list[list[int]], settings: Sampling, wanted: Callable[[], list[bool]]
@@ -147,7 +196,13 @@ class TorchTextEngine:
         return self._stream(inputs, settings, 0, _StopRows(wanted, finished), finished)
 
     def _stream(
-        self, inputs: dict[str, Any], settings: Sampling, seed: int, stop: Any, finished: threading.Event
+        self,
+        inputs: dict[str, Any],
+        settings: Sampling,
+        seed: int,
+        stop: Any,
+        finished: threading.Event,
+        parent: Any = None,
     ) -> Iterator[list[int]]:
         """Run generate in a worker thread; yield each step's new token ids (one per row) as they come."""
         import transformers
@@ -159,12 +214,14 @@ class TorchTextEngine:
         def work() -> None:
             try:
                 transformers.set_seed(seed)
-                self.model.generate(
+                out = self.model.generate(
                     **inputs,
                     generation_config=config,
                     streamer=_QueueStreamer(sink),
                     stopping_criteria=StoppingCriteriaList([stop]),
                 )
+                if "cache" in inputs:
+                    self._keep(inputs["cache"], getattr(out, "sequences", out)[0].tolist(), parent)
                 sink.put(_DONE)
             except BaseException as exc:  # handed to the consumer, which raises it
                 sink.put(exc)

@@ -140,9 +140,12 @@ class TextBatcher:
         settings = replace(rows[0].settings, max_new_tokens=max(r.settings.max_new_tokens for r in rows))
         eos = set(settings.eos_token_ids)
         with self.pool.lease(self.key) as engine:
-            steps = engine.tokens_batch(
-                [r.prompt_ids for r in rows], settings, lambda: [not r.done for r in rows]
-            )
+            if len(rows) == 1:  # alone: the solo run, which reuses a kept prefix (a conversation's turns)
+                steps = engine.tokens(rows[0].prompt_ids, settings, 0)
+            else:
+                steps = engine.tokens_batch(
+                    [r.prompt_ids for r in rows], settings, lambda: [not r.done for r in rows]
+                )
             try:
                 for step in steps:
                     for row, token in zip(rows, step, strict=True):
