@@ -122,9 +122,12 @@ def _parse_config(path: Path, mtime_ns: int, size: int, inode: int) -> dict[str,
     return data
 
 
+CREDENTIAL_KEYS = ("cert", "key", "tsa", "trust")
+"""The keys of the [credentials] table (credentials.py reads them)."""
+
+
 def _check_credentials(path: Path, values: dict[str, object]) -> None:
     """[credentials]: cert, key, trust (file paths) and tsa (a URL), each a string."""
-    from .credentials import CREDENTIAL_KEYS
     from .errors import UsageError
 
     for key, value in values.items():

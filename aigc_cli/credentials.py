@@ -36,8 +36,6 @@ not signed: c2pa-python 0.38 has no Ogg or ADTS support."""
 RECORD_LABEL = "org.aigc.record"
 """The manifest assertion that holds aigc's record (prompt, model, revision, seed, settings)."""
 NEEDS_C2PA = "Content credentials need c2pa-python: pip install 'aigc[c2pa]'"
-CREDENTIAL_KEYS = ("cert", "key", "tsa", "trust")
-"""The keys of config.toml's [credentials] table."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +136,9 @@ def manifest(record: dict[str, Any], mime: str, title: str, edited: bool) -> dic
     """The C2PA manifest of one file: c2pa.created (or c2pa.opened + c2pa.edited for an image made from
     the user's init image, its ingredient) with the digital source type and aigc as software agent, and
     aigc's record as an assertion of its own."""
+    from .records import public_record
+
+    record = public_record(record)
     version = str(record.get("aigc_version", ""))
     agent = {"name": "aigc", "version": version}
     source = source_type_url(str(record.get("digital_source_type")))

@@ -319,3 +319,32 @@ def as_dict(row: sqlite3.Row) -> dict[str, Any]:
         if data.get(name):
             data[name] = json.loads(data[name])
     return data
+
+
+def used_paths(part: str, limit: int = 2000) -> list[str]:
+    """The local paths of `part` (model, lora or vae) that the newest `limit` logged image and speech runs
+    used, newest first: where a record that names one only by name (records.py) may find it again. []
+    when there is no log or it cannot be read."""
+    if not log_path().exists():
+        return []
+    found: list[str] = []
+    try:
+        with closing(connect()) as db:
+            rows = db.execute(
+                "SELECT settings FROM generations WHERE modality IN ('image', 'speech') "
+                "ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+    except sqlite3.DatabaseError:
+        return []
+    for (kept,) in rows:
+        try:
+            record = (json.loads(kept) or {}).get("record") or {}
+        except ValueError:
+            continue
+        if part == "lora":
+            values = [x.get("name") for x in record.get("loras") or [] if isinstance(x, dict)]
+        else:
+            values = [record.get(part)]
+        found += [v for v in values if isinstance(v, str) and Path(v).is_absolute() and v not in found]
+    return found

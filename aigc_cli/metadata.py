@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import UsageError
 from .marking import XMP_KEYWORD, creator_tool, xmp_packet
+from .records import public_record
 
 EXIF_USER_COMMENT = 0x9286
 EXIF_IMAGE_DESCRIPTION = 0x010E
@@ -24,7 +25,9 @@ def a1111_parameters(record: dict[str, Any]) -> str:
     """The AUTOMATIC1111 form: the prompt (with a `<lora:NAME:WEIGHT>` tag per LoRA, as A1111 prompts carry
     them), `Negative prompt: ...`, then `Steps: N, Sampler: X, CFG scale: G, Seed: S, Size: WxH, Model: M`
     and, where used, `Denoising strength`, `Lora hashes: "NAME: first 12 hex of its SHA-256, ..."` and
-    `VAE: NAME`."""
+    `VAE: NAME`. A local model is named by its folder's name, after `Model hash: ...` (records.public_record),
+    as A1111 names a checkpoint file."""
+    record = public_record(record)
     loras = record.get("loras") or []
     tags = [f"<lora:{_lora_alias(x['name'])}:{x['weight']:g}>" for x in loras]
     lines = [" ".join([record["prompt"], *tags])]
@@ -36,6 +39,7 @@ def a1111_parameters(record: dict[str, Any]) -> str:
         f"CFG scale: {record['guidance']}",
         f"Seed: {record['seed']}",
         f"Size: {record['width']}x{record['height']}",
+        *([f"Model hash: {record['model_hash']}"] if record.get("model_hash") else []),
         f"Model: {record['model']}",
     ]
     if record.get("strength") is not None:
@@ -67,6 +71,7 @@ def image_metadata(fmt: str, record: dict[str, Any]) -> dict[str, Any]:
     IPTC digital source type, marking.xmp_packet) unless the record's digital_source_type is null."""
     from PIL import Image, PngImagePlugin
 
+    record = public_record(record)  # no path of this machine leaves it in a file
     parameters = a1111_parameters(record)
     as_json = json.dumps(record, ensure_ascii=True)
     kind = record.get("digital_source_type")

@@ -318,6 +318,9 @@ def encode_audio(samples: Any, sample_rate: int, fmt: str, record: dict[str, Any
     flac and mp3 are then signed (credentials.sign) when a signing certificate is set: the last write."""
     import io
 
+    from .records import public_record
+
+    record = public_record(record)  # no path of this machine leaves it in a file
     container, subtype = AUDIO_FORMATS[fmt]
     allowed = {"mp3": MP3_RATES, "aac": AAC_RATES, "opus": OPUS_RATES}.get(fmt)
     if allowed is not None:  # lossy: clipped to [-1, 1] as the 16-bit formats are, or decoders overshoot

@@ -167,8 +167,9 @@ def test_formats_record_their_parameters(aigc, pipes, tmp_path, suffix):
     assert (record["steps"], record["width"], record["height"]) == (2, 64, 64)
     assert record["parameters"] == (
         f"a red fox\nNegative prompt: blurry\nSteps: 2, Sampler: Euler, CFG scale: 7.5, Seed: 7, Size: 64x64, "
-        f"Model: {pipes['sd']}"
+        f"Model hash: {record['model_hash']}, Model: tiny-sd"  # a local model by its name, not its path
     )
+    assert len(record["model_hash"]) == 10 and record["model"] == record["source"] == "tiny-sd"
     human = ok(aigc("info", str(out))).stdout.decode()
     assert re.search(r"^prompt +a red fox$", human, re.M) and "Seed: 7" in human
     if suffix == ".png":  # other tools read the A1111 chunk

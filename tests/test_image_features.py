@@ -220,7 +220,7 @@ def test_inpaint_and_vae_cli(aigc, pipes, parts, tmp_path):
     kwargs = {"image": init, "mask_image": mask, "num_inference_steps": 4, "width": 64, "height": 64}
     assert np.array_equal(np.asarray(Image.open(out)), raw_pixels(pipe, "a cat", 5, **kwargs))
     record = json.loads(Image.open(out).text["aigc"])
-    assert record["mask"] == "mask.png" and record["strength"] == 1.0 and record["vae"] == str(parts["taesd"])
+    assert record["mask"] == "mask.png" and record["strength"] == 1.0 and record["vae"] == parts["taesd"].name
     assert "VAE: taesd" in Image.open(out).text["parameters"]
     result = aigc(
         "image", "--from", str(out), "--init-image", str(parts["init"]), "-o", str(tmp_path / "b.png")

@@ -40,7 +40,7 @@ def exiftool(*paths) -> list[dict]:
 
 A1111 = re.compile(
     r"^(?P<prompt>.*)\nSteps: (?P<steps>\d+), Sampler: [^,]+, CFG scale: [\d.]+, Seed: (?P<seed>\d+), "
-    r"Size: (?P<size>\d+x\d+), Model: (?P<model>[^,\n]+)",
+    r"Size: (?P<size>\d+x\d+), (?:Model hash: (?P<hash>[0-9a-f]+), )?Model: (?P<model>[^,\n]+)",
     re.S,
 )
 """The AUTOMATIC1111 infotext as its own reader (and sd-parsers) splits it."""
@@ -58,6 +58,7 @@ def test_every_image_format_says_it_is_ai_made_and_keeps_its_a1111_record(aigc, 
         found = A1111.match(png.text["parameters"])
     assert found is not None
     assert (found["prompt"], found["steps"], found["seed"], found["size"]) == ("a red fox", "2", "3", "64x64")
+    assert (found["model"], len(found["hash"])) == ("tiny-sd", 10)  # a local model by name and hash
     for path in paths:  # aigc info reads the record back from each, and says the mark
         record = json.loads(ok(aigc("info", str(path), "--json")).stdout)
         assert record["digital_source_type"] == "trainedAlgorithmicMedia"
@@ -139,3 +140,34 @@ def test_wav_xmp_chunk_is_in_the_riff_and_the_sizes_add_up():
     assert MADE.encode() in chunks[b"_PMX"]
     assert int.from_bytes(data[4:8], "little") == len(data) - 8
     assert len(soundfile.read(io.BytesIO(data))[0]) == 22050
+
+
+def test_records_name_local_models_not_paths_and_from_finds_them_again(
+    aigc, pipes, vits, tmp_path, monkeypatch
+):
+    png, jpg, wav = tmp_path / "a.png", tmp_path / "a.jpg", tmp_path / "a.wav"
+    for out in (png, jpg):
+        ok(aigc("image", "a red fox", "-m", str(pipes["sd"]), *SMALL, "--no-log", "-o", str(out)))
+    ok(aigc("speak", "hello there.", "-m", str(vits), "--no-log", "-o", str(wav)))
+    for path in (png, jpg, wav):  # the user's folders are nowhere in the file
+        assert str(pipes["sd"].parent).encode() not in path.read_bytes()
+        assert str(vits.parent).encode() not in path.read_bytes()
+    with Image.open(png) as image:
+        record = json.loads(image.text["aigc"])
+        assert f"Model hash: {record['model_hash']}, Model: tiny-sd" in image.text["parameters"]
+    assert json.loads(ok(aigc("info", "--json", str(wav))).stdout)["model"] == vits.name
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = tmp_path / "again.png"
+    lost = aigc(
+        "image", "--from", str(png), "-o", str(again), cwd=elsewhere
+    )  # not logged, not in a folder named
+    assert lost.returncode == 3
+    assert lost.stderr.decode() == (
+        f"aigc: error: {png} was made with the local model tiny-sd (hash {record['model_hash']}), which is not "
+        "here: give its folder with -m, or put the folder that holds it in AIGC_MODEL_PATH\n"
+    )
+    monkeypatch.setenv("AIGC_MODEL_PATH", str(pipes["sd"].parent))
+    ok(aigc("image", "--from", str(png), "-o", str(again), cwd=elsewhere))
+    assert again.read_bytes() == png.read_bytes()

@@ -68,8 +68,12 @@ def run_image(options: ImageOptions, console: Console) -> None:
     prompt_arg, init_image, mask = options.prompt, options.init_image, options.mask
     if options.from_file is not None:
         from ..metadata import read_image_record
+        from ..records import localize
 
         record = read_image_record(Path(options.from_file))
+        given = options.flags.get("model") is not None
+        warn = lambda message, _code: console.warn(message)  # noqa: E731
+        record = localize(record, options.from_file, warn, logs.used_paths, given)
         if prompt_arg is None:
             prompt_arg = record.get("prompt")
         if record.get("init_image") and init_image is None:

@@ -207,13 +207,16 @@ def replay_image(path: Path, data: bytes, record: dict[str, Any] | None, console
 def _make_again(path: Path, record: dict[str, Any], console: Console) -> dict[str, Any]:
     """The image made again from `record` on this machine: its file's bytes (unsigned) in the format of
     `path`, and the device it ran on."""
+    from .. import logs
     from ..core import image as core_image
     from ..core.events import Result
     from ..metadata import image_metadata
     from ..output import IMAGE_FORMATS, encode_image
     from ..pool import default_pool
+    from ..records import localize
     from ..settings import resolve_settings
 
+    record = localize(record, str(path), lambda message, _code: console.warn(message), logs.used_paths)
     flags = {"mark": record.get("digital_source_type") is not None, "count": 1}
     resolved = resolve_settings("image", flags, record, str(path))
     pool = default_pool()

@@ -251,9 +251,10 @@ def _replayable(lora: Any) -> str:
 
 def check_replay(made: dict[str, Any] | None, job: ImageJob, reporter: Reporter) -> None:
     """Warn when a LoRA that a replayed record names is no longer the file the image was made with."""
-    hashes = {x.get("name"): x.get("sha256") for x in (made or {}).get("loras") or [] if isinstance(x, dict)}
-    for lora in job.record["loras"] or []:
-        if hashes.get(lora["name"]) not in (None, lora["sha256"]):
+    made_loras = (made or {}).get("loras") or []
+    hashes = {Path(str(x.get("name"))).name: x.get("sha256") for x in made_loras if isinstance(x, dict)}
+    for lora in job.record["loras"] or []:  # a file's record names a local LoRA by its file name
+        if hashes.get(Path(lora["name"]).name) not in (None, lora["sha256"]):
             reporter.warn(
                 f"the LoRA {lora['name']} has changed since the image was made: the image will differ",
                 "lora_changed",
