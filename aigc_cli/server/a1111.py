@@ -539,8 +539,7 @@ async def _generate(state: ServerState, request: Request, parsed: A1111Call) -> 
 
     from ..core import image as core_image
     from ..core.events import Notice, Result
-    from ..metadata import image_metadata
-    from ..output import encode_image
+    from ..output import image_file
     from .app import _collect, _log_ignored, request_reporter
     from .history import log_served
 
@@ -583,7 +582,7 @@ async def _generate(state: ServerState, request: Request, parsed: A1111Call) -> 
                     if isinstance(event, Notice):
                         reporter.emit(event)
                     elif isinstance(event, Result):
-                        png = encode_image(event.payload, "PNG", image_metadata("PNG", event.record))
+                        png = image_file(event.payload, "PNG", event.record, call.init_png)  # signed last
                         log_served(request, "image", call, event, png)
                         emit((png, event.record))
         finally:

@@ -560,8 +560,7 @@ def _sse(data: dict[str, Any]) -> bytes:
 async def _images(state: ServerState, request: Request, call: Any) -> Response:
     from ..core import image as core_image
     from ..core.events import ImageStep, Notice, Result
-    from ..metadata import image_metadata
-    from ..output import encode_image
+    from ..output import encode_image, image_file
     from .history import log_served
 
     _log_ignored(state, request.url.path, call.ignored)
@@ -612,7 +611,8 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
                         emit(("step", event.index, (event.step, event.total)))
                     if not isinstance(event, Result):
                         continue
-                    png = encode_image(event.payload, "PNG", image_metadata("PNG", event.record))
+                    # marked, and signed when configured: the last write (clients keep these bytes)
+                    png = image_file(event.payload, "PNG", event.record, call.init_png)
                     log_served(request, "image", call, event, png)
                     entry = {
                         "b64_json": base64.b64encode(png).decode("ascii"),

@@ -104,6 +104,9 @@ def run_server(
 
     api_key = api_key or os.environ.get("AIGC_API_KEY") or None
     check_exposure(host, api_key)
+    from ..credentials import signing_setup
+
+    signing_setup()  # a broken signing setup stops the server now, not its first image
     running = read_record()
     if running is not None:
         raise AigcError(
