@@ -22,6 +22,10 @@ def test_doctor_json(aigc):
     assert report["offline"] is True and report["hub_reachable"] is None
     assert report["libraries"]["torch"] and report["libraries"]["transformers"]
     assert report["devices"][-1] == "cpu"
+    from importlib.metadata import version
+
+    assert report["extras"]["mcp"] == (version("mcp") if importlib.util.find_spec("mcp") else None)
+    assert set(report["extras"]) == {"serve", "onnx", "openvino", "ray", "mcp", "c2pa"}
     assert (report["embedded"]["smollm2"] is not None) == EMBEDDED
     onnx = importlib.util.find_spec("onnxruntime_genai") is not None
     assert report["text_backend"]["requested"] == "torch"  # the test environment's AIGC_TEXT_BACKEND

@@ -19,6 +19,15 @@ from ..registry import SPECS
 from ..settings import SCHEMAS, configured, resolve_settings
 
 LIBRARIES = ("torch", "transformers", "diffusers", "huggingface-hub", "tokenizers", "typer")
+EXTRAS = {
+    "serve": "fastapi",
+    "onnx": "onnxruntime-genai",
+    "openvino": "openvino",
+    "ray": "ray",
+    "mcp": "mcp",
+    "c2pa": "c2pa-python",
+}
+"""aigc's optional extras (pyproject.toml) by the package that tells whether each is installed."""
 
 
 def _version(name: str) -> str | None:
@@ -65,6 +74,7 @@ def collect(device_flag: str) -> dict[str, Any]:
     report["piper_tts"] = _version("piper-tts")
     report["text_backend"] = _text_backend(report.get("device", {}).get("chosen") or "cpu")
     report["openvino"] = _version("openvino")
+    report["extras"] = {extra: _version(package) for extra, package in EXTRAS.items()}
     report["image_backend"] = _image_backend(report.get("device", {}).get("chosen") or "cpu")
     report["default_models"] = _default_models()
     report["settings"], report["problems"] = settings_in_force()
@@ -236,6 +246,10 @@ def run_doctor(device_flag: str | None, as_json: bool) -> None:
         lines.append(f"image       {image_backend['model']}: {chosen}")
     openvino = report["openvino"] or "not installed: images run on diffusers (pip install 'aigc[openvino]')"
     lines.append(f"openvino    {openvino}")
+    here = [extra for extra, version in report["extras"].items() if version]
+    missing = [extra for extra, version in report["extras"].items() if not version]
+    absent = f"; missing: {', '.join(missing)} (pip install 'aigc[NAME]')" if missing else ""
+    lines.append(f"extras      {', '.join(here) or 'none'}{absent}")
     lines.append(f"config      {report['config_file']}")
     for key, entry in report["settings"].items():
         lines.append(f"setting     {key} = {entry['value']!r}  ({entry['source']})")
