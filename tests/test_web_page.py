@@ -101,7 +101,9 @@ def blob_bytes(page, selector: str, attribute: str) -> bytes:
 
 
 def rows(served, where: str = "1", params: tuple = ()) -> list[sqlite3.Row]:
-    db = sqlite3.connect(served.home / "logs.db")
+    if not (served.home / "logs.db").exists():
+        return []
+    db = sqlite3.connect(f"file:{served.home / 'logs.db'}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
     try:
         return db.execute(f"SELECT * FROM generations WHERE {where} ORDER BY id", params).fetchall()
@@ -239,6 +241,23 @@ def test_an_image_shows_previews_then_the_api_bytes_with_its_record(page, served
     page.click("#image-results figure button")
     assert page.input_value("#image-prompt") == "a red fox" and page.input_value("#image-seed") == "7"
     assert not page.is_checked("#image-random")
+
+
+def test_stop_ends_an_image_at_its_step_on_the_server(page, served):
+    before = len(served.log)
+    page.click("#tab-image")
+    page.fill("#image-prompt", "a long wait")
+    for name, value in (("width", "64"), ("height", "64"), ("steps", "400")):
+        page.fill(f"#image-{name}", value)
+    page.click("#image-go")
+    page.wait_for_function(
+        "() => document.querySelector('#image-progress-text').textContent.includes('step 2 of')"
+    )
+    page.click("#image-stop")
+    page.wait_for_function("() => document.querySelector('#image-progress-text').textContent === 'Stopped'")
+    assert page.is_enabled("#image-go") and page.text_content("#image-error") == ""
+    served.wait_for_line("the client went away: stopped", since=before)
+    assert rows(served, "prompt = 'a long wait'") == []  # nothing made, nothing logged
 
 
 def test_inpainting_from_an_uploaded_image_and_mask_equals_the_api(page, served, tmp_path):
