@@ -294,6 +294,7 @@ def _image_events(
     from PIL import Image
 
     from .core.events import ImageStep
+    from .credentials import signed_png
 
     drawn = resolved.values.seed is None
     index = 0
@@ -312,8 +313,10 @@ def _image_events(
             record["init_image"] = inputs.init_name if record.get("init_image") is not None else None
             if record.get("mask") is not None:
                 record["mask"] = inputs.mask_name
-            image = _read(server, lambda e=event: Image.open(io.BytesIO(base64.b64decode(e["b64_json"]))))
-            yield Result(index, record, image, timings)
+            png = _read(server, lambda e=event: base64.b64decode(e["b64_json"]))
+            image = _read(server, lambda png=png: Image.open(io.BytesIO(png)))
+            # A signed PNG is written as the server made it: encoding it again would break its credential.
+            yield Result(index, record, image, timings, png if signed_png(png) else None)
             index += 1
 
 

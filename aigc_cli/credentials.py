@@ -203,6 +203,23 @@ def sign(
         ) from exc
 
 
+def signed_png(data: bytes) -> bool:
+    """Whether PNG bytes carry a C2PA manifest (a caBX chunk before the image data)."""
+    import struct
+
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return False
+    offset = 8
+    while offset + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if kind == b"caBX":
+            return True
+        if kind == b"IDAT":
+            return False
+        offset += 12 + size
+    return False
+
+
 def _suffix(fmt: str) -> str:
     return {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}.get(fmt, f".{fmt}")
 

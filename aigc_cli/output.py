@@ -442,14 +442,23 @@ def image_file(
 
 
 def save_image(
-    image: Any, index: int, record: dict[str, Any], plan: OutputPlan, ingredient: bytes | None = None
+    image: Any,
+    index: int,
+    record: dict[str, Any],
+    plan: OutputPlan,
+    ingredient: bytes | None = None,
+    made: bytes | None = None,
 ) -> Path | None:
     """Write one image (PIL) where the plan says, with its record (signed when configured): the path
-    written, or None (stdout)."""
+    written, or None (stdout). `made`: a PNG file already made (a server's signed one), written unchanged
+    when the plan wants a PNG."""
     if plan.to_stdout:
-        write_binary(image_file(image, "PNG", record, ingredient))
+        write_binary(made if made is not None else image_file(image, "PNG", record, ingredient))
         return None
     path = plan.path(index, record["prompt"], record["seed"])
     assert path is not None
-    write_atomic(path, image_file(image, plan.format, record, ingredient, path.name))
+    if made is not None and plan.format == "PNG":
+        write_atomic(path, made)
+    else:
+        write_atomic(path, image_file(image, plan.format, record, ingredient, path.name))
     return path

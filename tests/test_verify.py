@@ -265,3 +265,48 @@ def test_replay_makes_the_same_bytes(aigc, pipes, signing, tmp_path):
     assert report["ok"] is False and report["problem"].endswith("unsigned: it carries no C2PA manifest")
     with Image.open(io.BytesIO(plain.read_bytes())) as image:
         assert "caBX" not in image.info
+
+
+def test_batch_signs_what_it_writes(aigc, pipes, vits, signing, tmp_path):
+    jobs = [
+        {"id": "fox", "task": "image", "prompt": "a fox", "model": str(pipes["sd"]), "steps": 2, "width": 64,
+         "height": 64, "seed": 1, "out": "fox.png"},
+        {"id": "hi", "task": "speech", "input": "hello there.", "model": str(vits), "seed": 1, "out": "hi.wav"},
+    ]  # fmt: skip
+    (tmp_path / "jobs.jsonl").write_text("".join(json.dumps(job) + "\n" for job in jobs), encoding="utf-8")
+    ok(aigc("batch", "jobs.jsonl", "-o", "results.jsonl", "--out-dir", "outs"))
+    for name in ("fox.png", "hi.wav"):
+        assert c2pa_state(tmp_path / "outs" / name, signing["ca"])[0] == "Trusted", name
+
+
+def test_a_signing_server_signs_and_the_cli_keeps_its_bytes(aigc, pipes, certs, tmp_path):
+    # Speech through a server is encoded by output.encode_audio, signed as the CLI's and batch's are.
+    import base64
+
+    from server_helpers import http, server_env, start_server
+
+    env = server_env(tmp_path, AIGC_SIGN_CERT=str(certs["chain"]), AIGC_SIGN_KEY=str(certs["key"]))
+    server = start_server(tmp_path, "--preload", str(pipes["sd"]), env=env)
+    try:
+        body = {
+            "model": str(pipes["sd"]),
+            "prompt": "a cat",
+            "size": "64x64",
+            "seed": 2,
+            "num_inference_steps": 2,
+        }
+        status, _, answer = http(server.url + "/v1/images/generations", "POST", body)
+        assert status == 200, answer.decode()
+        served = tmp_path / "served.png"
+        served.write_bytes(base64.b64decode(json.loads(answer)["data"][0]["b64_json"]))
+        assert c2pa_state(served, certs["ca"])[0] == "Trusted"
+        # The CLI has no key of its own here: a credential in its file can only be the server's, kept whole.
+        out = tmp_path / "through.png"
+        ran = aigc(
+            "image", "a cat", "-m", str(pipes["sd"]), *SMALL, "-o", str(out), env={"AIGC_HOST": server.url}
+        )
+        ok(ran)
+        state, manifest = c2pa_state(out, certs["ca"])
+        assert state == "Trusted" and assertion(manifest, "org.aigc.record")["seed"] == 3
+    finally:
+        assert server.stop() == 0, server.stderr()

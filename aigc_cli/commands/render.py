@@ -69,7 +69,7 @@ def render_images(
             if isinstance(event, ImageStep):
                 progress.advance()
             elif isinstance(event, Result):
-                path = save_image(event.payload, event.index, event.record, plan, ingredient)
+                path = save_image(event.payload, event.index, event.record, plan, ingredient, event.data)
                 log(event, path)
                 if as_json:
                     write_json_line({"path": str(path) if path else None, **event.record, **event.timings})
