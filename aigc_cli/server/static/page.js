@@ -580,7 +580,8 @@ async function speak() {
   busy('speech-go', null, true);
   try {
     const response = await post('/v1/audio/speech', body);
-    const record = JSON.parse(response.headers.get('x-aigc-record') || '{}');
+    // the record rides in a header without the text (the page has it)
+    const record = { text, ...JSON.parse(response.headers.get('x-aigc-record') || '{}') };
     record.duration = Number(response.headers.get('x-aigc-duration')) || undefined;
     const blob = await response.blob();
     const url = URL.createObjectURL(blob);
