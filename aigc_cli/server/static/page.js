@@ -306,7 +306,7 @@ async function sendChat() {
     { role: 'user', content: prompt }];
   const settings = { max_tokens: numberOrNull('chat-max-tokens'), temperature: numberOrNull('chat-temperature'),
     seed: numberOrNull('chat-seed') };
-  const body = { model: $('chat-model').value, messages, stream: true, ...chat.extra, ...pick(settings, Object.keys(settings)) };
+  const body = { model: $('chat-model').value || undefined, messages, stream: true, ...chat.extra, ...pick(settings, Object.keys(settings)) };
   chat.extra = {};
   const mine = chatItem('user', prompt);
   const reply = chatItem('assistant', '');
@@ -367,7 +367,7 @@ $('image-form').addEventListener('submit', (event) => {
 // [route, body, headers] of the image request the form describes.
 async function imageRequest() {
   const body = {
-    model: $('image-model').value,
+    model: $('image-model').value || undefined,
     prompt: $('image-prompt').value,
     n: numberOrNull('image-count') || 1,
     stream: true,
@@ -392,7 +392,9 @@ async function imageRequest() {
   const strength = numberOrNull('image-strength');
   if (strength !== null) body.strength = strength;
   const form = new FormData();
-  for (const [name, value] of Object.entries(body)) form.append(name, Array.isArray(value) ? value.join(',') : String(value));
+  for (const [name, value] of Object.entries(body)) {
+    if (value !== undefined && value !== null) form.append(name, Array.isArray(value) ? value.join(',') : String(value));
+  }
   form.append('image', init, init.name);
   const mask = $('image-mask').files[0];
   if (mask) form.append('mask', mask, mask.name);
@@ -574,7 +576,7 @@ async function speak() {
   const text = $('speech-text').value;
   const settings = { voice: $('speech-voice').value || null, speed: numberOrNull('speech-speed'),
     seed: numberOrNull('speech-seed') };
-  const body = { model: $('speech-model').value, input: text, response_format: format, ...speaking.extra,
+  const body = { model: $('speech-model').value || undefined, input: text, response_format: format, ...speaking.extra,
     ...pick(settings, Object.keys(settings)) };
   speaking.extra = {};
   busy('speech-go', null, true);
