@@ -9,6 +9,7 @@ Set AIGC_SCREENSHOTS=docs to write each panel's screenshot there (the README sho
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -233,6 +234,9 @@ def test_an_image_shows_previews_then_the_api_bytes_with_its_record(page, served
     body = {"model": served.models["image"], "prompt": "a red fox", "size": "64x64", "steps": 4, "seed": 7}
     answer = json.loads(api(served, "/v1/images/generations", body)[1])
     assert png == base64.b64decode(answer["data"][0]["b64_json"])  # the PNG with its record chunks
+    logged = rows(served, "prompt = 'a red fox'")  # the page's and the API's: one row each, the PNG's hash
+    assert [r["sha256"] for r in logged] == [hashlib.sha256(png).hexdigest()] * 2
+    assert [r["command"] for r in logged] == ["serve", "serve"] and logged[0]["size"] == len(png)
     assert page.get_attribute("#image-results figure a.download", "download") == "aigc-7.png"
     record = page.text_content("#image-results figure dl")
     assert "a red fox" in record and "seed7" in record.replace(" ", "") and "steps4" in record
