@@ -310,3 +310,27 @@ def test_a_signing_server_signs_and_the_cli_keeps_its_bytes(aigc, pipes, certs, 
         assert state == "Trusted" and assertion(manifest, "org.aigc.record")["seed"] == 3
     finally:
         assert server.stop() == 0, server.stderr()
+
+
+def test_formats_c2pa_does_not_cover_are_said_to_be_marked_only(aigc, tmp_path):
+    import numpy as np
+
+    from aigc_cli.output import encode_audio
+
+    samples = np.zeros(1600, dtype=np.float32)
+    record = {
+        "kind": "speech",
+        "text": "hi",
+        "model": "m",
+        "aigc_version": "1",
+        "digital_source_type": "trainedAlgorithmicMedia",
+    }
+    (tmp_path / "a.ogg").write_bytes(encode_audio(samples, 16000, "ogg", record))
+    (tmp_path / "notes.txt").write_text("hello")
+    for name, why in (("a.ogg", " (it is marked only)"), ("notes.txt", "")):
+        failed = aigc("verify", str(tmp_path / name))
+        assert failed.returncode == 1
+        assert (
+            failed.stderr.decode()
+            == f"aigc: error: {tmp_path / name}: unsigned: C2PA does not cover this format{why}\n"
+        )

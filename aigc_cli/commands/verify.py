@@ -79,7 +79,9 @@ def verify_file(path: Path, trust: Path | None, replay: bool, console: Console) 
     report.lines.append(f"  marked      {kind + by if kind else 'no: it does not say it is AI-made'}")
     if credential is None:
         covered = sniff_any(data) is not None
-        why = "it carries no C2PA manifest" if covered else "C2PA does not cover this format (marked only)"
+        why = "it carries no C2PA manifest"
+        if not covered:
+            why = "C2PA does not cover this format" + (" (it is marked only)" if report.marked else "")
         report.problem = f"{path}: unsigned: {why}"
         report.lines.append(f"  manifest    none: {why}")
     else:
