@@ -3,8 +3,8 @@
 Images (PNG, JPEG, WebP) and WAV carry an XMP packet with `Iptc4xmpExt:DigitalSourceType` and
 `xmp:CreatorTool` (PNG: an iTXt chunk `XML:com.adobe.xmp`; JPEG and WebP: their XMP segment or chunk, written
 by Pillow; WAV: a RIFF `_PMX` chunk, where Adobe's XMP specification puts it). FLAC, Ogg Vorbis and Ogg Opus
-carry two Vorbis comments instead, `DIGITAL_SOURCE_TYPE` (the same IPTC URL) and `CREATOR_TOOL`. MP3 and AAC
-carry no mark (libsndfile writes no custom ID3 frame; ADTS has no tags at all).
+carry two Vorbis comments instead, `DIGITAL_SOURCE_TYPE` (the same IPTC URL) and `CREATOR_TOOL`; MP3 the same
+two as ID3 TXXX (user-defined text) frames. AAC carries no mark (ADTS has no tags at all).
 
 Nothing here imports a heavy library: the audio writers edit the container's bytes.
 """
@@ -24,7 +24,7 @@ XMP_KEYWORD = "XML:com.adobe.xmp"
 """The PNG iTXt keyword of an XMP packet."""
 VORBIS_TAG = "DIGITAL_SOURCE_TYPE"
 VORBIS_TOOL = "CREATOR_TOOL"
-MARKED_AUDIO = ("wav", "flac", "ogg", "opus")
+MARKED_AUDIO = ("wav", "flac", "ogg", "opus", "mp3")
 """The audio formats that carry the mark."""
 
 
@@ -67,6 +67,8 @@ def mark_audio(data: bytes, fmt: str, record: dict[str, Any]) -> bytes:
     comments = [f"{VORBIS_TAG}={source_type_url(kind)}", f"{VORBIS_TOOL}={creator_tool(record)}"]
     if fmt == "flac":
         return flac_add_comments(data, comments)
+    if fmt == "mp3":
+        return id3_add_texts(data, dict(c.split("=", 1) for c in comments))
     return ogg_add_comments(data, comments)
 
 
@@ -91,6 +93,68 @@ def riff_chunks(data: bytes) -> dict[bytes, bytes]:
         chunk_id, size = data[offset : offset + 4], struct.unpack("<I", data[offset + 4 : offset + 8])[0]
         found.setdefault(chunk_id, data[offset + 8 : offset + 8 + size])
         offset += 8 + size + (size % 2)
+    return found
+
+
+# --- ID3 (MP3) ----------------------------------------------------------------------------------------------
+
+
+def _syncsafe(value: bytes) -> int:
+    size = 0
+    for byte in value:
+        size = (size << 7) | (byte & 0x7F)
+    return size
+
+
+def _to_syncsafe(size: int) -> bytes:
+    return bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0))
+
+
+def _id3_frames(data: bytes) -> tuple[int, int, int]:
+    """(major version, where the frames end (padding or the tag's end), the tag's end) of a leading ID3v2.3
+    or 2.4 tag without unsynchronisation or an extended header; ValueError otherwise."""
+    if data[:3] != b"ID3" or data[3] not in (3, 4) or data[5] & 0xC0:
+        raise ValueError("an ID3 tag aigc does not edit")
+    end = 10 + _syncsafe(data[6:10])
+    offset = 10
+    while offset + 10 <= end and data[offset : offset + 4] != b"\x00\x00\x00\x00":
+        raw = data[offset + 4 : offset + 8]
+        offset += 10 + (_syncsafe(raw) if data[3] == 4 else int.from_bytes(raw, "big"))
+    return data[3], min(offset, end), end
+
+
+def id3_add_texts(data: bytes, texts: dict[str, str]) -> bytes:
+    """An MP3 whose leading ID3v2 tag has a TXXX frame more per (description, value); one made when the
+    file has no tag."""
+    if data[:3] != b"ID3":
+        data = b"ID3\x04\x00\x00" + _to_syncsafe(0) + data
+    major, frames_end, end = _id3_frames(data)
+    encoding = b"\x03" if major == 4 else b"\x00"  # UTF-8 (v2.4), else Latin-1: the texts are ASCII
+    added = b""
+    for description, value in texts.items():
+        body = encoding + description.encode() + b"\x00" + value.encode()
+        size = _to_syncsafe(len(body)) if major == 4 else len(body).to_bytes(4, "big")
+        added += b"TXXX" + size + b"\x00\x00" + body
+    tag = data[10:frames_end] + added + data[frames_end:end]
+    return data[:6] + _to_syncsafe(len(tag)) + tag + data[end:]
+
+
+def read_id3_texts(data: bytes) -> dict[str, str]:
+    """The TXXX (user-defined text) frames of a leading ID3v2 tag: description -> value; {} for others."""
+    try:
+        major, frames_end, _end = _id3_frames(data)
+    except (ValueError, IndexError):
+        return {}
+    found: dict[str, str] = {}
+    offset = 10
+    while offset + 10 <= frames_end:
+        raw = data[offset + 4 : offset + 8]
+        size = _syncsafe(raw) if major == 4 else int.from_bytes(raw, "big")
+        if data[offset : offset + 4] == b"TXXX":
+            body = data[offset + 11 : offset + 10 + size]
+            description, _, value = body.partition(b"\x00")
+            found.setdefault(description.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+        offset += 10 + size
     return found
 
 
@@ -304,6 +368,6 @@ def read_mark(data: bytes) -> tuple[str | None, str | None]:
         match = re.search(_XMP_FIELD.format(name).encode(), data)
         found.append((match.group(1) or match.group(2)).decode("utf-8", "replace") if match else None)
     if found[0] is None:
-        tags = read_vorbis_comments(data)
+        tags = read_vorbis_comments(data) or read_id3_texts(data)
         return tags.get(VORBIS_TAG), tags.get(VORBIS_TOOL)
     return found[0], found[1]

@@ -171,3 +171,17 @@ def test_records_name_local_models_not_paths_and_from_finds_them_again(
     monkeypatch.setenv("AIGC_MODEL_PATH", str(pipes["sd"].parent))
     ok(aigc("image", "--from", str(png), "-o", str(again), cwd=elsewhere))
     assert again.read_bytes() == png.read_bytes()
+
+
+@needs_exiftool
+def test_mp3_carries_the_mark_as_id3_user_text(tmp_path):
+    record = {"text": "hi", "model": "t", "aigc_version": "1", "digital_source_type": marking.MADE}
+    path = tmp_path / "a.mp3"
+    path.write_bytes(encode_audio(sine(), 22050, "mp3", record))
+    assert marking.read_mark(path.read_bytes()) == (MADE, "aigc 1")
+    texts = subprocess.run(
+        ["exiftool", "-a", "-s3", "-UserDefinedText", str(path)], capture_output=True, check=True
+    )
+    assert f"(DIGITAL_SOURCE_TYPE) {MADE}" in texts.stdout.decode()
+    with soundfile.SoundFile(path) as f:  # still whole, its record still read
+        assert json.loads(f.comment) == record and f.frames > 20000
