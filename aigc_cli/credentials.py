@@ -31,8 +31,8 @@ SIGNED_FORMATS = {
     "flac": "audio/flac",
     "mp3": "audio/mpeg",
 }
-"""The formats aigc signs (its name for the format -> the media type); ogg, opus and aac files are marked but
-not signed: c2pa-python 0.38 has no Ogg or ADTS support."""
+"""The formats aigc signs (its name for the format -> the media type); ogg and opus files are marked but not
+signed, aac neither: c2pa-python 0.38 has no Ogg or ADTS support."""
 RECORD_LABEL = "org.aigc.record"
 """The manifest assertion that holds aigc's record (prompt, model, revision, seed, settings)."""
 NEEDS_C2PA = "Content credentials need c2pa-python: pip install 'aigc[c2pa]'"
