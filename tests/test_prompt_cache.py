@@ -1,6 +1,7 @@
 """Kept KV states (engines.prefix_cache) are invisible in results: each turn of a conversation, greedy, gives
 the same tokens with the kept state as without it, on both backends; with a chat template that renders
-earlier turns differently once the conversation goes on; after eviction; with requests running at once."""
+earlier turns differently once the conversation goes on; after eviction; with requests running at once. And
+the onnx engine's batches (the server's concurrent greedy requests) equal solo runs."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tiny_models import CHATML
 
 from aigc_cli.engines import EngineKey, load_engine
 from aigc_cli.engines.prefix_cache import PrefixCache, common_prefix
-from aigc_cli.engines.text import TextRequest, generate_text
+from aigc_cli.engines.text import TextRequest, generate_text, stream_text
 
 HAS_ONNX = importlib.util.find_spec("onnxruntime_genai") is not None
 
@@ -201,3 +202,50 @@ def test_store_finds_the_longest_prefix_and_evicts_the_oldest():
     store.put([5], "big", 101)
     assert store.find([5, 6]) is None
     assert PrefixCache(0).find([1, 2]) is None
+
+
+@pytest.mark.skipif(not HAS_ONNX, reason="no onnxruntime-genai")
+def test_onnx_batched_rows_equal_solo_runs(tiny, onnx_export):
+    """The server's batching on the onnx engine (tokens_batch, right-padded): 8 requests at once, prompts of
+    different lengths and rows of different max_tokens, one read only in part: each equals its solo run."""
+    from aigc_cli.engines.text import sampling
+    from aigc_cli.pool import EnginePool
+    from aigc_cli.server.batching import BatchedView, TextBatcher
+
+    options = (("export", str(onnx_export)), ("precision", "fp32"))
+    key = EngineKey("text", str(tiny["llama"]), "cpu", "float32", "onnx", options)
+    pool = EnginePool()
+    engine = pool.get(key)
+    prompts = [turn[: 4 + 5 * i] for i, turn in enumerate(USER_TURNS * 2)]
+    requests = [
+        TextRequest(p, seed=0, max_tokens=6 + 2 * i, temperature=0, system="Be brief." if i % 3 else None)
+        for i, p in enumerate(prompts)
+    ]
+    solo = [generate_text(engine, r).text for r in requests]
+    settings = sampling(engine.generation_defaults, requests[0])
+    assert not engine.batch_fits([[1, 2], [engine.pad_id, 3]], settings)
+    engine.prefix_cache = PrefixCache(0)  # rows alone in a batch run solo: here they share batches only
+    batcher = TextBatcher(pool, key)
+    view = BatchedView(engine, batcher)
+    results: dict[int, str] = {}
+    gate = threading.Barrier(len(requests) + 1)
+
+    def run(index: int) -> None:
+        gate.wait()
+        if index == 7:  # a reader that goes away after a few tokens: the others are not disturbed
+            chunks = stream_text(view, requests[index])
+            results[index] = next(chunks).text
+            chunks.close()
+            return
+        results[index] = generate_text(view, requests[index]).text
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    gate.wait()
+    for thread in threads:
+        thread.join(timeout=120)
+    batcher.stop()
+    assert [results[i] for i in range(7)] == solo[:7]
+    assert solo[7].startswith(results[7])
+    assert max(batcher.batches) > 1

@@ -1,11 +1,13 @@
 """Batching of text requests that arrive together for one engine (the server's; the CLI runs one request).
 
 A request that may be batched (greedy, no repetition penalty, an engine with `tokens_batch`: the torch
-reference) runs `stream_text` on a `BatchedView` of the engine: its `tokens()` hands the prompt to the
-engine's `TextBatcher`, whose thread takes every such request waiting (up to `max_batch`), leases the
-engine and runs them as one batch; each request reads its own row. Everything else of `stream_text` (the
-chat template, stop strings, incremental decoding, the Completion) is the same code as a solo run, and
-each row's tokens equal its solo run's (tests/test_server.py checks 8 concurrent clients against solo).
+reference, onnxruntime-genai) runs `stream_text` on a `BatchedView` of the engine: its `tokens()` hands the
+prompt to the engine's `TextBatcher`, whose thread takes every such request waiting (up to `max_batch`),
+leases the engine and runs them as one batch (rows the engine's `batch_fits` refuses: one by one); each
+request reads its own row; a request alone runs as the engine's solo run. Everything else of
+`stream_text` (the chat template, stop strings, incremental decoding, the Completion) is the same code as a
+solo run, and each row's tokens equal its solo run's (tests/test_server.py checks 8 concurrent clients
+against solo; tests/test_prompt_cache.py the onnx engine's batches).
 """
 
 from __future__ import annotations
@@ -138,27 +140,37 @@ class TextBatcher:
     def _batch(self, rows: list[_Row]) -> None:
         self.batches.append(len(rows))
         settings = replace(rows[0].settings, max_new_tokens=max(r.settings.max_new_tokens for r in rows))
-        eos = set(settings.eos_token_ids)
         with self.pool.lease(self.key) as engine:
-            if len(rows) == 1:  # alone: the solo run, which reuses a kept prefix (a conversation's turns)
-                steps = engine.tokens(rows[0].prompt_ids, settings, 0)
-            else:
-                steps = engine.tokens_batch(
-                    [r.prompt_ids for r in rows], settings, lambda: [not r.done for r in rows]
-                )
-            try:
-                for step in steps:
-                    for row, token in zip(rows, step, strict=True):
-                        if row.done:
-                            continue
-                        row.count += 1
-                        row.out.put(token)
-                        if token in eos or row.count >= row.settings.max_new_tokens:
-                            row.finish()
-                    if all(row.done for row in rows):
-                        break
-            finally:
-                steps.close()
+            fits = getattr(engine, "batch_fits", None)
+            if len(rows) > 1 and (fits is None or fits([r.prompt_ids for r in rows], settings)):
+                self._steps(rows, settings, engine)
+            else:  # rows the engine cannot batch as solo runs run one by one
+                for row in rows:
+                    self._steps([row], row.settings, engine)
+
+    def _steps(self, rows: list[_Row], settings: Any, engine: Any) -> None:
+        """Run `rows` as one batch and hand each row its tokens; a row alone is the engine's solo run (which
+        reuses a kept prefix: a conversation's turns)."""
+        eos = set(settings.eos_token_ids)
+        if len(rows) == 1:
+            steps = engine.tokens(rows[0].prompt_ids, settings, 0)
+        else:
+            steps = engine.tokens_batch(
+                [r.prompt_ids for r in rows], settings, lambda: [not r.done for r in rows]
+            )
+        try:
+            for step in steps:
+                for row, token in zip(rows, step, strict=True):
+                    if row.done:
+                        continue
+                    row.count += 1
+                    row.out.put(token)
+                    if token in eos or row.count >= row.settings.max_new_tokens:
+                        row.finish()
+                if all(row.done for row in rows):
+                    break
+        finally:
+            steps.close()
 
 
 class BatchedView:
