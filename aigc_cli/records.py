@@ -20,6 +20,8 @@ from .registry import is_path
 
 HASH_DIGITS = 10
 _memory: dict[str, list[Any]] = {}
+_served: dict[str, Path] = {}
+"""Folder name -> folder, for the local folders `aigc serve` was started with (--preload)."""
 
 
 def public_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -192,3 +194,15 @@ def localize(
             specs.append(f"{name}:{weight:g}")
         out["lora"] = specs
     return out
+
+
+def serve_by_name(folder: Path) -> None:
+    """Let requests name this local folder by its name, as a file's record does (aigc serve's --preload
+    folders: a client that makes a file again from its record sends the name)."""
+    _served.setdefault(folder.resolve().name, folder.resolve())
+
+
+def served_folder(name: str) -> str:
+    """The model setting's normalizer: a --preload folder's name -> that folder; anything else as it is."""
+    path = _served.get(name)
+    return str(path) if path is not None and not is_path(name) else name

@@ -23,6 +23,7 @@ from .device import DTYPE_NAMES
 from .engines import backends
 from .engines.image import SCHEDULERS, lora_problem
 from .errors import UsageError
+from .records import served_folder
 from .registry import DEFAULT_MODELS, lookup
 from .streams import as_text
 
@@ -125,6 +126,7 @@ def _model_knob(modality: str) -> Any:
         in_record=modality == "image",
         default_text=f"{knob_env(modality)}, else config.toml, else {DEFAULT_MODELS[modality]}",
         path=True,
+        normalize=served_folder,  # on aigc serve, a --preload folder's name (a record's) means that folder
     )
 
 

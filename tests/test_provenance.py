@@ -185,3 +185,19 @@ def test_mp3_carries_the_mark_as_id3_user_text(tmp_path):
     assert f"(DIGITAL_SOURCE_TYPE) {MADE}" in texts.stdout.decode()
     with soundfile.SoundFile(path) as f:  # still whole, its record still read
         assert json.loads(f.comment) == record and f.frames > 20000
+
+
+def test_a_server_takes_a_preload_folder_by_the_name_a_record_gives(server, pipes):
+    import base64
+
+    from server_helpers import http
+
+    answers = []
+    for model in (str(pipes["sd"]), pipes["sd"].name):  # the path it was started with, the record's name
+        body = {"model": model, "prompt": "a boat", "size": "64x64", "seed": 4, "num_inference_steps": 2}
+        status, _, answer = http(f"{server.url}/v1/images/generations", "POST", body)
+        assert status == 200, answer.decode()
+        answers.append(base64.b64decode(json.loads(answer)["data"][0]["b64_json"]))
+    assert answers[0] == answers[1]
+    with Image.open(io.BytesIO(answers[1])) as image:
+        assert json.loads(image.text["aigc"])["model"] == "tiny-sd"

@@ -83,7 +83,10 @@ class ServerState:
             )
 
     def allow_folder(self, folder: Path) -> None:
+        from ..records import serve_by_name
+
         self.allowed_folders.add(folder.resolve())
+        serve_by_name(folder)  # a record names it by its name: a request may too
 
     # --- text engines, batched where the settings allow ---------------------------------------------------
 
