@@ -58,15 +58,6 @@ def port_of(server: Server) -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny, tmp_path_factory):
-    """One loopback server for the tests that need no flags of their own: the tiny Llama preloaded."""
-    home = tmp_path_factory.mktemp("shared-server")
-    running = start_server(home, "--preload", str(tiny["llama"]), "--keep-alive", "-1", env=server_env(home))
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
 def keyed(tiny, tmp_path_factory):
     """A server that needs `Authorization: Bearer sekrit` (--api-key), the tiny Llama preloaded."""
     home = tmp_path_factory.mktemp("keyed-server")
@@ -213,11 +204,12 @@ def test_get_on_a_post_route_is_405_json(server):
 
 
 def test_a_local_folder_the_server_was_not_started_with_is_403(server, tiny):
-    for model in (str(tiny["gpt2"]), f"{tiny['llama']}/../{tiny['gpt2'].name}", "/etc", "./nowhere"):
+    # (tiny-gpt2-bin: a folder the session's server was not started with)
+    for model in (str(tiny["gpt2_bin"]), f"{tiny['llama']}/../{tiny['gpt2_bin'].name}", "/etc", "./nowhere"):
         answer = chat(server, {"messages": HI, "model": model, "max_tokens": 3})
         message = error_of(answer, 403, "permission_error")
         assert "local path" in message and "--preload" in message
-    answer = chat(server, {"prompt": "hi", "model": str(tiny["gpt2"])}, path="/v1/completions")
+    answer = chat(server, {"prompt": "hi", "model": str(tiny["gpt2_bin"])}, path="/v1/completions")
     assert "local path" in error_of(answer, 403, "permission_error")
 
 
