@@ -334,3 +334,41 @@ def test_formats_c2pa_does_not_cover_are_said_to_be_marked_only(aigc, tmp_path):
             failed.stderr.decode()
             == f"aigc: error: {tmp_path / name}: unsigned: C2PA does not cover this format{why}\n"
         )
+
+
+def test_mcp_tools_sign_what_they_save(pipes, vits, signing, tmp_path):
+    """`aigc mcp`'s files are signed as the CLI's are: an image-to-image names its init image (a file in the
+    output folder) as the parent; speech is created."""
+    mcp = pytest.importorskip("mcp")
+    import anyio
+
+    from aigc_cli.console import LogConsole
+    from aigc_cli.mcp.server import build_server
+    from aigc_cli.mcp.tools import Toolbox
+    from aigc_cli.server.state import ServerState, check_preload
+
+    names = [str(pipes["sd"]), str(vits)]
+    state = ServerState(None, names, LogConsole())
+    check_preload(state, names)
+    toolbox = Toolbox(state, tmp_path / "out")
+    toolbox.out_dir.mkdir()
+    Image.new("RGB", (64, 64), (30, 120, 200)).save(toolbox.out_dir / "start.png")
+
+    async def main():
+        async with mcp.Client(build_server(toolbox)) as client:
+            image = await client.call_tool("generate_image", {"prompt": "a cat", "model": names[0], "steps": 2,
+                                                              "init_image": "start.png", "strength": 0.5})  # fmt: skip
+            speech = await client.call_tool("speak", {"text": "hello there.", "model": names[1]})
+            return image, speech
+
+    image, speech = anyio.run(main)
+    assert not image.is_error and not speech.is_error, (image.content, speech.content)
+    edited = Path(image.structured_content["images"][0]["path"])
+    state_, manifest = c2pa_state(edited, signing["ca"])
+    assert state_ == "Trusted"
+    assert [a["action"] for a in assertion(manifest, "c2pa.actions.v2")["actions"]] == [
+        "c2pa.opened",
+        "c2pa.edited",
+    ]
+    assert [(i["title"], i["relationship"]) for i in manifest["ingredients"]] == [("start.png", "parentOf")]
+    assert c2pa_state(Path(speech.structured_content["path"]), signing["ca"])[0] == "Trusted"

@@ -73,7 +73,7 @@ class JobRunner:
         prepared = core_image.prepare(job.resolved, job.prompt, self._reporter(), self.pool, inputs)
         with self.pool.lease(prepared.key) as engine:
             (result,) = [e for e in core_image.run(prepared, engine) if isinstance(e, Result)]
-        path = save_image(result.payload, 0, result.record, plan)
+        path = save_image(result.payload, 0, result.record, plan, inputs.init)  # init: the parent
         return {"path": str(path), **result.record, **result.timings}
 
     def _speech(self, job: Job) -> dict[str, Any]:

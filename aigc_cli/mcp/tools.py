@@ -413,7 +413,7 @@ class Toolbox:
                 elif isinstance(event, Notice):
                     reporter.emit(event)
                 elif isinstance(event, Result):
-                    path = save_image(event.payload, event.index, event.record, plan)
+                    path = save_image(event.payload, event.index, event.record, plan, inputs.init)
                     assert path is not None
                     saved.append((path, event.record))
                     self._log(
