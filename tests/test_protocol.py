@@ -336,3 +336,15 @@ def test_fields_clients_send_by_default_are_accepted_and_ignored():
     assert image.ignored == ("moderation", "user")
     speech = protocol.parse_speech({"input": "hi", "voice": "alloy"})
     assert speech.response_format == "mp3"  # OpenAI's default
+
+
+def test_an_edit_form_reads_numbers_as_numbers_and_text_fields_as_text():
+    """/v1/images/edits is a form: every value arrives as text. `n=2` is a number; a prompt (or a negative
+    prompt, a scheduler) that looks like one stays text."""
+    from aigc_cli.server import protocol
+
+    form = {"prompt": "42", "negative_prompt": "7", "n": "2", "strength": "0.5", "model": "123"}
+    call = protocol.parse_image_edit(form, b"PNG...", None)
+    assert call.prompt == "42" and call.resolved.values.negative == "7"
+    assert call.resolved.values.count == 2 and call.resolved.values.strength == 0.5
+    assert call.resolved.values.model == "123"

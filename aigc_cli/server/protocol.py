@@ -547,21 +547,31 @@ def parse_image(data: dict[str, Any]) -> ImageCall:
     return _image_call(_Body(data), "/v1/images/generations")
 
 
+_EDIT_TEXT = {
+    "prompt", "negative_prompt", "size", "quality", "response_format", "style", "user", "background",
+    "output_format", "moderation", "input_fidelity",
+}  # fmt: skip
+"""The form fields of /v1/images/edits that are text whatever they look like (OpenAI's and aigc's string
+settings, added from the schema)."""
+
+
 def parse_image_edit(form: dict[str, str], image: bytes | None, mask: bytes | None) -> ImageCall:
     """POST /v1/images/edits (multipart, as OpenAI's): `image` (the file to start from), `mask` (optional:
     OpenAI's PNG whose fully transparent pixels mark what to repaint, or a plain grayscale mask as `aigc
     image --mask` takes it, white repaints), and the other fields as form values: text, which is read as
-    JSON where it is a JSON number or boolean (`n=2`, `strength=0.6`), else as the string it is."""
+    JSON where it is a JSON number or boolean (`n=2`, `strength=0.6`), else as the string it is; a text field
+    (_EDIT_TEXT: `prompt=42`) stays text."""
     import json
 
     if image is None:
         raise _invalid(
             "field 'image' is required: the image file to edit", "image", "missing_required_parameter"
         )
+    text = _EDIT_TEXT | {n for n, k in knobs(SCHEMAS["image"]).items() if k.kind in (str, list)}
     data: dict[str, Any] = {}
     for name, value in form.items():
         try:
-            parsed = json.loads(value)
+            parsed = json.loads(value) if name not in text else value  # a prompt "42" is text
         except ValueError:
             parsed = value
         data[name] = parsed if isinstance(parsed, (int, float, bool)) else value
