@@ -174,6 +174,27 @@ NoStdinOpt = Annotated[
 NoLogOpt = Annotated[
     bool, typer.Option("--no-log", help="Leave this run out of the log (AIGC_HOME/logs.db).")
 ]
+# aigc serve and aigc mcp: the options of a process that keeps models warm for its clients.
+KeepAliveOpt = Annotated[
+    str,
+    typer.Option(
+        "--keep-alive",
+        metavar="DURATION",
+        help="How long an idle model stays loaded: 5m, 30s, 1h; 0 unloads at once, -1 never.",
+    ),
+]
+PreloadOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--preload",
+        metavar="MODEL",
+        help="Load this model at start (repeatable); the only local folders served.",
+        autocompletion=completion.models(*SCHEMAS),
+    ),
+]
+AllowPullOpt = Annotated[
+    bool, typer.Option("--allow-pull", help="Let clients download models they name (off: offline).")
+]
 LocalOpt = Annotated[
     bool,
     typer.Option(
@@ -555,32 +576,15 @@ def serve(
     port: Annotated[
         int, ranged_option("--port", metavar="PORT", help="TCP port; 0 picks a free one.", low=0, high=65535)
     ] = 8765,
-    keep_alive: Annotated[
-        str,
-        typer.Option(
-            "--keep-alive",
-            metavar="DURATION",
-            help="How long an idle model stays loaded: 5m, 30s, 1h; 0 unloads at once, -1 never.",
-        ),
-    ] = "5m",
-    preload: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--preload",
-            metavar="MODEL",
-            help="Load this model at start (repeatable); the only local folders served.",
-            autocompletion=completion.models(*SCHEMAS),
-        ),
-    ] = None,
+    keep_alive: KeepAliveOpt = "5m",
+    preload: PreloadOpt = None,
     api_key: Annotated[
         str | None,
         typer.Option(
             "--api-key", metavar="KEY", help="Require `Authorization: Bearer KEY` (default: AIGC_API_KEY)."
         ),
     ] = None,
-    allow_pull: Annotated[
-        bool, typer.Option("--allow-pull", help="Let requests download models they name (off: offline).")
-    ] = False,
+    allow_pull: AllowPullOpt = False,
     cors_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -625,26 +629,9 @@ def mcp(
             help="Where the tools save files, the only folder they read. Default: AIGC_HOME/outputs.",
         ),
     ] = None,
-    keep_alive: Annotated[
-        str,
-        typer.Option(
-            "--keep-alive",
-            metavar="DURATION",
-            help="How long an idle model stays loaded: 5m, 30s, 1h; 0 unloads at once, -1 never.",
-        ),
-    ] = "5m",
-    preload: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--preload",
-            metavar="MODEL",
-            help="Load this model at start (repeatable); the only local folders the tools use.",
-            autocompletion=completion.models(*SCHEMAS),
-        ),
-    ] = None,
-    allow_pull: Annotated[
-        bool, typer.Option("--allow-pull", help="Let calls download models they name (off: offline).")
-    ] = False,
+    keep_alive: KeepAliveOpt = "5m",
+    preload: PreloadOpt = None,
+    allow_pull: AllowPullOpt = False,
     no_log: NoLogOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:

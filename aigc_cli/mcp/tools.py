@@ -350,28 +350,29 @@ class Toolbox:
         self, values: dict[str, Any], progress: Progress, cancelled: threading.Event
     ) -> Outcome:
         from ..core import text as core_text
-        from ..core.events import Notice, Result, TextDelta
+        from ..core.events import Result, TextDelta
 
         resolved = self._resolve(TOOLS["generate_text"], values)
         reporter = self.state.reporter(also=lambda text: progress(0, None, text))
         job = core_text.prepare(resolved, values["prompt"], reporter, self.state.pool)
         self.state.labels[job.key] = job.label
         limit = job.request.max_tokens
-        result, told = None, 0.0
+        results: list[Any] = []
+        told = [0.0]
+
+        def on(event: Any) -> None:
+            if isinstance(event, TextDelta) and time.monotonic() - told[0] > 0.25:
+                told[0] = time.monotonic()
+                progress(event.tokens, limit, f"{event.tokens} tokens")
+            elif isinstance(event, Result):
+                results.append(event)
+
         with (
             self.state.text_engine(job.key, job.request) as engine,
             closing(core_text.run(job, engine)) as events,
         ):
-            for event in events:
-                _check(cancelled)
-                if isinstance(event, TextDelta) and time.monotonic() - told > 0.25:
-                    told = time.monotonic()
-                    progress(event.tokens, limit, f"{event.tokens} tokens")
-                elif isinstance(event, Notice):
-                    reporter.emit(event)
-                elif isinstance(event, Result):
-                    result = event
-        assert result is not None
+            _drain(events, cancelled, reporter, on)
+        (result,) = results
         self._log("text", result.record, resolved, prompt=values["prompt"], folder=job.key.folder)
         notices = _notices(reporter.events)
         return Outcome(
@@ -382,7 +383,7 @@ class Toolbox:
         self, values: dict[str, Any], progress: Progress, cancelled: threading.Event
     ) -> Outcome:
         from ..core import image as core_image
-        from ..core.events import ImageStep, Notice, Result
+        from ..core.events import ImageStep, Result
         from ..output import plan_file, save_image
 
         resolved = self._resolve(TOOLS["generate_image"], values)
@@ -403,27 +404,21 @@ class Toolbox:
         self.state.labels[job.key] = job.label
         count = resolved.values.count or 1
         saved: list[tuple[Path, dict[str, Any]]] = []
+
+        def on(event: Any) -> None:
+            if isinstance(event, ImageStep):
+                done = event.index * event.total + event.step
+                where = f"image {event.index + 1} of {count}, " if count > 1 else ""
+                progress(done, count * event.total, f"{where}step {event.step} of {event.total}")
+            elif isinstance(event, Result):  # saved as it is made: a cancel later keeps the images done
+                path = save_image(event.payload, event.index, event.record, plan, inputs.init)
+                assert path is not None
+                saved.append((path, event.record))
+                seconds = event.timings.get("seconds")
+                self._log("image", event.record, resolved, path=path, folder=job.key.folder, seconds=seconds)
+
         with self.state.pool.lease(job.key) as engine, closing(core_image.run(job, engine)) as events:
-            for event in events:
-                _check(cancelled)
-                if isinstance(event, ImageStep):
-                    done = event.index * event.total + event.step
-                    where = f"image {event.index + 1} of {count}, " if count > 1 else ""
-                    progress(done, count * event.total, f"{where}step {event.step} of {event.total}")
-                elif isinstance(event, Notice):
-                    reporter.emit(event)
-                elif isinstance(event, Result):
-                    path = save_image(event.payload, event.index, event.record, plan, inputs.init)
-                    assert path is not None
-                    saved.append((path, event.record))
-                    self._log(
-                        "image",
-                        event.record,
-                        resolved,
-                        path=path,
-                        folder=job.key.folder,
-                        seconds=event.timings.get("seconds"),
-                    )
+            _drain(events, cancelled, reporter, on)
         notices = _notices(reporter.events)
         images = [{"path": str(p), "uri": p.as_uri(), **record} for p, record in saved]
         files = [(p, "image/png") for p, _ in saved]
@@ -431,7 +426,7 @@ class Toolbox:
 
     def _speak(self, values: dict[str, Any], progress: Progress, cancelled: threading.Event) -> Outcome:
         from ..core import speech as core_speech
-        from ..core.events import AudioChunk, Notice, Result
+        from ..core.events import AudioChunk, Result
         from ..engines.speech import split_sentences
         from ..output import audio_json, encode_audio, plan_file, write_atomic
 
@@ -443,18 +438,19 @@ class Toolbox:
         job = core_speech.prepare(resolved, text, reporter, self.state.pool)
         self.state.labels[job.key] = job.label
         total = len(split_sentences(text)) or None
-        result, done = None, 0
+        results: list[Any] = []
+        spoken = [0]
+
+        def on(event: Any) -> None:
+            if isinstance(event, AudioChunk):
+                spoken[0] += 1
+                progress(spoken[0], total, f"sentence {spoken[0]}" + (f" of {total}" if total else ""))
+            elif isinstance(event, Result):
+                results.append(event)
+
         with self.state.pool.lease(job.key) as voice, closing(core_speech.run(job, voice)) as events:
-            for event in events:
-                _check(cancelled)
-                if isinstance(event, AudioChunk):
-                    done += 1
-                    progress(done, total, f"sentence {done}" + (f" of {total}" if total else ""))
-                elif isinstance(event, Notice):
-                    reporter.emit(event)
-                elif isinstance(event, Result):
-                    result = event
-        assert result is not None
+            _drain(events, cancelled, reporter, on)
+        (result,) = results
         path = plan.path(0, text, job.request.seed)
         assert path is not None
         write_atomic(path, encode_audio(result.payload, result.record["sample_rate"], fmt, result.record))
@@ -556,9 +552,19 @@ class Toolbox:
         logs.log_generation("mcp", modality, record, resolved.values, no_log=self.no_log, **kwargs)
 
 
-def _check(cancelled: threading.Event) -> None:
-    if cancelled.is_set():
-        raise Cancelled()
+def _drain(events: Any, cancelled: threading.Event, reporter: Any, on: Callable[[Any], None]) -> None:
+    """Run a job's events: Cancelled at the first one after `cancelled` is set (closing the events then
+    stops the generation at its next step, token or sentence); notices go to `reporter`, the rest to
+    `on`."""
+    from ..core.events import Notice
+
+    for event in events:
+        if cancelled.is_set():
+            raise Cancelled()
+        if isinstance(event, Notice):
+            reporter.emit(event)
+        else:
+            on(event)
 
 
 def _read(path: Path, argument: str) -> bytes:
