@@ -282,6 +282,11 @@ def test_nothing_outside_the_output_folder_is_read(toolbox, pipes, tmp_path):
     assert result.is_error and "argument 'init_image' (../outside.png) is outside the output folder" in (
         result.content[0].text
     )
+    listed = session(toolbox, lambda client: client.list_resources())
+    assert listed.resources == []  # the link leads outside: not listed, as it is not read
+    for bad, words in (("", "argument 'path' is empty"), ("a.png\x00b", "argument 'path' holds a NUL")):
+        result = call(toolbox, "describe_file", {"path": bad})
+        assert result.is_error and words in result.content[0].text, result.content
     missing = call(toolbox, "describe_file", {"path": "nothing.png"})
     assert "no file nothing.png in the output folder" in missing.content[0].text
 
@@ -366,3 +371,18 @@ def test_aigc_mcp_over_stdio_answers_and_a_cancelled_call_stops(tiny, pipes, tmp
     saved = [Path(image["path"]).name for image in after.structured_content["images"]]
     assert sorted(p.name for p in out.glob("*.png")) == saved  # the cancelled image was not saved
     assert "Traceback" not in log, log
+
+
+def test_a_bad_setting_or_output_folder_stops_aigc_mcp_before_it_answers(aigc, tmp_path):
+    """As `aigc serve` does: a bad config.toml value is exit 2 naming the key, an output folder that cannot be
+    made exit 4, before any client is told the tools are ready."""
+    home = Path(os.environ["AIGC_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text("[speech]\nspeed = 0\n")
+    bad = aigc("mcp")
+    assert bad.returncode == 2 and b"[speech] speed in " in bad.stderr and b"at least 0.25" in bad.stderr
+    assert bad.stdout == b""
+    (home / "config.toml").unlink()
+    (tmp_path / "taken").write_text("")
+    taken = aigc("mcp", "--out-dir", str(tmp_path / "taken"))
+    assert taken.returncode == 4 and b"is a file: give --out-dir a folder" in taken.stderr, taken.stderr

@@ -174,13 +174,14 @@ def run_stdio(
     from ..config import go_offline
     from ..console import LogConsole
     from ..hub import SERVER_NO_PULL
-    from ..server.state import ServerState, check_preload, parse_keep_alive, preload
+    from ..server.state import ServerState, check_preload, check_settings, parse_keep_alive, preload
     from .tools import default_out_dir
 
     check_sdk()
     from mcp.server.stdio import stdio_server
 
     seconds = parse_keep_alive(keep_alive)
+    check_settings()
     if not allow_pull:
         go_offline()  # calls never download: only what is cached or embedded runs
         os.environ[SERVER_NO_PULL] = "1"

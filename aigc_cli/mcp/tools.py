@@ -497,19 +497,18 @@ class Toolbox:
     # --- the output folder ------------------------------------------------------------------------------
 
     def _folder(self) -> Path:
-        from ..errors import OutputError
-
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"Cannot make the output folder {self.out_dir}: {exc.strerror or exc}") from exc
-        return self.out_dir
+        return make_folder(self.out_dir)
 
     def _inside(self, name: str, argument: str) -> Path:
         """The file `name` names in the output folder (a name, a path inside it, or a file:// URI);
         UsageError for a path that leads outside it (symbolic links followed) or a file that is not there."""
         if name.startswith("file:"):
             name = unquote(urlparse(name).path)
+        if not name.strip() or "\x00" in name:
+            what = "is empty" if not name.strip() else "holds a NUL character"
+            raise UsageError(
+                f"argument '{argument}' {what}: name a file in the output folder", param=argument
+            )
         folder = self.out_dir.resolve()
         path = (folder / name).resolve()
         if not path.is_relative_to(folder):
@@ -530,7 +529,12 @@ class Toolbox:
         """The images and audio in the output folder (newest first, at most `limit`), with media types."""
         if not self.out_dir.is_dir():
             return []
-        found = [p for p in self.out_dir.iterdir() if p.suffix.lower() in MEDIA_TYPES and p.is_file()]
+        folder = self.out_dir.resolve()
+        found = [
+            p
+            for p in self.out_dir.iterdir()
+            if p.suffix.lower() in MEDIA_TYPES and p.is_file() and p.resolve().is_relative_to(folder)
+        ]
         found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         return [(p, MEDIA_TYPES[p.suffix.lower()]) for p in found[:limit]]
 
@@ -550,6 +554,19 @@ class Toolbox:
         if modality == "text":
             kwargs["system"] = resolved.values.system
         logs.log_generation("mcp", modality, record, resolved.values, no_log=self.no_log, **kwargs)
+
+
+def make_folder(folder: Path) -> Path:
+    """The output folder, made if need be; OutputError (exit 4) naming it when it cannot be."""
+    from ..errors import OutputError
+
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"The output folder {folder} is a file: give --out-dir a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot make the output folder {folder}: {exc.strerror or exc}") from exc
+    return folder
 
 
 def _drain(events: Any, cancelled: threading.Event, reporter: Any, on: Callable[[Any], None]) -> None:

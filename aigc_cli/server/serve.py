@@ -15,7 +15,7 @@ from ..console import Console, LogConsole
 from ..errors import AigcError, UsageError
 from ..hub import SERVER_NO_PULL
 from .discovery import connect_host, read_record, remove_record, write_record
-from .state import check_preload, parse_keep_alive, preload
+from .state import check_preload, check_settings, parse_keep_alive, preload
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 
@@ -114,6 +114,13 @@ def run_server(
             "stop it first, or give this one its own AIGC_HOME"
         )
     seconds = parse_keep_alive(keep_alive)
+    check_settings()
+    if out_dir is not None:  # where /mcp's tools save: a folder that cannot be made fails now, exit 4
+        from pathlib import Path
+
+        from ..mcp.tools import make_folder
+
+        make_folder(Path(out_dir).expanduser())
     if not allow_pull:
         go_offline()  # requests never download: only what is cached or embedded is served
         os.environ[SERVER_NO_PULL] = "1"  # and a model that is not cached says why, with --allow-pull

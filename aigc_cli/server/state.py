@@ -219,6 +219,15 @@ def parse_keep_alive(value: str) -> float | None:
     return None if seconds < 0 else seconds
 
 
+def check_settings() -> None:
+    """Before a serving process answers anyone: the environment's and config.toml's settings of every
+    modality are valid (UsageError, exit 2, naming the key otherwise), rather than every request failing."""
+    from ..settings import SCHEMAS, resolve_settings
+
+    for modality in SCHEMAS:
+        resolve_settings(modality, {})
+
+
 def check_preload(state: Any, names: list[str]) -> None:
     """Before the server listens: each name is a model aigc can run (exit 3 otherwise), and local folders
     among them become servable. Loading them is `preload`'s, while /health answers "loading"."""
