@@ -93,7 +93,13 @@ def _error(server: ServerRef, response: http.client.HTTPResponse) -> AigcError |
         error = json.loads(raw)["error"]
         message, code = str(error["message"]), error.get("code")
     except (ValueError, KeyError, TypeError):
-        # not OpenAI's error JSON, which aigc serve always answers with: something else listens there
+        # not OpenAI's error JSON, which aigc serve answers with, unless uvicorn cut the request short as
+        # the server stopped (a 500 of its own): else something other than aigc listens there
+        if response.status == 500:
+            return GenerationError(
+                f"The server at {server.url} stopped mid-request (it answered HTTP {response.status} "
+                f"{response.reason}): see its log, or run with --local"
+            )
         remedy = "point AIGC_HOST at `aigc serve` or unset it" if server.source == "AIGC_HOST" else "stop it"
         return GenerationError(
             f"The server at {server.url} ({server.source}) is not an aigc server (it answered HTTP "
