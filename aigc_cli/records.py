@@ -42,7 +42,7 @@ def public_record(record: dict[str, Any]) -> dict[str, Any]:
         out["lora"] = [_public_lora(spec) for spec in out["lora"]]
     if out.get("loras"):
         out["loras"] = [
-            {**x, "name": _name(x["name"]) if _local(x.get("name")) else x["name"]} for x in out["loras"]
+            {**x, "name": _lora_name(x["name"]) if _local(x.get("name")) else x["name"]} for x in out["loras"]
         ]
     return out
 
@@ -62,7 +62,14 @@ def _public_lora(spec: str) -> str:
         name, weight = parse_lora(spec)
     except ValueError:
         return spec
-    return f"{_name(name)}:{weight:g}" if _local(name) else spec
+    return f"{_lora_name(name)}:{weight:g}" if _local(name) else spec
+
+
+def _lora_name(value: str) -> str:
+    """A local LoRA file by its name; diffusers' default file name (pytorch_lora_weights.safetensors) by
+    its folder's, which tells LoRAs apart (and which diffusers loads the same file from)."""
+    path = Path(value).expanduser().resolve()
+    return path.parent.name if path.stem == "pytorch_lora_weights" and path.parent.name else path.name
 
 
 def file_sha256(path: Path) -> str:

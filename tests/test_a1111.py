@@ -262,7 +262,7 @@ def test_progress_follows_an_image_job_of_the_openai_route(server, pipes):
     assert seen["current_image"] is None  # no previews asked on this route (partial_images 0)
     later = progress_until(server, lambda a: a["progress"] > seen["progress"] or idle(a))
     assert later["progress"] > seen["progress"] or idle(later)
-    thread.join(120)
+    thread.join(240)  # a loaded machine is slow; a hang still fails
     status, _, raw = box["answer"]
     assert status == 200 and len(json.loads(raw)["data"]) == 2
     assert idle(progress_until(server, idle, timeout=5))
@@ -276,7 +276,7 @@ def test_current_image_is_the_latest_preview_of_an_sdapi_job(server, pipes):
     assert seen["state"]["job"] == "txt2img" and png(seen["current_image"]).size == (64, 64)
     skipped = json.loads(http(f"{server.url}/sdapi/v1/progress?skip_current_image=true")[2])
     assert skipped["current_image"] is None
-    thread.join(120)
+    thread.join(240)  # a loaded machine is slow; a hang still fails
     status, answer = box["answer"]
     assert status == 200 and len(answer["images"]) == 2
 
@@ -289,7 +289,7 @@ def test_interrupt_stops_a_long_job_at_a_step_and_answers_the_images_made(server
     thread, box = in_thread(lambda: post(server, "txt2img", body))
     progress_until(server, lambda a: a["state"]["sampling_step"] > 0)
     assert post(server, "interrupt", {}) == (200, {})
-    thread.join(120)
+    thread.join(240)  # a loaded machine is slow; a hang still fails
     status, answer = box["answer"]
     line = server.wait_for_line("interrupted: stopped", since=before)
     image, step = (int(n) for n in line.split(" at image ")[1].split(" step "))
