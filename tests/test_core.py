@@ -11,6 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import raw
+from readers import read_together
 from tiny_models import CORPUS
 from tiny_pipelines import build_sd
 from tiny_speech import build_vits
@@ -192,7 +193,6 @@ class _ScriptedEngine:
 def test_batched_rows_equal_solo_runs(tiny, model):
     """The server's batching (engines.text_torch.tokens_batch, left-padded): each row's greedy text equals
     its solo run, prompts of different lengths, rows of different max_tokens, one row read only in part."""
-    import threading
 
     from aigc_cli.server.batching import BatchedView, TextBatcher
 
@@ -208,24 +208,7 @@ def test_batched_rows_equal_solo_runs(tiny, model):
     solo = [generate_text(engine, r).text for r in requests]
     batcher = TextBatcher(pool, key)
     view = BatchedView(engine, batcher)
-    results: dict[int, str] = {}
-    gate = threading.Barrier(len(requests) + 1)
-
-    def run(index: int) -> None:
-        gate.wait()
-        if index == 3:  # a reader that goes away after a few tokens: the others are not disturbed
-            chunks = stream_text(view, requests[index])
-            results[index] = next(chunks).text
-            chunks.close()
-            return
-        results[index] = generate_text(view, requests[index]).text
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
-    for thread in threads:
-        thread.start()
-    gate.wait()
-    for thread in threads:
-        thread.join(timeout=120)
+    results = read_together(view, requests, leaver=3)  # a reader that goes away after a few tokens
     assert [results[i] for i in range(3)] == solo[:3]
     assert solo[3].startswith(results[3])
     assert max(batcher.batches) > 1

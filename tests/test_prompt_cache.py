@@ -11,11 +11,12 @@ import shutil
 import threading
 
 import pytest
+from readers import read_together
 from tiny_models import CHATML
 
 from aigc_cli.engines import EngineKey, load_engine
 from aigc_cli.engines.prefix_cache import PrefixCache, common_prefix
-from aigc_cli.engines.text import TextRequest, generate_text, stream_text
+from aigc_cli.engines.text import TextRequest, generate_text
 
 HAS_ONNX = importlib.util.find_spec("onnxruntime_genai") is not None
 
@@ -227,24 +228,7 @@ def test_onnx_batched_rows_equal_solo_runs(tiny, onnx_export):
     engine.prefix_cache = PrefixCache(0)  # rows alone in a batch run solo: here they share batches only
     batcher = TextBatcher(pool, key)
     view = BatchedView(engine, batcher)
-    results: dict[int, str] = {}
-    gate = threading.Barrier(len(requests) + 1)
-
-    def run(index: int) -> None:
-        gate.wait()
-        if index == 7:  # a reader that goes away after a few tokens: the others are not disturbed
-            chunks = stream_text(view, requests[index])
-            results[index] = next(chunks).text
-            chunks.close()
-            return
-        results[index] = generate_text(view, requests[index]).text
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
-    for thread in threads:
-        thread.start()
-    gate.wait()
-    for thread in threads:
-        thread.join(timeout=120)
+    results = read_together(view, requests, leaver=7)  # a reader that goes away after a few tokens
     batcher.stop()
     assert [results[i] for i in range(7)] == solo[:7]
     assert solo[7].startswith(results[7])
