@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -349,13 +348,12 @@ class Toolbox:
     def _generate_text(
         self, values: dict[str, Any], progress: Progress, cancelled: threading.Event
     ) -> Outcome:
-        from ..core import text as core_text
         from ..core.events import Result, TextDelta
 
         resolved = self._resolve(TOOLS["generate_text"], values)
         reporter = self.state.reporter(also=lambda text: progress(0, None, text))
-        job = core_text.prepare(resolved, values["prompt"], reporter, self.state.pool)
-        self.state.labels[job.key] = job.label
+        run = self.state.start("text", resolved, values["prompt"], reporter)
+        job = run.job
         limit = job.request.max_tokens
         results: list[Any] = []
         told = [0.0]
@@ -367,10 +365,7 @@ class Toolbox:
             elif isinstance(event, Result):
                 results.append(event)
 
-        with (
-            self.state.text_engine(job.key, job.request) as engine,
-            closing(core_text.run(job, engine)) as events,
-        ):
+        with run.events() as events:
             _drain(events, cancelled, reporter, on)
         (result,) = results
         self._log("text", result.record, resolved, prompt=values["prompt"], folder=job.key.folder)
@@ -400,8 +395,8 @@ class Toolbox:
         plan = plan_file("image", None, self._folder())
         reporter = self.state.reporter(also=lambda text: progress(0, None, text))
         prompt = values["prompt"]
-        job = core_image.prepare(resolved, prompt, reporter, self.state.pool, inputs)
-        self.state.labels[job.key] = job.label
+        run = self.state.start("image", resolved, prompt, reporter, inputs=inputs)
+        job = run.job
         count = resolved.values.count or 1
         saved: list[tuple[Path, dict[str, Any]]] = []
 
@@ -417,7 +412,7 @@ class Toolbox:
                 seconds = event.timings.get("seconds")
                 self._log("image", event.record, resolved, path=path, folder=job.key.folder, seconds=seconds)
 
-        with self.state.pool.lease(job.key) as engine, closing(core_image.run(job, engine)) as events:
+        with run.events() as events:
             _drain(events, cancelled, reporter, on)
         notices = _notices(reporter.events)
         images = [{"path": str(p), "uri": p.as_uri(), **record} for p, record in saved]
@@ -425,7 +420,6 @@ class Toolbox:
         return Outcome(files=files, structured={"images": images, "notices": notices}, notices=notices)
 
     def _speak(self, values: dict[str, Any], progress: Progress, cancelled: threading.Event) -> Outcome:
-        from ..core import speech as core_speech
         from ..core.events import AudioChunk, Result
         from ..engines.speech import split_sentences
         from ..output import audio_json, encode_audio, plan_file, write_atomic
@@ -435,8 +429,8 @@ class Toolbox:
         plan = replace(plan_file("audio", None, self._folder()), format=fmt)
         reporter = self.state.reporter(also=lambda text: progress(0, None, text))
         text = values["text"]
-        job = core_speech.prepare(resolved, text, reporter, self.state.pool)
-        self.state.labels[job.key] = job.label
+        run = self.state.start("speech", resolved, text, reporter)
+        job = run.job
         total = len(split_sentences(text)) or None
         results: list[Any] = []
         spoken = [0]
@@ -448,7 +442,7 @@ class Toolbox:
             elif isinstance(event, Result):
                 results.append(event)
 
-        with self.state.pool.lease(job.key) as voice, closing(core_speech.run(job, voice)) as events:
+        with run.events() as events:
             _drain(events, cancelled, reporter, on)
         (result,) = results
         path = plan.path(0, text, job.request.seed)

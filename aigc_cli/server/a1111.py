@@ -18,7 +18,7 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -533,7 +533,7 @@ def _info(job: Any, records: list[dict[str, Any]], parsed: A1111Call, notices: l
 async def _generate(state: ServerState, request: Request, parsed: A1111Call) -> dict[str, Any]:
     """Run the call as app._images does (same prepare, lease and run), with previews for
     /sdapi/v1/progress's current_image; A1111's answer. An interrupted job answers the images made."""
-    from dataclasses import replace
+    from functools import partial
 
     from starlette.concurrency import run_in_threadpool
 
@@ -559,18 +559,16 @@ async def _generate(state: ServerState, request: Request, parsed: A1111Call) -> 
     reporter = request_reporter(state)
     for text in parsed.notices:
         reporter.warn(text, "a1111_ignored")
-    job = await run_in_threadpool(
-        core_image.prepare, call.resolved, call.prompt, reporter, state.pool, inputs
+    run = await run_in_threadpool(
+        partial(state.start, "image", call.resolved, call.prompt, reporter, PREVIEWS, inputs=inputs)
     )
-    job = replace(job, request=replace(job.request, previews=PREVIEWS))
-    state.labels[job.key] = job.label
+    job = run.job
     kind = request.url.path.rsplit("/", 1)[-1]
 
     def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
         try:
             with (
-                state.pool.lease(job.key) as engine,
-                closing(core_image.run(job, engine)) as events,
+                run.events() as events,
                 image_jobs(state).track(kind, job, reporter, state.console) as tracked,
             ):
                 for event in events:

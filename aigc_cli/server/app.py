@@ -17,8 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import closing
-from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -427,7 +426,6 @@ async def _collect(
 
 
 async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> Response:
-    from ..core import text as core_text
     from ..core.events import Result, TextDelta
     from .history import log_served
 
@@ -435,13 +433,14 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
     state.check_model(call.resolved)
     reporter = request_reporter(state)
     prompts = call.prompts or (call.prompt,)
-    jobs = []
+    runs = []
     for prompt in prompts:
-        job = await run_in_threadpool(
-            core_text.prepare, call.resolved, prompt, reporter, state.pool, call.messages
+        runs.append(
+            await run_in_threadpool(
+                partial(state.start, "text", call.resolved, prompt, reporter, messages=call.messages)
+            )
         )
-        state.labels[job.key] = job.label
-        jobs.append(job)
+    jobs = [run.job for run in runs]
     per_prompt = jobs[0].count
     # the seed up front (the records carry it at the end): a client shows it before the text, as a local run
     seed = jobs[0].request.seed if jobs[0].sampling else None
@@ -455,11 +454,8 @@ async def _text(state: ServerState, request: Request, call: Any, chat: bool) -> 
         """(choice index, event) for every event of every prompt's job, in order."""
         made = 0
         try:
-            for number, job in enumerate(jobs):
-                with (
-                    state.text_engine(job.key, job.request) as engine,
-                    closing(core_text.run(job, engine)) as events,
-                ):
+            for number, (job, run) in enumerate(zip(jobs, runs, strict=True)):
+                with run.events() as events:
                     for event in events:
                         if cancelled.is_set():
                             state.console.info(
@@ -576,12 +572,11 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
         params=call.fields,
     )
     reporter = request_reporter(state)
-    job = await run_in_threadpool(
-        core_image.prepare, call.resolved, call.prompt, reporter, state.pool, inputs
+    previews = call.partial_images or 0
+    run = await run_in_threadpool(
+        partial(state.start, "image", call.resolved, call.prompt, reporter, previews, inputs=inputs)
     )
-    if call.partial_images:
-        job = replace(job, request=replace(job.request, previews=call.partial_images))
-    state.labels[job.key] = job.label
+    job = run.job
 
     def produce(emit: Callable[[Any], None], cancelled: threading.Event) -> None:
         """Each image's data entry as it is done; stops at the next denoising step once the client has gone
@@ -592,8 +587,7 @@ async def _images(state: ServerState, request: Request, call: Any) -> Response:
         kind = request.url.path.rsplit("/", 1)[-1]
         try:
             with (
-                state.pool.lease(job.key) as engine,
-                closing(core_image.run(job, engine)) as events,
+                run.events() as events,
                 image_jobs(state).track(kind, job, reporter, state.console) as tracked,
             ):
                 for event in events:
@@ -675,7 +669,6 @@ async def _image_events(
 
 
 async def _speech(state: ServerState, request: Request, call: Any) -> Response:
-    from ..core import speech as core_speech
     from ..core.events import AudioChunk, Result
     from ..output import check_encoder, encode_audio, pcm16
     from .history import log_served
@@ -685,10 +678,10 @@ async def _speech(state: ServerState, request: Request, call: Any) -> Response:
     if call.response_format != "pcm":
         check_encoder(call.response_format)  # aac needs PyAV: said before any work
     reporter = request_reporter(state)
-    job = await run_in_threadpool(
-        core_speech.prepare, call.resolved, call.text, reporter, state.pool, fallback_said="note"
+    run = await run_in_threadpool(
+        partial(state.start, "speech", call.resolved, call.text, reporter, fallback_said="note")
     )
-    state.labels[job.key] = job.label
+    job = run.job
     # The record rides in a header without the text (the client has it; a header is no place for a book).
     headers = {
         "x-aigc-record": json.dumps({k: v for k, v in job.record.items() if k != "text"}, ensure_ascii=True),
@@ -701,7 +694,7 @@ async def _speech(state: ServerState, request: Request, call: Any) -> Response:
         """pcm: 16-bit chunks sentence by sentence; else the one Result. Stops at the next sentence once the
         client has gone."""
         try:
-            with state.pool.lease(job.key) as voice, closing(core_speech.run(job, voice)) as events:
+            with run.events() as events:
                 for event in events:
                     if cancelled.is_set():
                         return

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,26 @@ class ServerState:
         self.allowed_folders.add(folder.resolve())
         serve_by_name(folder)  # a record names it by its name: a request may too
 
+    # --- a generation: prepare, then run on the engine ----------------------------------------------------
+
+    def start(
+        self, modality: str, resolved: Resolved, prompt: str, reporter: Any, previews: int = 0, **extra: Any
+    ) -> Run:
+        """Prepare a generation (`core.<modality>.prepare`: model, backend, checks, the seed), reporting to
+        `reporter`; the Run's `events()` runs it. extra: prepare's own arguments (a text conversation's
+        `messages`, an image's `inputs`, speech's `fallback_said`); previews: image previews every this many
+        steps (0: none). Raises what prepare raises. A Ray Serve ingress (server/ray_serve.py) prepares and
+        runs on a replica instead, with the same result."""
+        from dataclasses import replace
+
+        from ..core import MODALITIES
+
+        job = MODALITIES[modality].prepare(resolved, prompt, reporter, self.pool, **extra)
+        if previews:
+            job = replace(job, request=replace(job.request, previews=previews))
+        self.labels[job.key] = job.label
+        return Run(self, modality, job)
+
     # --- text engines, batched where the settings allow ---------------------------------------------------
 
     def text_engine(self, key: EngineKey, request: Any) -> AbstractContextManager[Any]:
@@ -168,6 +188,27 @@ class ServerState:
                 }
             )
         return rows
+
+
+class Run:
+    """A prepared generation (ServerState.start): `job` is the core's Job; `events()` leases the engine
+    (text: batched with others where the settings allow) and yields the core's events; closing it stops the
+    generation at its next step."""
+
+    def __init__(self, state: ServerState, modality: str, job: Any) -> None:
+        self.state, self.modality, self.job = state, modality, job
+
+    @contextmanager
+    def events(self) -> Iterator[Iterator[Any]]:
+        from ..core import MODALITIES
+
+        job = self.job
+        if self.modality == "text":
+            engine_context = self.state.text_engine(job.key, job.request)
+        else:
+            engine_context = self.state.pool.lease(job.key)
+        with engine_context as engine, closing(MODALITIES[self.modality].run(job, engine)) as events:
+            yield events
 
 
 def engine_bytes(engine: Any, key: EngineKey) -> int:
