@@ -601,9 +601,89 @@ def serve(
             help="Where the MCP tools at /mcp save files. Default: AIGC_HOME/outputs.",
         ),
     ] = None,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Run on Ray Serve: a deployment per modality with replicas (a local Ray, or --ray-address).",
+            rich_help_panel="Ray Serve",
+        ),
+    ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="A running Ray cluster (HOST:PORT of `ray start --head`; default RAY_ADDRESS, else local).",
+            rich_help_panel="Ray Serve",
+        ),
+    ] = None,
+    replicas: Annotated[
+        str | None,
+        typer.Option(
+            "--replicas",
+            metavar="SPEC",
+            help="Replicas per modality: N, or LOW-HIGH to autoscale (0: to zero), e.g. text=2,image=0-1.",
+            rich_help_panel="Ray Serve",
+        ),
+    ] = None,
+    replica_cpus: Annotated[
+        float,
+        typer.Option(
+            "--replica-cpus", metavar="N", help="CPUs Ray reserves per replica.", rich_help_panel="Ray Serve"
+        ),
+    ] = 1.0,
+    replica_gpus: Annotated[
+        float | None,
+        typer.Option(
+            "--replica-gpus",
+            metavar="N",
+            help="GPUs per replica (default: 1 where the cluster has GPUs, else 0).",
+            rich_help_panel="Ray Serve",
+        ),
+    ] = None,
+    models_per_replica: Annotated[
+        int,
+        ranged_option(
+            "--models-per-replica",
+            metavar="N",
+            help="Models a replica keeps loaded; the least recently used leaves first.",
+            low=1,
+            rich_help_panel="Ray Serve",
+        ),
+    ] = 3,
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve text, images and speech over an OpenAI-compatible HTTP API, models kept warm (URL on stdout)."""
+    ray_given = [name for name, value in (("--ray-address", ray_address), ("--replicas", replicas)) if value]
+    if not ray and ray_given:
+        from .errors import UsageError
+
+        raise UsageError(f"{ray_given[0]} applies to aigc serve --ray: add --ray")
+    for name, value in (("--replica-cpus", replica_cpus), ("--replica-gpus", replica_gpus)):
+        if value is not None and value < 0:
+            from .errors import UsageError
+
+            raise UsageError(f"{name} must be at least 0 (got {value:g})")
+    if ray:
+        from .server.ray_launch import run_ray_server
+
+        run_ray_server(
+            host,
+            port,
+            keep_alive,
+            preload or [],
+            api_key,
+            allow_pull,
+            cors_origin or [],
+            verbose,
+            out_dir,
+            ray_address,
+            replicas,
+            replica_cpus,
+            replica_gpus,
+            models_per_replica,
+        )
     from .server.serve import run_server
 
     run_server(

@@ -38,13 +38,16 @@ def run_ps(as_json: bool) -> None:
             "No aigc server is running here (start one with `aigc serve`, or set AIGC_HOST)"
         )
     try:
-        rows = get_json(server, "/api/ps")["models"]
+        answer = get_json(server, "/api/ps")
     except Unreachable as exc:
         raise GenerationError(f"The server at {server.url} does not answer ({exc})") from None
+    rows, replicas = answer["models"], answer.get("replicas")  # replicas: on Ray Serve (aigc serve --ray)
     if as_json:
-        for row in rows:
+        for row in [*rows, *(replicas or [])]:
             write_json_line(row)
         return
+    if replicas is not None:
+        write_text(_replica_table(replicas))
     columns = [
         Column("NAME", give=1, least=12, tail=True),
         Column("MODALITY"),
@@ -55,12 +58,16 @@ def run_ps(as_json: bool) -> None:
         Column("IDLE", right=True),
         Column("UNLOADS"),
     ]
+    if replicas is not None:
+        columns.insert(1, Column("REPLICA"))
     cells = []
     for row in rows:
         idle = "-" if row["in_use"] else f"{row['idle_seconds']:.0f} s"
+        where = (row["replica"],) if replicas is not None else ()
         cells.append(
             (
                 row["model"],
+                *where,
                 row["modality"],
                 row["backend"],
                 row["device"],
@@ -72,3 +79,22 @@ def run_ps(as_json: bool) -> None:
         )
     # a terminal's width (a model's folder path cut at its start, keeping its name); whole in a pipe
     write_text("".join(f"{line}\n" for line in render(columns, cells, terminal.columns())))
+
+
+def _replica_table(replicas: list[dict[str, Any]]) -> str:
+    """Ray Serve's replicas per deployment, where each runs, and what it has served (then a blank line)."""
+    columns = [
+        Column("DEPLOYMENT"),
+        Column("REPLICA"),
+        Column("NODE"),
+        Column("PID", right=True),
+        Column("SERVED", right=True),
+        Column("RUNNING", right=True),
+    ]
+    cells = [
+        (r["deployment"], r["replica"], r["node"], str(r["pid"]), str(r["served"]), str(r["active"]))
+        for r in replicas
+    ]
+    if not cells:
+        return "No replica is running (a deployment scaled to zero starts one on its next request)\n\n"
+    return "".join(f"{line}\n" for line in render(columns, cells, terminal.columns())) + "\n"

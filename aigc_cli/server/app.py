@@ -276,7 +276,8 @@ def create_app(
     @app.exception_handler(AigcError)
     async def aigc_error(request: Request, exc: AigcError) -> JSONResponse:
         status, body = error_body(exc, request.url.path)
-        return _json_error(status, body)
+        wait = getattr(exc, "retry_after", None)  # 503: when to try again
+        return _json_error(status, body, {"Retry-After": str(wait)} if wait else None)
 
     @app.exception_handler(_TooLarge)
     async def too_large(request: Request, exc: _TooLarge) -> JSONResponse:
@@ -322,7 +323,12 @@ def create_app(
 
     @app.get("/api/ps", **describe("ps"))
     async def ps() -> dict[str, Any]:
-        return {"models": state.loaded(), "keep_alive": state.keep_alive, "batches": state.batch_sizes()}
+        return {
+            "models": await run_in_threadpool(state.loaded),
+            "keep_alive": state.keep_alive,
+            "batches": await run_in_threadpool(state.batch_sizes),
+            **await run_in_threadpool(state.cluster),
+        }
 
     @app.post("/v1/chat/completions", **describe("chat"))
     async def chat(request: Request) -> Response:

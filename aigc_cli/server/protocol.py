@@ -47,6 +47,15 @@ class RefusedError(AigcError):
         self.param = param
 
 
+class UnavailableError(AigcError):
+    """The server cannot run this now, and a retry soon may (HTTP 503 with Retry-After): on Ray Serve, the
+    replica running the request was lost (server/ray_state.py)."""
+
+    code = "replica_lost"
+    retry_after = 2
+    """Seconds a client is asked to wait: about the time Ray Serve takes to start a replacement."""
+
+
 LOCAL_PATH = "local_path"
 """The error code of a refusal that the CLI's client answers by running the request in-process."""
 
@@ -738,6 +747,7 @@ ERROR_STATUS: list[tuple[type[AigcError], int, str]] = [
     (UsageError, 400, "invalid_request_error"),
     (WrongModalityError, 400, "invalid_request_error"),
     (ModelUnavailableError, 404, "invalid_request_error"),
+    (UnavailableError, 503, "server_error"),
 ]
 """HTTP status and OpenAI's error type by aigc error class, first match wins (BodyError and ContextFull are
 UsageErrors: 400)."""

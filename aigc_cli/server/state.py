@@ -163,6 +163,10 @@ class ServerState:
 
     # --- aigc ps --------------------------------------------------------------------------------------------
 
+    def cluster(self) -> dict[str, Any]:
+        """What /api/ps adds on a cluster (Ray Serve: `replicas`); nothing for one process."""
+        return {}
+
     def loaded(self) -> list[dict[str, Any]]:
         """One row per loaded engine: model, modality, backend, device, dtype, memory (bytes), idle seconds,
         seconds until unloaded (None: never)."""
