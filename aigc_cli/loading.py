@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -210,20 +211,45 @@ def embedded_folder(spec: ModelSpec, console: Reporter) -> Path | None:
 
 def convert_gguf(gguf: Path, out: Path, console: Reporter) -> None:
     """De-quantise a GGUF into a float32 safetensors folder that loads in well under a second."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     quiet_libraries(console)
     # The GGUF reader draws its own tqdm bar (no switch of transformers turns it off): hushed, -v or not
     # (aigc's spinner is bound to the real stderr, so it still shows)
-    with contextlib.redirect_stderr(io.StringIO()):
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with contextlib.redirect_stderr(io.StringIO()), _gguf_parsed_once():
+        # from_pretrained reads the config unless given one: read once, for both
+        config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, config=config)
     # The de-quantised weights are plain tensors now; the GGUF quantizer only blocks saving them.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once() -> Iterator[None]:
+    """Within: one gguf.GGUFReader per file. transformers parses the whole GGUF again in each from_pretrained
+    (the config, the tokenizer, the weights: SmolLM2's 49k-token vocabulary, about 5 s a parse on a 2-core
+    machine); the reader is read-only, so the three share one."""
+    import gguf
+
+    make = gguf.GGUFReader
+    readers: dict[tuple[str, str], Any] = {}
+
+    def reader(path: Any, mode: str = "r") -> Any:
+        key = (str(path), mode)
+        if key not in readers:
+            readers[key] = make(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader  # transformers imports it from gguf at each call
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = make
 
 
 # --- loading ------------------------------------------------------------------------------------------
