@@ -220,16 +220,6 @@ def test_stdout_pipe_gets_one_png(pipes):
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(plain.stdout)).convert("RGB")), expected)
 
 
-def test_prompt_from_aigc_text(tiny, pipes, tmp_path):
-    out = tmp_path / "from-text.png"
-    text_args = f"-m '{tiny['llama']}' --temperature 0 --max-tokens 8"
-    script = f"'{AIGC}' text 'a lighthouse' {text_args} | '{AIGC}' image -m '{pipes['sd']}' {' '.join(SMALL)} -o '{out}'"
-    ok(subprocess.run(["bash", "-o", "pipefail", "-c", script], capture_output=True))
-    said = ok(run_cli("text", "a lighthouse", *text_args.replace("'", "").split()))
-    record = json.loads(ok(run_cli("info", str(out), "--json")).stdout)
-    assert record["prompt"] == said.stdout.decode().rstrip("\n")
-
-
 def test_terminal_gets_new_auto_named_files(pipes, tmp_path, monkeypatch):
     args = [AIGC, "image", "A red fox!", "-m", str(pipes["sd"]), *SMALL, "--seed", "7"]
     first = re.search(r"/\S+\.png", run_in_pty(args)).group(0)  # a real terminal

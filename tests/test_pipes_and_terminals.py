@@ -13,16 +13,25 @@ from inproc import run_cli
 from ptys import run_in_pty
 
 
-def test_pipeline_text_into_text(tiny):
-    """`aigc text ... | aigc text -m ...`: the second reads the first's output as its prompt."""
+def test_pipeline_text_into_text_into_image(tiny, pipes, tmp_path):
+    """`aigc text ... | aigc text -m ... | aigc image ...`: each reads the one before's output as its prompt
+    (tee keeps the middle one's bytes; the image's record keeps its prompt)."""
     llama, gpt2 = str(tiny["llama"]), str(tiny["gpt2"])
     flags = "--temperature 0 --max-tokens 10"
-    pipeline = f"'{AIGC}' text 'The quick brown fox' -m '{gpt2}' {flags} | '{AIGC}' text -m '{llama}' {flags}"
-    piped = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, check=True)
+    out = tmp_path / "from-text.png"
+    image = f"'{AIGC}' image -m '{pipes['sd']}' --steps 2 --width 64 --height 64 -o '{out}'"
+    pipeline = (
+        f"'{AIGC}' text 'The quick brown fox' -m '{gpt2}' {flags} | '{AIGC}' text -m '{llama}' {flags}"
+        f" | tee middle.txt | {image}"
+    )
+    piped = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, cwd=tmp_path)
+    assert piped.returncode == 0, piped.stderr.decode()
     first = run_cli("text", "The quick brown fox", "-m", gpt2, *flags.split())  # the references, in-process
     second = run_cli("text", "-m", llama, *flags.split(), input=first.stdout)
-    assert piped.stdout == second.stdout and piped.stdout
+    assert (tmp_path / "middle.txt").read_bytes() == second.stdout and second.stdout
     assert piped.stderr == b""
+    record = json.loads(run_cli("info", str(out), "--json").stdout)
+    assert record["prompt"] == second.stdout.decode().rstrip("\n")
 
 
 def test_closed_pipe_ends_quietly(tiny):
@@ -101,28 +110,28 @@ def test_no_library_bar_on_a_terminal_for_images_and_speech(pipes, vits, tmp_pat
 
 def test_a_prompt_argument_in_a_read_loop_with_no_stdin(tiny, tmp_path):
     """`while read f; do aigc text "...$f"; done < list` runs once per line with --no-stdin (or
-    AIGC_NO_STDIN=1); without it the first run reads the rest of the file as the prompt's first part."""
-    (tmp_path / "fruits.txt").write_text("apple\nbanana\n")
+    AIGC_NO_STDIN=1); without it a run reads the rest of the file as the prompt's first part. One loop shows
+    both: apple's run has --no-stdin, banana's has not and swallows cherry, so two runs for three lines."""
+    (tmp_path / "fruits.txt").write_text("apple\nbanana\ncherry\n")
     model = str(tiny["llama"])
     loop = (
-        'while read f; do "$AIGC" text "Name the colour of: $f" -m "$MODEL" --temperature 0 --max-tokens 3 '
-        "$FLAG --json; done < fruits.txt"
+        'while read f; do FLAG=; [ "$f" = apple ] && FLAG=--no-stdin; "$AIGC" text "Name the colour of: $f" '
+        '-m "$MODEL" --temperature 0 --max-tokens 3 $FLAG --json; done < fruits.txt'
     )
     env = {**os.environ, "AIGC": AIGC, "MODEL": model}
-    result = subprocess.run(
-        ["bash", "-c", loop], cwd=tmp_path, env={**env, "FLAG": "--no-stdin"}, capture_output=True
-    )
+    result = subprocess.run(["bash", "-c", loop], cwd=tmp_path, env=env, capture_output=True)
     assert result.returncode == 0, result.stderr.decode()
     records = [json.loads(line) for line in result.stdout.decode().splitlines()]
-    assert len(records) == 2  # one run per line
+    # apple's run left banana and cherry to the loop; banana's took cherry (the documented merge: why the
+    # way out exists), so the loop ended there
+    assert len(records) == 2
     # AIGC_NO_STDIN=1 does what --no-stdin does: the argument alone is the prompt, stdin is left unread.
     alone = run_cli("text", "Name the colour of: apple", "-m", model, "--temperature", "0", "--max-tokens", "3",
                     "--json", input="banana\n", env={"AIGC_NO_STDIN": "1"})  # fmt: skip
     assert alone.returncode == 0 and json.loads(alone.stdout)["text"] == records[0]["text"]
-    swallowed = subprocess.run(
-        ["bash", "-c", loop], cwd=tmp_path, env={**env, "FLAG": ""}, capture_output=True
-    )
-    assert len(swallowed.stdout.decode().splitlines()) == 1  # the documented merge: why the way out exists
+    merged = run_cli("text", "Name the colour of: banana", "-m", model, "--temperature", "0", "--max-tokens",
+                     "3", "--json", input="cherry\n")  # fmt: skip
+    assert json.loads(merged.stdout)["text"] == records[1]["text"]
     dash = run_cli("text", "-", "--no-stdin", "-m", model)
     assert dash.returncode == 2
     assert dash.stderr.decode() == (
