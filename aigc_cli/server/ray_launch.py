@@ -84,11 +84,9 @@ def run_ray_server(
     env = {name: os.environ[name] for name in FORWARDED if name in os.environ}
     if address is None:  # a local Ray: its workers are this machine's, with this environment
         env.update({k: v for k, v in os.environ.items() if k.startswith(("AIGC_", "HF_"))})
-    local = {"_node_ip_address": "127.0.0.1"} if address is None else {}  # a local Ray stays on loopback
     try:
         ray.init(
             address=address,
-            **local,
             namespace="serve",
             runtime_env={"env_vars": env},
             include_dashboard=False,
@@ -99,10 +97,10 @@ def run_ray_server(
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AigcError(
-            f"Cannot start or join {where} ({first}): start one with `ray start --head`, or leave out "
-            "--ray-address"
-        ) from None
+        remedy = "start one with `ray start --head`, or leave out --ray-address"
+        if address and "RAY_AUTH_MODE" not in os.environ:  # Ray's clusters ask for a token by default
+            remedy += "; a cluster with token authentication needs RAY_AUTH_MODE=token (and its token)"
+        raise AigcError(f"Cannot start or join {where} ({first}): {remedy}") from None
     if replica_gpus is None:
         replica_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     resources = {"num_cpus": replica_cpus, "num_gpus": replica_gpus}

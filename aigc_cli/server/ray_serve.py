@@ -147,7 +147,7 @@ def build_deployments(
     class ModalityReplica:
         """One modality's engines on one replica: a ServerState of its own (pool, keep-alive, batching)."""
 
-        def __init__(self, modality: str, opts: ReplicaOptions) -> None:
+        async def __init__(self, modality: str, opts: ReplicaOptions) -> None:
             from ..console import LogConsole
             from .state import ServerState, check_preload, preload
 
@@ -156,6 +156,7 @@ def build_deployments(
             self.state = ServerState(opts.keep_alive, list(opts.preload), self.console)
             check_preload(self.state, list(opts.preload))
             self.keys: dict[str, set[Any]] = {}
+            """The engines loaded for each multiplexed model id (unloaded when Ray Serve evicts it)."""
             self.served = 0
             self.active = 0
             self.counting = threading.Lock()
@@ -168,8 +169,11 @@ def build_deployments(
             self.node = ray.util.get_node_ip_address()
             self.pid = os.getpid()
             mine = [name for name in opts.preload if _modality_of(name) == modality]
-            if mine:
-                preload(self.state, mine, self.console)
+            for name in mine:  # every replica holds them: the router spreads their requests over all
+                before = set(self.state.labels)
+                await asyncio.to_thread(preload, self.state, [name], self.console)
+                self.keys[name] = set(self.state.labels) - before
+                await self.hold(name)
             self.state.start_reaper()
             self._stop = threading.Event()
             threading.Thread(target=self._heartbeat, name="aigc-board", daemon=True).start()
@@ -302,7 +306,8 @@ def build_deployments(
     )
     handles = {}
     for modality in MODALITIES:
-        ongoing = 16 if modality == "text" else 2  # text batches; an image or a voice runs one at a time
+        # text batches (up to 8 a replica, then the next replica); an image or a voice runs one at a time
+        ongoing = 8 if modality == "text" else 2
         deployment = serve.deployment(
             ModalityReplica,
             name=f"aigc-{modality}",

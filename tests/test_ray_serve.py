@@ -1,0 +1,252 @@
+"""`aigc serve --ray` on a real local Ray cluster (`ray start --head` on loopback, 2 CPUs) driven by the
+official `openai` client and raw HTTP: the same bytes as a single `aigc serve` and as the raw library, two
+text replicas sharing concurrent requests, a replica killed mid-request (one clean 503, then a replacement
+serves), speech scaled to zero and back, `aigc ps` showing the replicas, and bad options."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import AIGC
+from inproc import run_cli
+from server_helpers import http, server_env, start_server
+
+pytest.importorskip("ray.serve")
+openai = pytest.importorskip("openai")
+
+pytestmark = pytest.mark.ray
+RAY = str(Path(AIGC).with_name("ray"))
+HI = [{"role": "user", "content": "Tell me a story"}]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local Ray head on loopback with 2 CPUs, its own process group (stopped with it, not with `ray stop`,
+    which would stop every Ray on the machine)."""
+    home = tmp_path_factory.mktemp("ray-home")
+    port = free_port()
+    import torch
+
+    # RAY_AUTH_MODE: as `ray start` makes a cluster, with token authentication. OMP_NUM_THREADS: Ray gives a
+    # replica as many torch threads as the CPUs it reserves, and float sums in another order can move a pixel
+    # by one: the replicas run with the threads of the single `aigc serve` they are compared with.
+    threads = str(torch.get_num_threads())
+    env = server_env(home, RAY_AUTH_MODE="token", OMP_NUM_THREADS=threads)
+    head = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    yield home, f"127.0.0.1:{port}", env
+    os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` waits on after that: its group goes next
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=3)
+    os.killpg(head.pid, signal.SIGKILL)
+    head.wait()
+
+
+@pytest.fixture(scope="module")
+def ray_server(cluster, tiny, pipes, vits):
+    """`aigc serve --ray` on the cluster: two text replicas, one image replica, speech from zero to one,
+    each half a CPU, models unloaded and speech scaled down after 3 s idle."""
+    home, address, env = cluster
+    args = ["--ray", "--ray-address", address, "--replicas", "text=2,image=1,speech=0-1", "--replica-cpus",
+            "0.5", "--keep-alive", "3s", "--preload", str(tiny["llama"]), "--preload", str(pipes["sd"]), "--preload", str(vits)]  # fmt: skip
+    server = start_server(home, *args, env=env, timeout=240)
+    yield server
+    assert server.stop() == 0, server.stderr()
+    assert "aigc: server stopped" in server.stderr()
+
+
+@pytest.fixture(scope="module")
+def ray_client(ray_server):
+    return openai.OpenAI(base_url=ray_server.url + "/v1", api_key="unused", max_retries=0, timeout=180)
+
+
+def replicas(server, deployment: str) -> list[dict]:
+    status, _, body = http(server.url + "/api/ps")
+    assert status == 200, body
+    return [row for row in json.loads(body)["replicas"] if row["deployment"] == deployment]
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.25)
+    return found
+
+
+def test_text_image_and_speech_are_the_bytes_of_aigc_serve_and_the_raw_library(
+    ray_server, ray_client, client, tiny, pipes, vits
+):
+    import raw
+
+    llama = str(tiny["llama"])
+    for settings in ({"temperature": 0}, {"temperature": 0.9, "seed": 11, "n": 2}):
+        on_ray, single = (
+            c.chat.completions.create(model=llama, messages=HI, max_tokens=20, **settings)
+            for c in (ray_client, client)
+        )
+        assert [c.message.content for c in on_ray.choices] == [c.message.content for c in single.choices]
+        for a, b in zip(on_ray.choices, single.choices, strict=True):
+            timed = ("time_to_first_token", "tokens_per_second", "seconds")
+            assert {k: v for k, v in a.model_extra["aigc"].items() if k not in timed} == {
+                k: v for k, v in b.model_extra["aigc"].items() if k not in timed
+            }
+    greedy = ray_client.chat.completions.create(model=llama, messages=HI, max_tokens=20, temperature=0)
+    expected = raw.generate(llama, HI[0]["content"], chat=True, max_new_tokens=20, do_sample=False)
+    assert greedy.choices[0].message.content == expected
+
+    image = {"model": str(pipes["sd"]), "prompt": "a red fox", "size": "64x64", "response_format": "b64_json",
+             "extra_body": {"seed": 7, "steps": 2, "negative_prompt": "blurry"}}  # fmt: skip
+    on_ray, single = (c.images.generate(**image) for c in (ray_client, client))
+    assert base64.b64decode(on_ray.data[0].b64_json) == base64.b64decode(single.data[0].b64_json)
+
+    # speech starts at zero replicas: the request waits for one, then answers the WAV of a single server
+    assert replicas(ray_server, "aigc-speech") == []
+    speech = {"model": str(vits), "voice": "alloy", "input": "hello there, this is a test.",
+              "response_format": "wav", "extra_body": {"seed": 3}}  # fmt: skip
+    on_ray, single = (c.audio.speech.create(**speech) for c in (ray_client, client))
+    assert on_ray.content == single.content and on_ray.content[:4] == b"RIFF"
+
+
+def test_concurrent_requests_spread_over_both_text_replicas(ray_server, ray_client, client, tiny):
+    llama = str(tiny["llama"])
+    before = {r["replica"]: r["served"] for r in replicas(ray_server, "aigc-text")}
+    assert len(before) == 2
+    answers: dict[int, str] = {}
+
+    def ask(seed: int) -> None:
+        reply = ray_client.chat.completions.create(
+            model=llama, messages=HI, max_tokens=16, temperature=0.8, seed=seed
+        )
+        answers[seed] = reply.choices[0].message.content
+
+    threads = [threading.Thread(target=ask, args=(seed,)) for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(answers) == list(range(8))
+    for seed in (0, 5):  # each equals the one request alone on a single server
+        alone = client.chat.completions.create(
+            model=llama, messages=HI, max_tokens=16, temperature=0.8, seed=seed
+        )
+        assert answers[seed] == alone.choices[0].message.content
+
+    def counted():
+        after = {r["replica"]: r["served"] for r in replicas(ray_server, "aigc-text")}
+        served = {k: after[k] - before.get(k, 0) for k in after}
+        return served if sum(served.values()) >= 8 else None
+
+    served = wait_for(counted, 15, "count of 8 requests")  # the board hears of each as it ends
+    assert sum(served.values()) == 8 and all(n > 0 for n in served.values()), served
+
+
+def test_a_replica_killed_mid_request_is_one_503_and_a_replacement_serves(ray_server, ray_client, pipes):
+    sd = str(pipes["sd"])
+    body = {"model": sd, "prompt": "a fox", "size": "64x64", "seed": 7, "steps": 1000}
+    answer: dict[str, tuple] = {}
+    request = threading.Thread(
+        target=lambda: answer.setdefault("r", http(ray_server.url + "/v1/images/generations", "POST", body))
+    )
+    request.start()
+    busy = wait_for(
+        lambda: [r for r in replicas(ray_server, "aigc-image") if r["active"]], 60, "busy replica"
+    )
+    os.kill(busy[0]["pid"], signal.SIGKILL)  # as the OOM killer or a lost node would
+    request.join(timeout=60)
+    assert not request.is_alive()
+    status, headers, raw_body = answer["r"]
+    error = json.loads(raw_body)["error"]
+    assert (status, headers.get("retry-after"), error["code"]) == (503, "2", "replica_lost"), raw_body
+    assert error["message"] == (
+        f"The replica running {sd} was lost mid-generation: send the request again (a replacement is starting)"
+    )
+    # the next request waits for the replacement and is answered
+    again = ray_client.images.generate(
+        model=sd, prompt="a fox", size="64x64", response_format="b64_json", extra_body={"seed": 7, "steps": 2}
+    )
+    assert base64.b64decode(again.data[0].b64_json)[:8] == b"\x89PNG\r\n\x1a\n"
+    (row,) = replicas(ray_server, "aigc-image")
+    assert row["pid"] != busy[0]["pid"]
+
+
+def test_speech_scales_to_zero_and_back_and_aigc_ps_shows_the_replicas(ray_server, ray_client, vits):
+    wait_for(lambda: replicas(ray_server, "aigc-speech") == [], 90, "speech scaled to zero")
+    speech = ray_client.audio.speech.create(
+        model=str(vits), voice="alloy", input="back again.", response_format="wav", extra_body={"seed": 3}
+    )
+    assert speech.content[:4] == b"RIFF"
+    assert len(replicas(ray_server, "aigc-speech")) == 1
+    env = {**ray_server.env, "AIGC_HOST": ray_server.url}
+    shown = subprocess.run([AIGC, "ps"], env=env, capture_output=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr.decode()
+    lines = shown.stdout.decode().splitlines()
+    assert lines[0].split() == ["DEPLOYMENT", "REPLICA", "NODE", "PID", "SERVED", "RUNNING"]
+    rows = [line.split() for line in lines[1:] if line.startswith("aigc-")]
+    assert sorted(r[0] for r in rows) == ["aigc-image", "aigc-speech", "aigc-text", "aigc-text"]
+    nodes, pids = {r[2] for r in rows}, [int(r[3]) for r in rows]
+    assert len(nodes) == 1  # the one node of this cluster; and each pid a replica's process here
+    for pid in pids:
+        os.kill(pid, 0)
+
+
+def test_the_cli_through_the_ray_server_equals_a_local_run(ray_server, tiny):
+    args = ["text", "Write a poem", "-m", str(tiny["llama"]), "--max-tokens", "24", "--temperature", "0.8",
+            "--seed", "5"]  # fmt: skip
+    env = {**ray_server.env, "AIGC_HOST": ray_server.url}
+    served = subprocess.run([AIGC, *args], env=env, capture_output=True, timeout=120)
+    assert served.returncode == 0, served.stderr.decode()
+    local = run_cli(*args, "--local")
+    assert served.stdout == local.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--replicas", "text=2"], "--replicas applies to aigc serve --ray: add --ray"),
+        (
+            ["--ray", "--replicas", "video=1"],
+            "--replicas video=1: 'video=1' is not MODALITY=N or MODALITY=LOW-HIGH",
+        ),
+        (["--ray", "--replicas", "text=two"], "--replicas text=two: text=two is not a number of replicas"),
+        (["--ray", "--replicas", "text=2-1"], "--replicas text=2-1: text=2-1 needs at most as many replicas"),
+        (["--ray", "--replica-cpus", "-1"], "--replica-cpus must be at least 0 (got -1)"),
+    ],
+)
+def test_bad_ray_options_are_one_line_exit_2(args, message):
+    result = run_cli("serve", *args)
+    assert result.returncode == 2, result.stderr.decode()
+    (line,) = result.stderr.decode().strip().splitlines()
+    assert line.startswith(f"aigc: error: {message}"), line
