@@ -37,13 +37,10 @@ def run_ray_server(
     (--preload models loaded on their replicas). ray_address: a running cluster (`ray start --head`;
     RAY_ADDRESS too); None starts a local Ray in this process. replica_gpus: None gives each text and image
     replica a GPU where the cluster has any. UsageError (exit 2) for options that cannot work."""
-    from ..config import go_offline
-    from ..credentials import signing_setup
-    from ..hub import SERVER_NO_PULL
-    from .discovery import connect_host, read_record, remove_record, write_record
+    from .discovery import connect_host, remove_record, write_record
     from .ray_serve import APP_NAME, ReplicaOptions, build_deployments, make_board, parse_replicas
-    from .serve import LOOPBACK_NAMES, check_exposure, is_loopback, listen
-    from .state import check_preload, check_settings, parse_keep_alive
+    from .serve import LOOPBACK_NAMES, check_options, is_loopback, listen
+    from .state import check_preload
 
     scales = parse_replicas(replicas)
     if models_per_replica < 1:
@@ -55,26 +52,7 @@ def run_ray_server(
         raise AigcError(
             f"aigc serve --ray needs Ray Serve ({exc.name} is missing): pip install 'aigc[ray]'"
         ) from None
-    api_key = api_key or os.environ.get("AIGC_API_KEY") or None
-    check_exposure(host, api_key)
-    signing_setup()
-    running = read_record()
-    if running is not None:
-        raise AigcError(
-            f"Another aigc serve runs with this AIGC_HOME (pid {running['pid']}, port {running['port']}): "
-            "stop it first, or give this one its own AIGC_HOME"
-        )
-    seconds = parse_keep_alive(keep_alive)
-    check_settings()
-    if out_dir is not None:
-        from pathlib import Path
-
-        from ..mcp.tools import make_folder
-
-        make_folder(Path(out_dir).expanduser())
-    if not allow_pull:
-        go_offline()
-        os.environ[SERVER_NO_PULL] = "1"
+    api_key, seconds = check_options(host, api_key, keep_alive, out_dir, allow_pull)
     check_preload(_Folders(), preload_names)  # a name aigc cannot run: exit 3 before Ray starts
     sock = listen(host, port)  # the port is free (port 0: pick one); Ray Serve's proxy takes it over
     bound = sock.getsockname()[1]

@@ -59,6 +59,40 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_options(
+    host: str, api_key: str | None, keep_alive: str, out_dir: str | None, allow_pull: bool
+) -> tuple[str | None, float | None]:
+    """What `aigc serve` (and `--ray`) checks before it listens: (the API key, from AIGC_API_KEY when not
+    given; the keep-alive in seconds, None for ever). A server reachable from other machines needs a key, a
+    signing setup and the settings must be valid, no other server may use this AIGC_HOME, the MCP output
+    folder must be makeable (exit 4); without allow_pull, requests never download. Raises UsageError (exit 2)
+    or AigcError naming the problem."""
+    from ..config import go_offline
+    from ..credentials import signing_setup
+
+    api_key = api_key or os.environ.get("AIGC_API_KEY") or None
+    check_exposure(host, api_key)
+    signing_setup()  # a broken signing setup stops the server now, not its first image
+    running = read_record()
+    if running is not None:
+        raise AigcError(
+            f"Another aigc serve runs with this AIGC_HOME (pid {running['pid']}, port {running['port']}): "
+            "stop it first, or give this one its own AIGC_HOME"
+        )
+    seconds = parse_keep_alive(keep_alive)
+    check_settings()
+    if out_dir is not None:  # where /mcp's tools save: a folder that cannot be made fails now, exit 4
+        from pathlib import Path
+
+        from ..mcp.tools import make_folder
+
+        make_folder(Path(out_dir).expanduser())
+    if not allow_pull:
+        go_offline()  # requests never download: only what is cached or embedded is served
+        os.environ[SERVER_NO_PULL] = "1"  # and a model that is not cached says why, with --allow-pull
+    return api_key, seconds
+
+
 def _preload_in_background(state: Any, names: list[str], console: Console, server: Any) -> None:
     """Preload in a thread while the server answers (/health: 503 "loading", then 200). A model that does
     not load stops the server with that model's error (state.failed), as it would have before listening."""
@@ -99,31 +133,9 @@ def run_server(
         raise AigcError(
             f"aigc serve needs FastAPI and uvicorn ({exc.name} is missing): pip install 'aigc[serve]'"
         ) from None
-    from ..config import go_offline
     from .state import ServerState
 
-    api_key = api_key or os.environ.get("AIGC_API_KEY") or None
-    check_exposure(host, api_key)
-    from ..credentials import signing_setup
-
-    signing_setup()  # a broken signing setup stops the server now, not its first image
-    running = read_record()
-    if running is not None:
-        raise AigcError(
-            f"Another aigc serve runs with this AIGC_HOME (pid {running['pid']}, port {running['port']}): "
-            "stop it first, or give this one its own AIGC_HOME"
-        )
-    seconds = parse_keep_alive(keep_alive)
-    check_settings()
-    if out_dir is not None:  # where /mcp's tools save: a folder that cannot be made fails now, exit 4
-        from pathlib import Path
-
-        from ..mcp.tools import make_folder
-
-        make_folder(Path(out_dir).expanduser())
-    if not allow_pull:
-        go_offline()  # requests never download: only what is cached or embedded is served
-        os.environ[SERVER_NO_PULL] = "1"  # and a model that is not cached says why, with --allow-pull
+    api_key, seconds = check_options(host, api_key, keep_alive, out_dir, allow_pull)
     sock = listen(host, port)
     bound = sock.getsockname()[1]
     console = LogConsole(verbose=verbose)
