@@ -250,3 +250,23 @@ def test_bad_ray_options_are_one_line_exit_2(args, message):
     assert result.returncode == 2, result.stderr.decode()
     (line,) = result.stderr.decode().strip().splitlines()
     assert line.startswith(f"aigc: error: {message}"), line
+
+
+def test_replicas_that_cannot_fit_a_local_ray_are_refused_and_a_cluster_is_warned():
+    from aigc_cli.console import LogConsole
+    from aigc_cli.errors import UsageError
+    from aigc_cli.server.ray_launch import _check_room
+    from aigc_cli.server.ray_serve import parse_replicas
+
+    one_cpu = {"num_cpus": 1.0, "num_gpus": 0.0}
+    with pytest.raises(UsageError) as refused:
+        _check_room({"CPU": 2.0}, parse_replicas(None), one_cpu, None, True, LogConsole())
+    assert refused.value.message == (
+        "one replica per modality (the default --replicas) with --replica-cpus 1 needs 3 CPUs at start, and "
+        "this local Ray has 2: lower --replica-cpus (e.g. 0.67) or start fewer replicas (LOW-HIGH, e.g. image=0-1)"
+    )
+    # what starts at zero needs nothing at start; GPUs are counted as CPUs are
+    _check_room({"CPU": 2.0}, parse_replicas("text=2,image=0-1,speech=0-2"), one_cpu, "x", True, LogConsole())
+    with pytest.raises(UsageError, match="needs 2 GPUs at start, and this local Ray has 1"):
+        _check_room({"CPU": 8.0, "GPU": 1.0}, parse_replicas("text=1,image=1,speech=0-1"),
+                    {"num_cpus": 1.0, "num_gpus": 1.0}, "text=1,image=1,speech=0-1", True, LogConsole())  # fmt: skip

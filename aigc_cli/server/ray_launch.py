@@ -82,6 +82,7 @@ def run_ray_server(
     if replica_gpus is None:
         replica_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     resources = {"num_cpus": replica_cpus, "num_gpus": replica_gpus}
+    _check_room(ray.cluster_resources(), scales, resources, replicas, local=address is None, console=console)
     hosts = LOOPBACK_NAMES if is_loopback(host) else None
     ingress_args = {
         "verbose": verbose,
@@ -133,6 +134,33 @@ def run_ray_server(
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _check_room(
+    cluster: dict[str, float],
+    scales: dict[str, Any],
+    resources: dict[str, float],
+    spec: str | None,
+    local: bool,
+    console: Any,
+) -> None:
+    """The replicas that start at once must fit the cluster's CPUs and GPUs, or Ray Serve waits for them for
+    ever: a UsageError (exit 2) on a local Ray, whose size is known; a warning on a cluster, which may grow
+    (an autoscaler adds nodes)."""
+    starting = sum(scale.low for scale in scales.values())
+    for unit, option, name in (("CPU", "--replica-cpus", "num_cpus"), ("GPU", "--replica-gpus", "num_gpus")):
+        need, have = starting * resources[name], cluster.get(unit, 0.0)
+        if need <= have + 1e-9:
+            continue
+        asked = f"--replicas {spec}" if spec else "one replica per modality (the default --replicas)"
+        message = (
+            f"{asked} with {option} {resources[name]:g} needs {need:g} {unit}s at start, and "
+            f"{'this local Ray' if local else 'the cluster'} has {have:g}: lower {option} (e.g. "
+            f"{have / max(starting, 1):.2g}) or start fewer replicas (LOW-HIGH, e.g. image=0-1)"
+        )
+        if local:
+            raise UsageError(message)
+        console.warn(f"{message}; Ray Serve waits until the cluster has room")
 
 
 def _teardown(serve: Any, ray: Any, board: Any, local: bool) -> None:

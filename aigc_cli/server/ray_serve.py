@@ -47,7 +47,7 @@ class Scale:
             "autoscaling_config": {
                 "min_replicas": self.low,
                 "max_replicas": self.high,
-                "initial_replicas": max(self.low, 1) if self.low else 0,
+                "initial_replicas": self.low,
                 "target_ongoing_requests": 1,
                 "upscale_delay_s": 0.0,
                 "downscale_delay_s": idle,
