@@ -40,6 +40,15 @@ def isolate(env: pytest.MonkeyPatch, folder: Path) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def frozen_imports():
+    """What the test modules imported, frozen for the garbage collector (inproc.freeze_imported): aigc's
+    pool collects garbage on each unload, in-process servers and runs too."""
+    from inproc import freeze_imported
+
+    freeze_imported()
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Every test: isolate() in its own tmp_path."""
