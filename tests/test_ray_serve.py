@@ -24,7 +24,9 @@ from server_helpers import http, server_env, start_server
 pytest.importorskip("ray.serve")
 openai = pytest.importorskip("openai")
 
-pytestmark = pytest.mark.ray
+# One worker runs the Ray tests one after another (test_batch.py's Ray Data test too): two Ray clusters at
+# once on two cores starve each other.
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
 RAY = str(Path(AIGC).with_name("ray"))
 HI = [{"role": "user", "content": "Tell me a story"}]
 
