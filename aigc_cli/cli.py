@@ -614,7 +614,8 @@ def serve(
         typer.Option(
             "--ray-address",
             metavar="ADDRESS",
-            help="A running Ray cluster (HOST:PORT of `ray start --head`; default RAY_ADDRESS, else local).",
+            help="A Ray cluster: HOST:PORT of `ray start --head`, or auto "
+            "(default: RAY_ADDRESS, else a new local Ray).",
             rich_help_panel="Ray Serve",
         ),
     ] = None,
@@ -623,7 +624,8 @@ def serve(
         typer.Option(
             "--replicas",
             metavar="SPEC",
-            help="Replicas per modality: N, or LOW-HIGH to autoscale (0: to zero), e.g. text=2,image=0-1.",
+            help="Replicas per modality, N or LOW-HIGH to autoscale (0: to zero), e.g. text=2,image=0-1; "
+            "others get 1.",
             rich_help_panel="Ray Serve",
         ),
     ] = None,
@@ -655,7 +657,17 @@ def serve(
     verbose: VerboseOpt = False,
 ) -> None:
     """Serve text, images and speech over an OpenAI-compatible HTTP API, models kept warm (URL on stdout)."""
-    ray_given = [name for name, value in (("--ray-address", ray_address), ("--replicas", replicas)) if value]
+    ray_given = [
+        name
+        for name, given in (
+            ("--ray-address", ray_address is not None),
+            ("--replicas", replicas is not None),
+            ("--replica-cpus", replica_cpus != 1.0),
+            ("--replica-gpus", replica_gpus is not None),
+            ("--models-per-replica", models_per_replica != 3),
+        )
+        if given
+    ]
     if not ray and ray_given:
         from .errors import UsageError
 

@@ -513,7 +513,6 @@ def test_ctrl_c_writes_whole_lines_and_a_rerun_finishes(tiny, pipes, tmp_path):
 
 
 @pytest.mark.ray
-@pytest.mark.xdist_group("ray")  # one worker runs the Ray tests one after another (tests/test_ray_serve.py)
 def test_ray_gives_the_local_results(main_batch):
     """`--engine ray --workers 2` on the same job file: the same lines in the same order (timings and paths
     aside: Ray's paths are absolute), the same file bytes, the bad jobs reported, the rest finished."""

@@ -24,9 +24,7 @@ from server_helpers import http, server_env, start_server
 pytest.importorskip("ray.serve")
 openai = pytest.importorskip("openai")
 
-# One worker runs the Ray tests one after another (test_batch.py's Ray Data test too): two Ray clusters at
-# once on two cores starve each other.
-pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
+pytestmark = pytest.mark.ray
 RAY = str(Path(AIGC).with_name("ray"))
 HI = [{"role": "user", "content": "Tell me a story"}]
 
@@ -49,7 +47,12 @@ def cluster(tmp_path_factory):
     # replica as many torch threads as the CPUs it reserves, and float sums in another order can move a pixel
     # by one: the replicas run with the threads of the single `aigc serve` they are compared with.
     threads = str(torch.get_num_threads())
-    env = server_env(home, RAY_AUTH_MODE="token", OMP_NUM_THREADS=threads)
+    # The proxy's readiness and health checks get 60 s, not 5 and 10: the other tests keep both cores busy.
+    waits = {
+        name: "60"
+        for name in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S")
+    }
+    env = server_env(home, RAY_AUTH_MODE="token", OMP_NUM_THREADS=threads, **waits)
     head = subprocess.Popen(
         [
             RAY,
@@ -68,11 +71,22 @@ def cluster(tmp_path_factory):
         env=env,
         start_new_session=True,
     )
+    deadline = time.monotonic() + 120
+    while True:  # `ray start --block` listens once its GCS is up
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert head.poll() is None, head.stderr.read().decode()
+            assert time.monotonic() < deadline, "ray start --head did not listen"
+            time.sleep(0.2)
     yield home, f"127.0.0.1:{port}", env
-    os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` waits on after that: its group goes next
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` waits on after that: its group goes next
     with contextlib.suppress(subprocess.TimeoutExpired):
         head.wait(timeout=3)
-    os.killpg(head.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGKILL)
     head.wait()
 
 
@@ -108,9 +122,7 @@ def wait_for(check, timeout: float, what: str):
     return found
 
 
-def test_text_image_and_speech_are_the_bytes_of_aigc_serve_and_the_raw_library(
-    ray_server, ray_client, client, tiny, pipes, vits
-):
+def same_bytes_as_aigc_serve_and_the_raw_library(ray_server, ray_client, client, tiny, pipes, vits):
     import raw
 
     llama = str(tiny["llama"])
@@ -142,7 +154,7 @@ def test_text_image_and_speech_are_the_bytes_of_aigc_serve_and_the_raw_library(
     assert on_ray.content == single.content and on_ray.content[:4] == b"RIFF"
 
 
-def test_concurrent_requests_spread_over_both_text_replicas(ray_server, ray_client, client, tiny):
+def concurrent_requests_spread_over_both_text_replicas(ray_server, ray_client, client, tiny):
     llama = str(tiny["llama"])
     before = {r["replica"]: r["served"] for r in replicas(ray_server, "aigc-text")}
     assert len(before) == 2
@@ -175,7 +187,7 @@ def test_concurrent_requests_spread_over_both_text_replicas(ray_server, ray_clie
     assert sum(served.values()) == 8 and all(n > 0 for n in served.values()), served
 
 
-def test_a_replica_killed_mid_request_is_one_503_and_a_replacement_serves(ray_server, ray_client, pipes):
+def a_replica_killed_mid_request_is_one_503_and_a_replacement_serves(ray_server, ray_client, pipes):
     sd = str(pipes["sd"])
     body = {"model": sd, "prompt": "a fox", "size": "64x64", "seed": 7, "steps": 1000}
     answer: dict[str, tuple] = {}
@@ -204,7 +216,7 @@ def test_a_replica_killed_mid_request_is_one_503_and_a_replacement_serves(ray_se
     assert row["pid"] != busy[0]["pid"]
 
 
-def test_speech_scales_to_zero_and_back_and_aigc_ps_shows_the_replicas(ray_server, ray_client, vits):
+def speech_scales_to_zero_and_back_and_aigc_ps_shows_the_replicas(ray_server, ray_client, vits):
     wait_for(lambda: replicas(ray_server, "aigc-speech") == [], 90, "speech scaled to zero")
     speech = ray_client.audio.speech.create(
         model=str(vits), voice="alloy", input="back again.", response_format="wav", extra_body={"seed": 3}
@@ -224,7 +236,7 @@ def test_speech_scales_to_zero_and_back_and_aigc_ps_shows_the_replicas(ray_serve
         os.kill(pid, 0)
 
 
-def test_the_cli_through_the_ray_server_equals_a_local_run(ray_server, tiny):
+def the_cli_through_the_ray_server_equals_a_local_run(ray_server, tiny):
     args = ["text", "Write a poem", "-m", str(tiny["llama"]), "--max-tokens", "24", "--temperature", "0.8",
             "--seed", "5"]  # fmt: skip
     env = {**ray_server.env, "AIGC_HOST": ray_server.url}
@@ -232,6 +244,17 @@ def test_the_cli_through_the_ray_server_equals_a_local_run(ray_server, tiny):
     assert served.returncode == 0, served.stderr.decode()
     local = run_cli(*args, "--local")
     assert served.stdout == local.stdout
+
+
+def test_aigc_serve_on_a_ray_cluster(ray_server, ray_client, client, tiny, pipes, vits):
+    """The cluster's checks in one test, in this order (speech starts at zero replicas; the kill comes after
+    the requests that count on every replica): one test, so that pytest-xdist runs them on one worker, with
+    one cluster (its loadgroup scheduling does not group tests under pytest 9)."""
+    same_bytes_as_aigc_serve_and_the_raw_library(ray_server, ray_client, client, tiny, pipes, vits)
+    concurrent_requests_spread_over_both_text_replicas(ray_server, ray_client, client, tiny)
+    a_replica_killed_mid_request_is_one_503_and_a_replacement_serves(ray_server, ray_client, pipes)
+    speech_scales_to_zero_and_back_and_aigc_ps_shows_the_replicas(ray_server, ray_client, vits)
+    the_cli_through_the_ray_server_equals_a_local_run(ray_server, tiny)
 
 
 @pytest.mark.parametrize(
@@ -243,8 +266,19 @@ def test_the_cli_through_the_ray_server_equals_a_local_run(ray_server, tiny):
             "--replicas video=1: 'video=1' is not MODALITY=N or MODALITY=LOW-HIGH",
         ),
         (["--ray", "--replicas", "text=two"], "--replicas text=two: text=two is not a number of replicas"),
-        (["--ray", "--replicas", "text=2-1"], "--replicas text=2-1: text=2-1 needs at most as many replicas"),
+        (
+            ["--ray", "--replicas", "text=2-1"],
+            "--replicas text=2-1: text=2-1 is a range from high to low: write 1-2",
+        ),
+        (
+            ["--ray", "--replicas", "text=0"],
+            "--replicas text=0: text=0 gives text no replica: give at least 1",
+        ),
+        (["--ray", "--replicas", "text=1,text=2"], "--replicas text=1,text=2: text is named twice"),
+        (["--ray", "--replicas", ",,"], "--replicas ',,' has an empty part"),
         (["--ray", "--replica-cpus", "-1"], "--replica-cpus must be at least 0 (got -1)"),
+        (["--replica-cpus", "2"], "--replica-cpus applies to aigc serve --ray: add --ray"),
+        (["--models-per-replica", "2"], "--models-per-replica applies to aigc serve --ray: add --ray"),
     ],
 )
 def test_bad_ray_options_are_one_line_exit_2(args, message):
@@ -265,10 +299,27 @@ def test_replicas_that_cannot_fit_a_local_ray_are_refused_and_a_cluster_is_warne
         _check_room({"CPU": 2.0}, parse_replicas(None), one_cpu, None, True, LogConsole())
     assert refused.value.message == (
         "one replica per modality (the default --replicas) with --replica-cpus 1 needs 3 CPUs at start, and "
-        "this local Ray has 2: lower --replica-cpus (e.g. 0.67) or start fewer replicas (LOW-HIGH, e.g. image=0-1)"
+        "this local Ray has 2: lower --replica-cpus (e.g. 0.66) or the replicas"
     )
-    # what starts at zero needs nothing at start; GPUs are counted as CPUs are
-    _check_room({"CPU": 2.0}, parse_replicas("text=2,image=0-1,speech=0-2"), one_cpu, "x", True, LogConsole())
+    # autoscaling ranges count at their most: a request for a modality with no room would wait for ever
+    with pytest.raises(UsageError, match="needs 5 CPUs at their most, and this local Ray has 2"):
+        _check_room(
+            {"CPU": 2.0}, parse_replicas("text=2,image=0-1,speech=0-2"), one_cpu, "x", True, LogConsole()
+        )
+    _check_room({"CPU": 5.0}, parse_replicas("text=2,image=0-1,speech=0-2"), one_cpu, "x", True, LogConsole())
     with pytest.raises(UsageError, match="needs 2 GPUs at start, and this local Ray has 1"):
         _check_room({"CPU": 8.0, "GPU": 1.0}, parse_replicas("text=1,image=1,speech=0-1"),
                     {"num_cpus": 1.0, "num_gpus": 1.0}, "text=1,image=1,speech=0-1", True, LogConsole())  # fmt: skip
+
+
+def test_a_ray_address_where_nothing_listens_is_one_line_not_rays_retries():
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = run_cli("serve", "--ray", "--ray-address", f"127.0.0.1:{port}", "--port", "0")
+    assert result.returncode == 1, result.stderr.decode()
+    (line,) = result.stderr.decode().strip().splitlines()
+    assert line.startswith(f"aigc: error: No Ray cluster answers at 127.0.0.1:{port} ("), line
+    assert line.endswith(
+        "start one there with `ray start --head`, or leave out --ray-address for a local Ray"
+    )

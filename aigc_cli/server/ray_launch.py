@@ -3,6 +3,7 @@ on Ray Serve (server/ray_serve.py), record the server in AIGC_HOME, and wait for
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -59,9 +60,109 @@ def run_ray_server(
     sock.close()
     console = LogConsole(verbose=verbose)
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
+    local = address in (None, "local")  # "local": a new Ray here, never a cluster another process started
+    if not local:
+        _check_reachable(address)
     env = {name: os.environ[name] for name in FORWARDED if name in os.environ}
-    if address is None:  # a local Ray: its workers are this machine's, with this environment
+    if local:  # a local Ray: its workers are this machine's, with this environment
         env.update({k: v for k, v in os.environ.items() if k.startswith(("AIGC_", "HF_"))})
+        # Serve's proxy gets 5 s to say it is ready, else it is killed: too short on a machine busy loading
+        # models on every core. The controller started here reads these from this environment.
+        for name in ("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"):
+            os.environ.setdefault(name, "60")
+    deployed = threading.Event()
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if not deployed.is_set():
+            raise _Stopped()  # out of ray.init or Ray Serve's wait for the app, at once
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    board = None
+    recorded = False
+    code = 0
+    try:
+        _join(ray, "local" if local else address, env, verbose)
+        if replica_gpus is None:
+            replica_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        resources = {"num_cpus": replica_cpus, "num_gpus": replica_gpus}
+        _check_room(ray.cluster_resources(), scales, resources, replicas, local, console)
+        hosts = LOOPBACK_NAMES if is_loopback(host) else None
+        ingress_args = {
+            "verbose": verbose,
+            "keep_alive": seconds,
+            "preload": list(preload_names),
+            "api_key": api_key,
+            "hosts": hosts,
+            "cors_origins": cors_origins,
+            "out_dir": out_dir,
+        }
+        options = ReplicaOptions(seconds, tuple(preload_names), verbose, models_per_replica)
+        board = make_board()
+        serve.start(http_options={"host": host, "port": bound}, proxy_location="HeadOnly")
+        if not verbose:  # Ray Serve's own INFO lines (deploying, replicas added) are for -v
+            logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        app = build_deployments(scales, options, ingress_args, resources)
+        console.info(
+            "aigc: deploying on Ray Serve ("
+            + ", ".join(f"{m} {s}" for m, s in scales.items())
+            + f" replicas; {replica_cpus:g} CPU and {replica_gpus:g} GPU each)"
+        )
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        deployed.set()
+        shown = connect_host(host)
+        url = f"http://[{shown}]:{bound}" if ":" in shown else f"http://{shown}:{bound}"
+        write_record(host, bound, api_key is not None)
+        recorded = True
+        print(url, flush=True)
+        _say_preloads(preload_names, scales, console)
+        kept = "for ever" if seconds is None else f"{seconds:g} s"
+        console.info(f"aigc: serving on {url} with Ray Serve (idle models stay loaded {kept}; Ctrl-C stops)")
+        while not stop.wait(0.5):
+            pass
+    except _Stopped:
+        console.info("aigc: error: interrupted")
+        code = 130
+    except AigcError as exc:
+        console.info(f"aigc: error: {exc.message}")
+        code = int(exc.exit_code)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        console.info(f"aigc: error: Ray Serve could not deploy the app ({first})")
+        code = 1
+    finally:
+        deployed.set()  # a second Ctrl-C while tearing down is not an exception in the middle of it
+        if recorded:
+            remove_record()
+        _teardown(serve, ray, board, local=local)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    console.info("aigc: server stopped")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens at a HOST:PORT address
+    (`auto` and `ray://` addresses are Ray's to resolve)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise AigcError(
+            f"No Ray cluster answers at {address} ({exc.strerror or exc}): start one there with "
+            "`ray start --head`, or leave out --ray-address for a local Ray"
+        ) from None
+
+
+def _join(ray: Any, address: str, env: dict[str, str], verbose: bool) -> None:
+    """ray.init on `address` ("local": a new Ray in this process); AigcError naming the remedy."""
     try:
         ray.init(
             address=address,
@@ -73,67 +174,25 @@ def run_ray_server(
             configure_logging=True,
         )
     except (ConnectionError, ValueError, RuntimeError) as exc:
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        where = "a local Ray" if address == "local" else f"the Ray cluster at {address}"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         remedy = "start one with `ray start --head`, or leave out --ray-address"
-        if address and "RAY_AUTH_MODE" not in os.environ:  # Ray's clusters ask for a token by default
+        if address != "local" and "RAY_AUTH_MODE" not in os.environ:  # clusters ask for a token by default
             remedy += "; a cluster with token authentication needs RAY_AUTH_MODE=token (and its token)"
         raise AigcError(f"Cannot start or join {where} ({first}): {remedy}") from None
-    if replica_gpus is None:
-        replica_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
-    resources = {"num_cpus": replica_cpus, "num_gpus": replica_gpus}
-    _check_room(ray.cluster_resources(), scales, resources, replicas, local=address is None, console=console)
-    hosts = LOOPBACK_NAMES if is_loopback(host) else None
-    ingress_args = {
-        "verbose": verbose,
-        "keep_alive": seconds,
-        "preload": list(preload_names),
-        "api_key": api_key,
-        "hosts": hosts,
-        "cors_origins": cors_origins,
-        "out_dir": out_dir,
-    }
-    options = ReplicaOptions(seconds, tuple(preload_names), verbose, models_per_replica)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    board = None
-    recorded = False
-    code = 0
-    try:
-        board = make_board()
-        serve.start(http_options={"host": host, "port": bound}, proxy_location="HeadOnly")
-        app = build_deployments(scales, options, ingress_args, resources)
-        console.info(
-            "aigc: deploying on Ray Serve ("
-            + ", ".join(f"{m} {s}" for m, s in scales.items())
-            + f" replicas; {replica_cpus:g} CPU and {replica_gpus:g} GPU each)"
-        )
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-        shown = connect_host(host)
-        url = f"http://[{shown}]:{bound}" if ":" in shown else f"http://{shown}:{bound}"
-        write_record(host, bound, api_key is not None)
-        recorded = True
-        print(url, flush=True)
-        kept = "for ever" if seconds is None else f"{seconds:g} s"
-        console.info(f"aigc: serving on {url} with Ray Serve (idle models stay loaded {kept}; Ctrl-C stops)")
-        while not stop.wait(0.5):
-            pass
-    except AigcError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        console.info(f"aigc: error: Ray Serve could not deploy the app ({first})")
-        code = 1
-    finally:
-        if recorded:
-            remove_record()
-        _teardown(serve, ray, board, local=address is None)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    console.info("aigc: server stopped")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+
+
+def _say_preloads(names: list[str], scales: dict[str, Any], console: Any) -> None:
+    """A --preload model of a modality that starts at zero replicas loads when its first replica starts."""
+    from ..catalog import modality_of
+
+    for name in names:
+        modality = modality_of(name)
+        if scales[modality].low == 0:
+            console.info(
+                f"aigc: {name} ({modality}) loads when the first {modality} replica starts "
+                f"(--replicas {modality}={scales[modality]})"
+            )
 
 
 def _check_room(
@@ -144,19 +203,22 @@ def _check_room(
     local: bool,
     console: Any,
 ) -> None:
-    """The replicas that start at once must fit the cluster's CPUs and GPUs, or Ray Serve waits for them for
-    ever: a UsageError (exit 2) on a local Ray, whose size is known; a warning on a cluster, which may grow
-    (an autoscaler adds nodes)."""
+    """The replicas must fit the cluster's CPUs and GPUs, or Ray Serve waits for room for ever (at start: the
+    server never comes up; at their most: a request for a modality that cannot start a replica waits). On a
+    local Ray, whose size is known, a UsageError (exit 2) naming what to lower; on a cluster, which may grow
+    (an autoscaler adds nodes), a warning."""
     starting = sum(scale.low for scale in scales.values())
+    most = sum(scale.high for scale in scales.values())
+    asked = f"--replicas {spec}" if spec else "one replica per modality (the default --replicas)"
     for unit, option, name in (("CPU", "--replica-cpus", "num_cpus"), ("GPU", "--replica-gpus", "num_gpus")):
-        need, have = starting * resources[name], cluster.get(unit, 0.0)
-        if need <= have + 1e-9:
+        each, have = resources[name], cluster.get(unit, 0.0)
+        count, when = (starting, "at start") if starting * each > have + 1e-9 else (most, "at their most")
+        if count * each <= have + 1e-9:
             continue
-        asked = f"--replicas {spec}" if spec else "one replica per modality (the default --replicas)"
         message = (
-            f"{asked} with {option} {resources[name]:g} needs {need:g} {unit}s at start, and "
+            f"{asked} with {option} {each:g} needs {count * each:g} {unit}s {when}, and "
             f"{'this local Ray' if local else 'the cluster'} has {have:g}: lower {option} (e.g. "
-            f"{have / max(starting, 1):.2g}) or start fewer replicas (LOW-HIGH, e.g. image=0-1)"
+            f"{int(have / count * 100) / 100:g}) or the replicas"
         )
         if local:
             raise UsageError(message)
@@ -164,21 +226,27 @@ def _check_room(
 
 
 def _teardown(serve: Any, ray: Any, board: Any, local: bool) -> None:
-    """Take the app down (the whole local Ray; on a shared cluster only this app and the board)."""
+    """Take the app down (the whole local Ray; on a shared cluster only this app and the board). Nothing of
+    Serve's is called before this process has joined a Ray: Serve would join the one another process runs."""
     import contextlib
 
     from .ray_serve import APP_NAME
 
-    with contextlib.suppress(Exception):
-        if local:
-            serve.shutdown()
-        else:
-            serve.delete(APP_NAME)
-    if board is not None:
+    if ray.is_initialized():
         with contextlib.suppress(Exception):
-            ray.kill(board)
+            if local:
+                serve.shutdown()
+            else:
+                serve.delete(APP_NAME)
+        if board is not None:
+            with contextlib.suppress(Exception):
+                ray.kill(board)
     with contextlib.suppress(Exception):
-        ray.shutdown()
+        ray.shutdown()  # a local Ray interrupted while starting too
+
+
+class _Stopped(Exception):
+    """Ctrl-C or SIGTERM before the app was deployed."""
 
 
 class _Folders:

@@ -68,9 +68,15 @@ def parse_replicas(spec: str | None) -> dict[str, Scale]:
     """`text=2,image=1,speech=0-2` -> a Scale per modality (unnamed ones: 1 replica). N is that many
     replicas; LOW-HIGH an autoscaling range. UsageError (exit 2) naming the part that is wrong."""
     scales = dict(DEFAULT_SCALE)
-    for part in (spec or "").split(","):
+    if spec is None:
+        return scales
+    named: set[str] = set()
+    for part in spec.split(","):
         if not part.strip():
-            continue
+            raise UsageError(
+                f"--replicas {spec!r} has an empty part: give MODALITY=N or MODALITY=LOW-HIGH, "
+                "comma-separated, e.g. text=2,image=0-1"
+            )
         name, sep, value = (p.strip() for p in part.partition("="))
         if not sep or name not in MODALITIES:
             raise UsageError(
@@ -83,11 +89,18 @@ def parse_replicas(spec: str | None) -> dict[str, Scale]:
                 f"--replicas {spec}: {name}={value} is not a number of replicas or a range such as 0-2"
             )
         scale = Scale(int(low), int(high) if dash else int(low))
-        if scale.high < scale.low or scale.high == 0:
+        if scale.high == 0:
             raise UsageError(
-                f"--replicas {spec}: {name}={value} needs at most as many replicas at the low end as at "
-                "the high end, and at least one at the high end"
+                f"--replicas {spec}: {name}={value} gives {name} no replica: give at least 1, or 0-N to "
+                "scale to zero when idle"
             )
+        if scale.high < scale.low:
+            raise UsageError(
+                f"--replicas {spec}: {name}={value} is a range from high to low: write {high}-{low}"
+            )
+        if name in named:
+            raise UsageError(f"--replicas {spec}: {name} is named twice: give each modality once")
+        named.add(name)
         scales[name] = scale
     return scales
 
