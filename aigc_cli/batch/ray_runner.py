@@ -152,7 +152,7 @@ def run_on_ray(
         logging.getLogger(name).setLevel(logging.ERROR)
     with _stderr_closed():  # Ray's native logging announces its own log level there as it starts
         ray.init(
-            address=address,
+            address=address or "local",  # a new local Ray: never the cluster /tmp/ray last named
             logging_level=logging.ERROR,
             log_to_driver=False,
             include_dashboard=False,
