@@ -180,10 +180,3 @@ def heavy_imports(
     last = result.stderr.decode().splitlines()[-1]
     assert last.startswith("HEAVY "), result.stderr.decode()
     return eval(last.removeprefix("HEAVY ")), result
-
-
-def pytest_collection_modifyitems(config, items):
-    """tests/test_ray_serve.py runs last: its cluster's start (a Ray head, replicas importing torch) takes
-    both cores for a while, and the terminal tests that time a Ctrl-C against a spinner or a prompt must not
-    run beside it. (The whole module moves, so its module-scoped cluster starts once.)"""
-    items.sort(key=lambda item: item.path.name == "test_ray_serve.py")

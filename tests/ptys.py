@@ -23,6 +23,15 @@ def sized_pty(rows: int = 24, columns: int = 80) -> tuple[int, int]:
     return leader, follower
 
 
+def sigint_as_a_terminal_gives_it() -> None:
+    """A foreground job on a terminal gets SIGINT at its default, whatever the test runner inherited: a runner
+    started in the background of a script has SIGINT ignored, children inherit that, and a Ctrl-C a test sends
+    would then never reach Python."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_in_pty(
     args: list[str],
     expect: int = 0,
@@ -44,6 +53,7 @@ def run_in_pty(
         stderr=follower,
         close_fds=True,
         env=env,
+        preexec_fn=sigint_as_a_terminal_gives_it,
     )
     os.close(follower)
     chunks, deadline = [], time.monotonic() + 120

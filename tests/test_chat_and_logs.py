@@ -17,7 +17,7 @@ from pathlib import Path
 
 from conftest import AIGC
 from inproc import run_cli
-from ptys import cells, plain_env, run_in_pty, screen_lines, sized_pty
+from ptys import cells, plain_env, run_in_pty, screen_lines, sigint_as_a_terminal_gives_it, sized_pty
 
 SMALL_IMAGE = ["--steps", "2", "--width", "64", "--height", "64"]
 
@@ -107,7 +107,14 @@ def chat_in_pty(args: list[str], steps: list[tuple], expect: int = 0) -> str:
     """Run `aigc chat` on a terminal; for each (wait_for, send), send once wait_for has shown since the
     last step. Returns what the terminal showed (a 24x80 one)."""
     leader, follower = sized_pty()
-    process = subprocess.Popen(args, stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+    process = subprocess.Popen(
+        args,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+        preexec_fn=sigint_as_a_terminal_gives_it,
+    )
     os.close(follower)
     shown, mark, deadline = b"", 0, time.monotonic() + 120
     while time.monotonic() < deadline:
