@@ -677,38 +677,15 @@ def serve(
             from .errors import UsageError
 
             raise UsageError(f"{name} must be at least 0 (got {value:g})")
+    common = (host, port, keep_alive, preload or [], api_key, allow_pull, cors_origin or [], verbose, out_dir)
     if ray:
         from .server.ray_launch import run_ray_server
 
-        run_ray_server(
-            host,
-            port,
-            keep_alive,
-            preload or [],
-            api_key,
-            allow_pull,
-            cors_origin or [],
-            verbose,
-            out_dir,
-            ray_address,
-            replicas,
-            replica_cpus,
-            replica_gpus,
-            models_per_replica,
-        )
-    from .server.serve import run_server
+        run_ray_server(*common, ray_address, replicas, replica_cpus, replica_gpus, models_per_replica)
+    else:
+        from .server.serve import run_server
 
-    run_server(
-        host,
-        port,
-        keep_alive,
-        preload or [],
-        api_key,
-        allow_pull,
-        cors_origin or [],
-        verbose,
-        out_dir=out_dir,
-    )
+        run_server(*common)
 
 
 @app.command(short_help="Serve text, images and speech as MCP tools for agents, on stdio.")

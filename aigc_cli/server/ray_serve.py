@@ -181,7 +181,9 @@ def build_deployments(
 
             self.node = ray.util.get_node_ip_address()
             self.pid = os.getpid()
-            mine = [name for name in opts.preload if _modality_of(name) == modality]
+            from ..catalog import modality_of
+
+            mine = [name for name in opts.preload if modality_of(name) == modality]
             for name in mine:  # every replica holds them: the router spreads their requests over all
                 before = set(self.state.labels)
                 await asyncio.to_thread(preload, self.state, [name], self.console)
@@ -346,9 +348,3 @@ class _Held:
     def __del__(self) -> None:
         for key in self.replica.keys.pop(self.model_id, set()):
             self.replica.state.pool.unload(key)
-
-
-def _modality_of(name: str) -> str:
-    from ..catalog import modality_of
-
-    return modality_of(name)
